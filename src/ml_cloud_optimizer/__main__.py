@@ -1,0 +1,3 @@
+from ml_cloud_optimizer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""`mlco`: parse, call the core, print. Each command family lives in its own module.
+
+A module in ``COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its
+subcommands and sets ``func`` on each; ``func(args)`` returns the exit code.
+User mistakes are raised as ``UserError`` (or the core's ``ValueError`` subclasses
+listed in ``USER_ERRORS``) and printed as one line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ml_cloud_optimizer import __version__
+from ml_cloud_optimizer.data.schema import DataValidationError
+
+__all__ = ["UserError", "main", "build_parser"]
+
+COMMAND_MODULES = [
+    "ml_cloud_optimizer.cli.data",
+    "ml_cloud_optimizer.cli.db",
+    "ml_cloud_optimizer.cli.demo",
+]
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; printed as one line, exit status 2."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, DataValidationError, FileNotFoundError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlco",
+        description="ML Cloud Workload Optimizer: forecast cloud workload, detect peaks, recommend capacity.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as exc:
+        print(f"mlco {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mlco {args.command}: interrupted", file=sys.stderr)
+        return 130

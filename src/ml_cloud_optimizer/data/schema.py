@@ -1,0 +1,169 @@
+"""The canonical fleet frame: the one shape every data source is turned into.
+
+The synthetic generator, every real-trace reader, the warehouse loader and feature
+engineering all speak this shape, so a model never knows where its data came from.
+
+A fleet is two frames:
+
+* ``metrics``: long format, one row per (entity, 5-minute slot), sorted by
+  ``entity_id`` then ``ts``. Utilisation is a fraction of what is provisioned
+  (1.0 = fully busy; real traces can exceed it slightly). Only ``cpu_util`` is
+  mandatory: a trace that lacks a metric leaves it NaN.
+* ``entities``: one row per entity, with its attributes and hourly price.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "STEP",
+    "STEP_SECONDS",
+    "METRIC_COLUMNS",
+    "VALUE_COLUMNS",
+    "ENTITY_COLUMNS",
+    "UTIL_MAX",
+    "Fleet",
+    "DataValidationError",
+    "estimate_hourly_price",
+    "validate_fleet",
+]
+
+STEP_SECONDS = 300
+STEP = pd.Timedelta(seconds=STEP_SECONDS)
+
+# Highest utilisation fraction accepted; real traces report up to about 1.06.
+UTIL_MAX = 1.5
+
+# name -> pandas dtype, in canonical order.
+METRIC_COLUMNS: dict[str, str] = {
+    "entity_id": "string",
+    "ts": "datetime64[ns, UTC]",
+    "cpu_util": "float64",
+    "mem_util": "float64",
+    "net_in_kbps": "float64",
+    "net_out_kbps": "float64",
+    "disk_read_kbps": "float64",
+    "disk_write_kbps": "float64",
+    "request_rate": "float64",
+    "is_peak": "boolean",
+}
+VALUE_COLUMNS = [c for c in METRIC_COLUMNS if c not in ("entity_id", "ts", "is_peak")]
+
+ENTITY_COLUMNS: dict[str, str] = {
+    "entity_id": "string",
+    "service": "string",
+    "instance_type": "string",
+    "region": "string",
+    "vcpus": "int64",
+    "mem_gib": "float64",
+    "hourly_price": "float64",
+}
+
+# On-demand list prices of general-purpose instances work out to roughly this much per vCPU-hour
+# and per GiB-hour; used where a trace says what is provisioned but not what it costs.
+_PRICE_PER_VCPU_HOUR = 0.0316
+_PRICE_PER_GIB_HOUR = 0.0042
+
+
+class DataValidationError(ValueError):
+    """Input data breaks the canonical contract; the message says which column and why."""
+
+
+def estimate_hourly_price(vcpus, mem_gib):
+    """Hourly USD price of an instance with this many vCPUs and GiB, from list-price rates."""
+    return np.round(_PRICE_PER_VCPU_HOUR * np.asarray(vcpus) + _PRICE_PER_GIB_HOUR * np.asarray(mem_gib), 4)
+
+
+@dataclass
+class Fleet:
+    """Metrics and entity attributes of one data source, plus what was missing in it.
+
+    Attributes:
+        metrics: long frame with ``METRIC_COLUMNS``.
+        entities: one row per entity with ``ENTITY_COLUMNS``.
+        source: where it came from ("synthetic", "bitbrains", a path...).
+        gaps: per-entity report of missing 5-minute slots (columns ``entity_id``,
+            ``expected_slots``, ``present_slots``, ``missing_slots``, ``longest_gap_slots``).
+    """
+
+    metrics: pd.DataFrame
+    entities: pd.DataFrame
+    source: str = "unknown"
+    gaps: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def validate_fleet(fleet: Fleet) -> Fleet:
+    """Check a fleet against the contract and raise ``DataValidationError`` on the first problem.
+
+    Checks columns, dtypes that can be coerced, the 5-minute grid, ranges, duplicate
+    (entity_id, ts) keys and that every metric row has an entity. Returns the fleet with
+    columns coerced to canonical dtypes and order.
+    """
+    metrics = _coerce(fleet.metrics, METRIC_COLUMNS, "metrics")
+    entities = _coerce(fleet.entities, ENTITY_COLUMNS, "entities")
+
+    for col in ("entity_id", "ts", "cpu_util"):
+        if metrics[col].isna().any():
+            raise DataValidationError(f"metrics.{col}: {int(metrics[col].isna().sum())} missing values")
+    off_grid = (metrics["ts"].astype("int64") // 10**9) % STEP_SECONDS != 0
+    if off_grid.any():
+        raise DataValidationError(
+            f"metrics.ts: {int(off_grid.sum())} timestamps are not on the {STEP_SECONDS} s grid"
+            f" (first: {metrics.loc[off_grid, 'ts'].iloc[0]})"
+        )
+    for col in ("cpu_util", "mem_util"):
+        bad = (metrics[col] < 0) | (metrics[col] > UTIL_MAX)
+        if bad.any():
+            raise DataValidationError(
+                f"metrics.{col}: {int(bad.sum())} values outside [0, {UTIL_MAX}]"
+                f" (first: {metrics.loc[bad, col].iloc[0]!r}); utilisation is a fraction"
+            )
+    for col in VALUE_COLUMNS:
+        if col in ("cpu_util", "mem_util"):
+            continue
+        bad = metrics[col] < 0
+        if bad.any():
+            raise DataValidationError(f"metrics.{col}: {int(bad.sum())} negative values")
+    finite = metrics[VALUE_COLUMNS].to_numpy(dtype="float64", na_value=np.nan)
+    if np.isinf(finite).any():
+        raise DataValidationError("metrics: infinite values")
+    dup = metrics.duplicated(["entity_id", "ts"])
+    if dup.any():
+        first = metrics.loc[dup].iloc[0]
+        raise DataValidationError(
+            f"metrics: {int(dup.sum())} duplicate (entity_id, ts) keys (first: {first['entity_id']} at {first['ts']})"
+        )
+    if entities["entity_id"].duplicated().any():
+        raise DataValidationError("entities.entity_id: duplicate entity ids")
+    unknown = ~metrics["entity_id"].isin(entities["entity_id"])
+    if unknown.any():
+        raise DataValidationError(
+            f"metrics.entity_id: {metrics.loc[unknown, 'entity_id'].nunique()} entities have no row in entities"
+            f" (first: {metrics.loc[unknown, 'entity_id'].iloc[0]})"
+        )
+    if (entities["vcpus"] <= 0).any() or (entities["mem_gib"] <= 0).any() or (entities["hourly_price"] < 0).any():
+        raise DataValidationError("entities: vcpus and mem_gib must be positive and hourly_price not negative")
+    metrics = metrics.sort_values(["entity_id", "ts"], kind="stable").reset_index(drop=True)
+    return Fleet(metrics=metrics, entities=entities, source=fleet.source, gaps=fleet.gaps)
+
+
+def _coerce(frame: pd.DataFrame, columns: dict[str, str], what: str) -> pd.DataFrame:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataValidationError(f"{what}: missing columns {', '.join(missing)}")
+    out = {}
+    for col, dtype in columns.items():
+        try:
+            if dtype.startswith("datetime64"):
+                out[col] = pd.to_datetime(frame[col], utc=True)
+            elif dtype in ("float64", "int64"):
+                out[col] = pd.to_numeric(frame[col], errors="raise").astype(dtype)
+            else:
+                out[col] = frame[col].astype(dtype)
+        except (ValueError, TypeError) as exc:
+            raise DataValidationError(f"{what}.{col}: cannot read as {dtype}: {exc}") from None
+    return pd.DataFrame(out, index=frame.index)
