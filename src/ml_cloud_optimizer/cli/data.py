@@ -1,5 +1,98 @@
-"""`mlco` commands: placeholder until its owner fills it in."""
+"""`mlco generate` and `mlco ingest`: make a synthetic fleet, or read a real trace, and save it."""
+
+from __future__ import annotations
+
+import argparse
+
+from ml_cloud_optimizer.data.io import read_fleet, write_fleet
+from ml_cloud_optimizer.data.schema import STEP_SECONDS, Fleet
+from ml_cloud_optimizer.data.synthetic import generate_fleet
+from ml_cloud_optimizer.data.traces import FORMATS
+
+__all__ = ["register", "parse_mapping", "summarize"]
 
 
 def register(subparsers) -> None:
-    """Add this module's subcommands to ``subparsers``."""
+    """Add ``generate`` and ``ingest`` to ``subparsers``."""
+    gen = subparsers.add_parser("generate", help="generate a synthetic fleet and save it (Parquet or CSV)")
+    gen.add_argument("--records", type=int, default=100_000, help="metric rows to aim for (default 100000)")
+    gen.add_argument("--out", required=True, help="output file: .parquet or .csv; entities go beside it")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    gen.add_argument("--entities", type=int, default=None, help="number of VMs (default: about 21 days each)")
+    gen.set_defaults(func=_generate)
+
+    ingest = subparsers.add_parser("ingest", help="read a real trace into the canonical frame and report its gaps")
+    ingest.add_argument("path", help="trace file or directory")
+    ingest.add_argument("--format", choices=FORMATS, default=None, help="trace format (default: detected)")
+    ingest.add_argument(
+        "--map",
+        type=parse_mapping,
+        default=None,
+        metavar="NAME=COLUMN,...",
+        help="long CSV column mapping, e.g. ts=time,entity_id=host,cpu_util=cpu",
+    )
+    ingest.add_argument("--epoch", default=None, help="start of an Azure or Alibaba trace (UTC, ISO date)")
+    ingest.add_argument("--out", default=None, help="write the canonical fleet here (.parquet or .csv)")
+    ingest.set_defaults(func=_ingest)
+
+
+def parse_mapping(text: str) -> dict[str, str]:
+    """``"ts=time,cpu_util=cpu"`` -> ``{"ts": "time", "cpu_util": "cpu"}``."""
+    mapping = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, column = pair.partition("=")
+        if not sep or not name.strip() or not column.strip():
+            raise argparse.ArgumentTypeError(f"expected NAME=COLUMN pairs separated by commas, got {pair!r}")
+        mapping[name.strip()] = column.strip()
+    return mapping
+
+
+def summarize(fleet: Fleet) -> str:
+    """One line: entities, rows, time span, grid and (when labelled) the share of peak rows."""
+    metrics = fleet.metrics
+    first, last = metrics["ts"].min(), metrics["ts"].max()
+    days = (last - first).total_seconds() / 86_400
+    line = (
+        f"{len(fleet.entities)} entities, {len(metrics):,} rows,"
+        f" {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC ({days:.1f} days), grid {STEP_SECONDS} s"
+    )
+    labelled = metrics["is_peak"].dropna()
+    if len(labelled):
+        line += f", peak share {labelled.mean():.2%}"
+    return line
+
+
+def _gap_line(fleet: Fleet) -> str:
+    gaps = fleet.gaps
+    expected = int(gaps["expected_slots"].sum())
+    missing = int(gaps["missing_slots"].sum())
+    with_gaps = int((gaps["missing_slots"] > 0).sum())
+    share = missing / expected if expected else 0.0
+    longest = int(gaps["longest_gap_slots"].max()) if len(gaps) else 0
+    return (
+        f"gaps: {with_gaps} of {len(gaps)} entities, {missing:,} missing slots ({share:.2%}),"
+        f" longest {longest} slots"
+    )
+
+
+def _generate(args: argparse.Namespace) -> int:
+    fleet = generate_fleet(args.records, entities=args.entities, seed=args.seed)
+    paths = write_fleet(fleet, args.out)
+    print(f"generated {summarize(fleet)}")
+    print(_gap_line(fleet))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    options = {}
+    if args.map is not None:
+        options["columns"] = args.map
+    if args.epoch is not None:
+        options["epoch"] = args.epoch
+    fleet = read_fleet(args.path, args.format, **options)
+    print(f"read {fleet.source}: {summarize(fleet)}")
+    print(_gap_line(fleet))
+    if args.out:
+        print("wrote " + ", ".join(str(p) for p in write_fleet(fleet, args.out)))
+    return 0

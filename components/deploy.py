@@ -1,0 +1,46 @@
+"""Component ``deploy``: roll the champion out to KServe, only if it beats what is serving."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model
+
+from pipelines import settings
+
+__all__ = ["deploy"]
+
+
+@dsl.component(base_image=settings.IMAGE, install_kfp_package=False)
+def deploy(
+    bundle: Input[Model],
+    history: Input[Dataset],
+    model_uri: str,
+    holdout_mae: float,
+    namespace: str,
+    isvc_name: str,
+    tracking_uri: str,
+    timeout_s: int,
+) -> NamedTuple("Deployed", [("action", str), ("url", str)]):
+    """Create or patch the InferenceService through the kserve SDK, or leave it, then wait for ready.
+
+    The model now serving (annotation ``mlco.io/model-uri``) is scored on this run's hold-out;
+    the bundle replaces it only with a lower one-hour MAE. Returns what was done and the URL.
+    """
+    from collections import namedtuple
+
+    from kserve import KServeClient
+
+    from ml_cloud_optimizer.pipeline_steps import artifacts, registry
+    from pipelines.inference_service import MODEL_URI_ANNOTATION, Candidate, deploy_champion, storage_uri_for
+
+    fleet = artifacts.load_fleet(history.path)
+
+    def score_deployed(isvc: dict):
+        deployed = (isvc.get("metadata", {}).get("annotations") or {}).get(MODEL_URI_ANNOTATION)
+        return registry.score_registered_model(deployed, fleet, history.metadata["cutoff"], tracking_uri) if deployed else None
+
+    candidate = Candidate(storage_uri_for(bundle.uri), model_uri, holdout_mae, bundle.metadata.get("kind", ""))
+    result = deploy_champion(KServeClient(), candidate, name=isvc_name, namespace=namespace,
+                             score_deployed=score_deployed, timeout_s=timeout_s)
+    print(f"[mlco] deploy: {result.action}: {result.reason}; url {result.url}")
+    return namedtuple("Deployed", ["action", "url"])(result.action, result.url)

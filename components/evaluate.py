@@ -1,0 +1,48 @@
+"""Component ``evaluate``: every candidate on the same hold-out; the leaderboard and the champion."""
+
+from typing import List, NamedTuple
+
+from kfp import dsl
+from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+from pipelines import settings
+
+__all__ = ["evaluate"]
+
+
+@dsl.component(base_image=settings.IMAGE, install_kfp_package=False)
+def evaluate(
+    tabular_models: Input[List[Model]],
+    sequence_models: Input[List[Model]],
+    peak_model: Input[Model],
+    history: Input[Dataset],
+    metrics: Output[Metrics],
+    peak_metrics: Output[ClassificationMetrics],
+    leaderboard: Output[Markdown],
+    leaderboard_table: Output[Dataset],
+    champion: Output[Model],
+) -> NamedTuple("Champion", [("kind", str), ("holdout_mae", float)]):
+    """Fan-in of both training loops (``dsl.Collected``): score, rank, choose, report.
+
+    Persistence and seasonal naive always stand in the leaderboard. The champion has the lowest
+    one-hour MAE on the hold-out; it is copied to ``champion``. ``metrics`` carries each model's
+    scores, ``peak_metrics`` the peak classifier's confusion matrix and ROC curve on the
+    hold-out, and ``leaderboard`` the table the Kubeflow UI shows.
+    """
+    from collections import namedtuple
+
+    from ml_cloud_optimizer.pipeline_steps import artifacts, scoring
+
+    candidates = [m.path for m in list(tabular_models) + list(sequence_models)]
+    result = scoring.score_candidates(candidates, artifacts.load_fleet(history.path), history.metadata["cutoff"],
+                                      peak_model_dir=peak_model.path)
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    peak_metrics.log_confusion_matrix(result.peak_labels, result.peak_confusion)
+    peak_metrics.log_roc_curve(result.peak_roc["fpr"], result.peak_roc["tpr"], result.peak_roc["threshold"])
+    with open(leaderboard.path, "w") as out:
+        out.write(result.leaderboard_markdown)
+    leaderboard_table.metadata.update(artifacts.save_frame(result.leaderboard, leaderboard_table.path))
+    champion.metadata.update(scoring.copy_model(result.champion_dir, champion.path))
+    print(result.leaderboard_markdown)
+    return namedtuple("Champion", ["kind", "holdout_mae"])(result.champion_kind, result.champion_mae)

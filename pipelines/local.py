@@ -1,0 +1,256 @@
+"""Run the whole pipeline on this machine with ``kfp.local``: the same DAG and components as the cluster.
+
+Every task runs as a subprocess of the current Python environment (``SubprocessRunner(use_venv=False)``),
+so the local run needs no Docker and no cluster. What the cluster gets from Kubernetes the local
+run gets from here: ``DATABASE_URL`` through the inherited environment (the embedded PostgreSQL
+unless one is set), an MLflow store under ``$MLCO_HOME``, and the task outputs under
+``$MLCO_HOME/pipeline_runs``. Deployment is off. At the end the champion bundle is copied to
+``$MLCO_HOME/champion``, where ``mlco serve`` looks by default.
+
+kfp.local writes every task's logs to stdout; they go to a log file instead, and the caller's
+progress stream gets one line per task start and end, plus the steps' own ``[mlco]`` lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from pipelines import settings
+
+__all__ = ["LocalRunError", "LocalRunResult", "run_local", "local_arguments"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '([^']+)'")
+_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_STEP_LINE = "[mlco] "
+
+
+class LocalRunError(RuntimeError):
+    """The local pipeline failed; the message names the task and the log file."""
+
+
+@dataclass
+class LocalRunResult:
+    """What a local run produced."""
+
+    run_dir: Path
+    log_path: Path
+    champion_dir: Path
+    champion_kind: str
+    champion_mae: float
+    leaderboard: str
+    model_uri: str
+    seconds: float
+    task_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def local_arguments(
+    *,
+    records: int = settings.LOCAL_BUDGET["records"],
+    models: list[str] | None = None,
+    epochs: int = settings.LOCAL_BUDGET["epochs"],
+    trials: int = settings.LOCAL_BUDGET["trials"],
+    horizons: list[int] | None = None,
+    source: str = "synthetic",
+    seed: int = 0,
+    holdout_fraction: float = 0.2,
+    tracking_uri: str,
+) -> dict:
+    """Pipeline arguments for a local run; ``models`` is split into the tabular and sequence loops."""
+    models = list(models or settings.TABULAR_MODELS + settings.SEQUENCE_MODELS)
+    unknown = sorted(set(models) - set(settings.TABULAR_MODELS) - set(settings.SEQUENCE_MODELS))
+    if unknown:
+        known = ", ".join(settings.TABULAR_MODELS + settings.SEQUENCE_MODELS)
+        raise ValueError(f"unknown model kind(s) {', '.join(unknown)}; known: {known}")
+    return {
+        "source": source,
+        "records": int(records),
+        "seed": int(seed),
+        "horizons": list(horizons or [1, 12]),
+        "tabular_models": [m for m in models if m in settings.TABULAR_MODELS],
+        "sequence_models": [m for m in models if m in settings.SEQUENCE_MODELS],
+        "epochs": int(epochs),
+        "trials": int(trials),
+        "holdout_fraction": float(holdout_fraction),
+        "deploy": False,
+        "mlflow_tracking_uri": tracking_uri,
+    }
+
+
+def run_local(arguments: dict, *, home: str | Path | None = None, progress: TextIO | None = None) -> LocalRunResult:
+    """Run ``workload_pipeline(**arguments)`` locally and collect the champion.
+
+    Args:
+        arguments: pipeline arguments (see ``local_arguments``).
+        home: mlco's local state directory (default ``$MLCO_HOME`` or ``./.mlco``).
+        progress: where progress lines go (default stderr).
+
+    Returns:
+        A ``LocalRunResult``.
+
+    Raises:
+        LocalRunError: a task failed (the message names it and the log file).
+    """
+    from kfp import local
+
+    from ml_cloud_optimizer.pipeline_steps.environment import ensure_warehouse
+    from pipelines.workload_pipeline import workload_pipeline
+
+    progress = progress or sys.stderr
+    home = Path(home or os.environ.get("MLCO_HOME") or ".mlco").absolute()
+    pipeline_root = home / "pipeline_runs"
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    log_path = home / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    env = {"MLCO_HOME": str(home), "DATABASE_URL": ensure_warehouse(home)}
+    before = set(pipeline_root.iterdir())
+    started = time.perf_counter()
+    tee = _ProgressTee(log_path, progress)
+    with _environment(env), contextlib.redirect_stdout(tee), warnings.catch_warnings():
+        # The project's image name has no "python" in it; kfp.local warns about that for every task.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False)
+        workload_pipeline(**arguments)
+    tee.close()
+    seconds = time.perf_counter() - started
+
+    run_dir = _new_run_dir(pipeline_root, before)
+    if tee.failed:
+        raise LocalRunError(
+            f"task {tee.failed[0]!r} failed; its log is in {log_path}"
+            + (f"\n{tee.failure_tail(tee.failed[0])}" if tee.failure_tail(tee.failed[0]) else "")
+        )
+    if run_dir is None or not (run_dir / "register" / "executor_output.json").exists():
+        raise LocalRunError(f"the pipeline ended without registering a champion; see {log_path}")
+
+    registered = _executor_output(run_dir / "register")
+    scored = _executor_output(run_dir / "evaluate")
+    champion_dir = _publish(Path(_artifact_uri(registered, "bundle")), home / "champion")
+    return LocalRunResult(
+        run_dir=run_dir,
+        log_path=log_path,
+        champion_dir=champion_dir,
+        champion_kind=scored["parameterValues"]["kind"],
+        champion_mae=float(scored["parameterValues"]["holdout_mae"]),
+        leaderboard=Path(_artifact_uri(scored, "leaderboard")).read_text(),
+        model_uri=registered["parameterValues"]["model_uri"],
+        seconds=seconds,
+        task_seconds=dict(tee.task_seconds),
+    )
+
+
+class _ProgressTee:
+    """A stdout stand-in: everything to the log file; task starts/ends and step lines to ``progress``."""
+
+    def __init__(self, log_path: Path, progress: TextIO) -> None:
+        self._log = open(log_path, "w", encoding="utf-8")
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._pending = threading.local()
+        self._started: dict[int, float] = {}
+        self._lines: dict[str, list[str]] = {}
+        self._current: dict[int, str] = {}
+        self.task_seconds: dict[str, float] = {}
+        self.failed: list[str] = []
+
+    def write(self, text: str) -> int:
+        buffered = getattr(self._pending, "text", "") + text
+        *lines, self._pending.text = buffered.split("\n")
+        for line in lines:
+            self._line(_ANSI.sub("", line))
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._log.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        with self._lock:
+            self._log.close()
+
+    def failure_tail(self, task: str, lines: int = 15) -> str:
+        return "\n".join(self._lines.get(task, [])[-lines:])
+
+    def _line(self, line: str) -> None:
+        with self._lock:
+            self._log.write(line + "\n")
+            thread = threading.get_ident()
+            if match := _STARTED.search(line):
+                task = match.group(1)
+                # Loop iterations share a task name but each runs on its own thread.
+                self._started[thread] = time.perf_counter()
+                self._current[thread] = task
+                self._emit(f"  ... {task}")
+            elif match := _FINISHED.search(line):
+                task, status = match.groups()
+                took = time.perf_counter() - self._started.pop(thread, time.perf_counter())
+                self.task_seconds[task] = self.task_seconds.get(task, 0.0) + took
+                if status != "SUCCESS":
+                    self.failed.append(task)
+                self._emit(f"  {'ok ' if status == 'SUCCESS' else 'FAILED'} {task} ({took:.1f} s)")
+            else:
+                task = self._current.get(thread)
+                if task:
+                    self._lines.setdefault(task, []).append(line.strip())
+                stripped = line.strip()
+                if stripped.startswith(_STEP_LINE):
+                    self._emit(f"      {stripped[len(_STEP_LINE):]}")
+
+    def _emit(self, text: str) -> None:
+        print(text, file=self._progress, flush=True)
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _new_run_dir(root: Path, before: set[Path]) -> Path | None:
+    new = [p for p in root.iterdir() if p not in before and p.is_dir() and p.name.startswith(settings.PIPELINE_NAME)]
+    return max(new, key=lambda p: p.stat().st_mtime) if new else None
+
+
+def _executor_output(task_dir: Path) -> dict:
+    return json.loads((task_dir / "executor_output.json").read_text())
+
+
+def _artifact_uri(output: dict, name: str) -> str:
+    return output["artifacts"][name]["artifacts"][0]["uri"]
+
+
+def _publish(source: Path, target: Path) -> Path:
+    """Copy the bundle to ``target``, replacing what was there only once the copy is complete."""
+    staging = target.with_name(f".{target.name}.incoming")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    old = target.with_name(f".{target.name}.previous")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target

@@ -1,0 +1,166 @@
+"""The training pipeline: data -> warehouse -> features -> models -> evaluation -> registry -> KServe.
+
+::
+
+    datagen -> olap_load -> features -+-> ParallelFor(tabular_models)  train_tabular  -+
+                                      +-> ParallelFor(sequence_models) train_sequence -+-> evaluate -> register -> If(deploy) deploy
+                                      +-> smote -> train_peak ------------------------+
+    (all inside an ExitHandler whose record_status task logs how the run ended)
+
+Cluster settings live on the tasks here and only matter on a cluster (``kfp.local`` ignores
+them): the database secret on the tasks that use the warehouse, the GPU request, node selector
+and toleration on ``train_sequence``, per-task caching and retries, a non-root security context.
+Defaults are sized for a cluster; ``mlco run`` passes a budget that fits two CPU cores.
+"""
+
+# No `from __future__ import annotations`: kfp reads the parameter annotations as types.
+from kfp import dsl, kubernetes
+
+from components.datagen import datagen
+from components.deploy import deploy as deploy_component
+from components.evaluate import evaluate
+from components.features import features
+from components.olap_load import olap_load
+from components.record_status import record_status
+from components.register import register
+from components.smote import smote
+from components.train_peak import train_peak
+from components.train_sequence import train_sequence
+from components.train_tabular import train_tabular
+from pipelines import settings
+
+__all__ = ["workload_pipeline", "CACHED_TASKS", "DATABASE_TASKS"]
+
+# Tasks whose outputs depend only on their inputs are cached; tasks that read or write the
+# warehouse, the registry or the cluster always run.
+CACHED_TASKS = ("datagen", "smote", "train-peak", "train-tabular", "train-sequence", "evaluate")
+DATABASE_TASKS = ("olap-load", "features")
+
+
+def _runs_as_image_user(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    return kubernetes.set_security_context(task, run_as_user=settings.RUN_AS_USER, run_as_non_root=True)
+
+
+def _uses_database(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Give ``task`` DATABASE_URL from the ``mlco-db`` Secret; a local run inherits it instead."""
+    kubernetes.use_secret_as_env(
+        task, secret_name=settings.DB_SECRET, secret_key_to_env={settings.DB_SECRET_KEY: "DATABASE_URL"}
+    )
+    return task.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
+
+
+def _on_gpu_node(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    task.set_accelerator_type(settings.GPU_RESOURCE).set_accelerator_limit(1)
+    kubernetes.add_node_selector(task, label_key=settings.GPU_NODE_SELECTOR[0], label_value=settings.GPU_NODE_SELECTOR[1])
+    kubernetes.add_toleration(task, **settings.GPU_TOLERATION)
+    return task
+
+
+@dsl.pipeline(
+    name=settings.PIPELINE_NAME,
+    description="Forecast cloud workload: ingest, warehouse, features, five model kinds, champion, KServe rollout.",
+)
+def workload_pipeline(
+    source: str = "synthetic",
+    records: int = settings.CLUSTER_BUDGET["records"],
+    seed: int = 0,
+    horizons: list = [1, 12],
+    tabular_models: list = list(settings.TABULAR_MODELS),
+    sequence_models: list = list(settings.SEQUENCE_MODELS),
+    epochs: int = settings.CLUSTER_BUDGET["epochs"],
+    trials: int = settings.CLUSTER_BUDGET["trials"],
+    holdout_fraction: float = 0.2,
+    deploy: bool = True,
+    namespace: str = settings.ISVC_NAMESPACE,
+    isvc_name: str = settings.ISVC_NAME,
+    model_name: str = settings.ISVC_NAME,
+    mlflow_tracking_uri: str = settings.MLFLOW_TRACKING_URI,
+    deploy_timeout_s: int = 900,
+):
+    """Train, evaluate and (optionally) deploy the workload forecaster.
+
+    Args:
+        source: "synthetic" or the path of a trace inside the image or a mounted volume.
+        records: synthetic rows to generate.
+        seed: seed of the generator, SMOTE and the models.
+        horizons: forecast horizons in 5-minute steps (12 = one hour, the headline).
+        tabular_models: tabular kinds to train, one task each.
+        sequence_models: recurrent kinds to train on GPU nodes, one task each.
+        epochs: most epochs for LSTM/GRU (early stopping may end sooner).
+        trials: Optuna trials per tabular model (0: library defaults).
+        holdout_fraction: final share of the time span kept for evaluation.
+        deploy: roll the champion out to KServe when it beats the deployed model.
+        namespace: namespace of the InferenceService.
+        isvc_name: name of the InferenceService.
+        model_name: registered model name in MLflow.
+        mlflow_tracking_uri: MLflow tracking server.
+        deploy_timeout_s: how long the deploy step waits for the InferenceService to be ready.
+    """
+    exit_task = record_status(tracking_uri=mlflow_tracking_uri)
+    exit_task.set_caching_options(enable_caching=False)
+    _runs_as_image_user(exit_task)
+
+    with dsl.ExitHandler(exit_task, name="train-and-deploy"):
+        data = datagen(source=source, records=records, seed=seed)
+        data.set_caching_options(enable_caching=True).set_retry(num_retries=2, backoff_duration="30s")
+
+        loaded = olap_load(fleet=data.outputs["fleet"])
+        _uses_database(loaded.set_caching_options(enable_caching=False))
+
+        split = features(
+            fleet=data.outputs["fleet"],
+            start=loaded.outputs["start"],
+            end=loaded.outputs["end"],
+            holdout_fraction=holdout_fraction,
+            peak_horizon=12,
+        )
+        _uses_database(split.set_caching_options(enable_caching=False))
+
+        balanced = smote(peak_rows=split.outputs["peak_rows"], seed=seed)
+        balanced.set_caching_options(enable_caching=True)
+        peak = train_peak(balanced=balanced.outputs["balanced"], seed=seed)
+        peak.set_caching_options(enable_caching=True).set_retry(num_retries=1)
+
+        with dsl.ParallelFor(tabular_models, name="tabular-models") as kind:
+            tabular = train_tabular(kind=kind, train=split.outputs["train"], horizons=horizons, trials=trials, seed=seed)
+            tabular.set_caching_options(enable_caching=True).set_retry(num_retries=1, backoff_duration="60s")
+            tabular.set_cpu_request("2").set_cpu_limit("4").set_memory_request("4G").set_memory_limit("8G")
+
+        with dsl.ParallelFor(sequence_models, name="sequence-models") as kind:
+            sequence = train_sequence(kind=kind, train=split.outputs["train"], horizons=horizons, epochs=epochs, seed=seed)
+            sequence.set_caching_options(enable_caching=True).set_retry(num_retries=1, backoff_duration="60s")
+            sequence.set_cpu_request("4").set_memory_request("16G").set_memory_limit("16G")
+            _on_gpu_node(sequence)
+
+        scored = evaluate(
+            tabular_models=dsl.Collected(tabular.outputs["model"]),
+            sequence_models=dsl.Collected(sequence.outputs["model"]),
+            peak_model=peak.outputs["model"],
+            history=split.outputs["history"],
+        )
+        scored.set_caching_options(enable_caching=True)
+
+        registered = register(
+            champion=scored.outputs["champion"],
+            peak_model=peak.outputs["model"],
+            leaderboard_table=scored.outputs["leaderboard_table"],
+            tracking_uri=mlflow_tracking_uri,
+            model_name=model_name,
+        )
+        registered.set_caching_options(enable_caching=False).set_retry(num_retries=2, backoff_duration="30s")
+
+        with dsl.If(deploy == True, name="deploy-enabled"):  # noqa: E712 (a pipeline condition, not Python)
+            rollout = deploy_component(
+                bundle=registered.outputs["bundle"],
+                history=split.outputs["history"],
+                model_uri=registered.outputs["model_uri"],
+                holdout_mae=scored.outputs["holdout_mae"],
+                namespace=namespace,
+                isvc_name=isvc_name,
+                tracking_uri=mlflow_tracking_uri,
+                timeout_s=deploy_timeout_s,
+            )
+            rollout.set_caching_options(enable_caching=False).set_retry(num_retries=2, backoff_duration="60s")
+
+        for task in (data, loaded, split, balanced, peak, tabular, sequence, scored, registered, rollout):
+            _runs_as_image_user(task)

@@ -1,0 +1,85 @@
+"""KServe's ModelServer around the forecaster, hardened for clients that make mistakes.
+
+KServe serves v1 and v2 REST on one port and v2 gRPC on another, with health, readiness
+and ``/metrics``. Three things are added here, all through FastAPI's and Starlette's own
+hooks on KServe's application object:
+
+* a v2 body that is not an inference request is answered 400 naming the field, not
+  FastAPI's 422 (KServe answers its own decoding errors 400; one status for one mistake);
+* request bodies above a size limit are refused (413) before they are read into memory;
+* per-request log lines (uvicorn's access log, KServe's timing trace and gRPC method
+  lines) are off unless asked for: at thousands of requests a second they cost more
+  than the forecast.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kserve
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kserve import model_server
+
+from serving.metrics import RejectedRequestCounter
+
+__all__ = ["build_model_server", "validation_error_handler"]
+
+
+async def validation_error_handler(_request, exc: RequestValidationError) -> JSONResponse:
+    """400 with the first offending field, e.g. ``inputs[0].shape[1]: Input should be a valid integer``."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    field = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc).lstrip(".") or "body"
+    if first.get("type") == "json_invalid":
+        field = "body"
+    return JSONResponse(status_code=400, content={"error": f"{field}: {first.get('msg', 'invalid')}"})
+
+
+class _DropPerRequestLines(logging.Filter):
+    """Drops KServe's one-line-per-gRPC-call INFO records, keeping everything else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO and str(record.msg).startswith("grpc method:"))
+
+
+def build_model_server(
+    *,
+    model_names: tuple[str, ...],
+    http_port: int,
+    grpc_port: int,
+    enable_grpc: bool = True,
+    workers: int = 1,
+    max_threads: int = 4,
+    max_body_bytes: int = 64 * 2**20,
+    access_log: bool = False,
+    **kwargs,
+) -> kserve.ModelServer:
+    """A ``kserve.ModelServer`` whose application answers client mistakes 400 and counts them.
+
+    Args:
+        model_names: the names served (labels of the rejected-request counter).
+        http_port: REST port (v1, v2, health, ``/metrics``).
+        grpc_port: v2 gRPC port.
+        enable_grpc: serve gRPC too.
+        workers: uvicorn worker processes.
+        max_threads: gRPC worker threads.
+        max_body_bytes: larger request bodies are refused with 413.
+        access_log: keep one log line per request.
+        **kwargs: passed on to ``kserve.ModelServer``.
+    """
+    server = kserve.ModelServer(
+        http_port=http_port, grpc_port=grpc_port, enable_grpc=enable_grpc, workers=workers,
+        max_threads=max_threads, enable_latency_logging=access_log, **kwargs,
+    )
+    app = model_server.app
+    if RequestValidationError not in app.exception_handlers:
+        app.add_exception_handler(RequestValidationError, validation_error_handler)
+        app.add_middleware(RejectedRequestCounter, model_names=tuple(model_names))
+        app.max_body_size = max_body_bytes
+    if not access_log:
+        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+        logging.getLogger("kserve").addFilter(_DropPerRequestLines())
+    return server

@@ -1,0 +1,263 @@
+"""`mlco run`, `compile`, `submit`, `schedule` and `runs`: the Kubeflow pipeline, locally or on a cluster.
+
+``mlco run`` is the main job: the whole pipeline through ``kfp.local`` on this machine. The
+other commands compile the pipeline and talk to a Kubeflow Pipelines API server. The
+pipeline code lives in the top-level ``pipelines`` package and is imported only when a
+command needs it, so ``mlco --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ml_cloud_optimizer.cli import UserError
+
+__all__ = ["register"]
+
+_ALL_MODELS = "lightgbm,xgboost,catboost,lstm,gru"
+
+
+def register(subparsers) -> None:
+    """Add ``run``, ``compile``, ``submit``, ``schedule`` and ``runs`` to ``subparsers``."""
+    run = subparsers.add_parser("run", help="run the whole pipeline locally (kfp.local) and export the champion")
+    run.add_argument("--records", type=int, default=None, help="synthetic rows (default 100000)")
+    run.add_argument("--models", default=_ALL_MODELS, help=f"comma-separated model kinds (default {_ALL_MODELS})")
+    run.add_argument("--epochs", type=int, default=None, help="most LSTM/GRU epochs (default: local budget)")
+    run.add_argument("--trials", type=int, default=None, help="Optuna trials per tabular model (default: local budget)")
+    run.add_argument("--horizons", default="1,12", help="forecast horizons in 5-minute steps (default 1,12)")
+    run.add_argument("--source", default="synthetic", help="'synthetic' or a trace path (default synthetic)")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    run.add_argument("--holdout", type=float, default=0.2, help="share of time held out (default 0.2)")
+    run.set_defaults(func=_run)
+
+    comp = subparsers.add_parser("compile", help="compile the pipeline to YAML (default pipelines/compiled/)")
+    comp.add_argument("--out", type=Path, default=None, help="output YAML (default: the committed file)")
+    comp.add_argument("--check", action="store_true", help="only check that the committed YAML is current")
+    comp.set_defaults(func=_compile)
+
+    submit = subparsers.add_parser("submit", help="start one pipeline run on a Kubeflow Pipelines server")
+    _server_arguments(submit)
+    submit.add_argument("--run-name", default=None, help="display name of the run")
+    submit.set_defaults(func=_submit)
+
+    schedule = subparsers.add_parser("schedule", help="upload a pipeline version and (re)create a recurring run")
+    _server_arguments(schedule)
+    schedule.add_argument("--cron", required=True, help='six-field cron, seconds first, e.g. "0 0 2 * * *"')
+    schedule.add_argument("--name", default=None, help="recurring run name (default mlco-nightly); replaced if it exists")
+    schedule.set_defaults(func=_schedule)
+
+    runs = subparsers.add_parser("runs", help="list recent pipeline runs on a Kubeflow Pipelines server")
+    runs.add_argument("--host", required=True, help="KFP API URL, e.g. http://localhost:8080")
+    runs.add_argument("--experiment", default=None, help="only this experiment")
+    runs.add_argument("--limit", type=int, default=20, help="most runs to show (default 20)")
+    runs.add_argument("--namespace", default=None, help="user namespace (multi-user Kubeflow)")
+    runs.set_defaults(func=_runs)
+
+
+def _server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", required=True, help="KFP API URL, e.g. http://localhost:8080")
+    parser.add_argument("--experiment", default=None, help="experiment (default mlco; created when missing)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="pipeline parameter, repeatable; values are read as JSON when they parse")
+    parser.add_argument("--package", type=Path, default=None,
+                        help="compiled pipeline to send (default: compile now, honouring MLCO_IMAGE)")
+    parser.add_argument("--namespace", default=None, help="user namespace (multi-user Kubeflow)")
+
+
+# -- run -------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ml_cloud_optimizer.pipeline_steps.environment import local_tracking_uri
+    from pipelines import local, settings
+
+    home = Path(os.environ.get("MLCO_HOME") or ".mlco").absolute()
+    try:
+        arguments = local.local_arguments(
+            records=args.records or settings.LOCAL_BUDGET["records"],
+            models=[m.strip() for m in args.models.split(",") if m.strip()],
+            epochs=settings.LOCAL_BUDGET["epochs"] if args.epochs is None else args.epochs,
+            trials=settings.LOCAL_BUDGET["trials"] if args.trials is None else args.trials,
+            horizons=_int_list(args.horizons, "--horizons"),
+            source=args.source,
+            seed=args.seed,
+            holdout_fraction=args.holdout,
+            tracking_uri=local_tracking_uri(home),
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if args.source != "synthetic" and not Path(args.source).exists():
+        raise UserError(f"--source {args.source}: no such file or directory")
+    models = arguments["tabular_models"] + arguments["sequence_models"]
+    print(f"mlco run: {arguments['records']:,} records, models {', '.join(models)}, epochs {arguments['epochs']},"
+          f" trials {arguments['trials']} (logs under {home / 'logs'})", file=sys.stderr)
+    try:
+        result = local.run_local(arguments, home=home)
+    except local.LocalRunError as exc:
+        print(f"mlco run: {exc}", file=sys.stderr)
+        return 1
+    print(result.leaderboard.rstrip())
+    print()
+    print(f"champion: {result.champion_kind} (1-hour MAE {result.champion_mae:.4f} on the hold-out),"
+          f" registered as {result.model_uri}")
+    print(f"champion directory: {result.champion_dir}")
+    print(f"pipeline run: {result.run_dir} ({result.seconds:.0f} s); log: {result.log_path}")
+    print(f"serve it: mlco serve --model_dir {result.champion_dir}")
+    return 0
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag} wants comma-separated whole numbers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{flag} wants positive step counts, got {text!r}")
+    return values
+
+
+# -- compile ---------------------------------------------------------------------------------
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from pipelines import compile as pipeline_compile
+
+    target = args.out or pipeline_compile.COMPILED_PATH
+    if args.check:
+        if pipeline_compile.is_stale(target):
+            print(f"mlco compile: {target} is stale; run `mlco compile` and commit it", file=sys.stderr)
+            return 1
+        print(f"{target} is up to date")
+        return 0
+    print(pipeline_compile.compile_pipeline(target))
+    return 0
+
+
+# -- submit / schedule / runs ----------------------------------------------------------------
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from pipelines import remote
+
+    with _package(args.package) as package:
+        params = _params(args.param, package)
+        with _server_errors(args.host):
+            client = remote.connect(args.host, namespace=args.namespace)
+            result = remote.submit_pipeline(client, package, params=params,
+                                            experiment=args.experiment or remote.DEFAULT_EXPERIMENT,
+                                            run_name=args.run_name)
+    print(f"submitted run {result.run_id} ({result.run_name}) in experiment {result.experiment_id}")
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from pipelines import remote
+    from pipelines.cron import CronError, validate_cron
+
+    try:
+        cron = validate_cron(args.cron)
+    except CronError as exc:
+        raise UserError(str(exc)) from None
+    with _package(args.package) as package:
+        params = _params(args.param, package)
+        with _server_errors(args.host):
+            client = remote.connect(args.host, namespace=args.namespace)
+            result = remote.schedule_pipeline(client, package, cron=cron, params=params,
+                                              experiment=args.experiment or remote.DEFAULT_EXPERIMENT,
+                                              name=args.name or remote.DEFAULT_SCHEDULE_NAME)
+    replaced = f", replacing {', '.join(result.replaced)}" if result.replaced else ""
+    print(f"scheduled recurring run {result.recurring_run_id} on '{cron}' with pipeline version"
+          f" {result.pipeline_version_id}{replaced}")
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from pipelines import remote
+
+    with _server_errors(args.host):
+        client = remote.connect(args.host, namespace=args.namespace)
+        try:
+            rows = remote.list_runs(client, experiment=args.experiment, limit=args.limit)
+        except ValueError as exc:  # "No experiment is found with name ..."
+            raise UserError(str(exc)) from None
+    if not rows:
+        print("no runs")
+        return 0
+    columns = ["run_id", "state", "created_at", "finished_at", "name"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())
+    return 0
+
+
+def _params(pairs: list[str], package: Path) -> dict:
+    from pipelines.remote import ParameterError, parse_params
+
+    try:
+        return parse_params(pairs, package)
+    except ParameterError as exc:
+        raise UserError(str(exc)) from None
+
+
+class _package:
+    """The given compiled pipeline, or one compiled now into a temporary directory."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._tmp = None
+
+    def __enter__(self) -> Path:
+        if self._path is not None:
+            if not self._path.is_file():
+                raise UserError(f"--package {self._path}: no such file")
+            return self._path
+        import tempfile
+
+        from pipelines.compile import compile_pipeline
+
+        self._tmp = tempfile.TemporaryDirectory()
+        return compile_pipeline(Path(self._tmp.name) / "pipeline.yaml")
+
+    def __exit__(self, *exc) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+class _server_errors:
+    """Turn an unreachable host or an API refusal into one readable line."""
+
+    def __init__(self, host: str) -> None:
+        self._host = host
+
+    def __enter__(self) -> None:
+        import logging
+
+        # urllib3 logs each connection retry as a warning; the failure is reported once below.
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            return False
+        import kfp_server_api
+        import urllib3
+
+        if isinstance(exc, kfp_server_api.ApiException):
+            detail = _api_message(exc)
+            raise UserError(f"the KFP API at {self._host} refused the request: {exc.status} {detail}") from None
+        if isinstance(exc, (urllib3.exceptions.HTTPError, OSError, TimeoutError)):
+            raise UserError(f"cannot reach the KFP API at {self._host}: {type(exc).__name__}") from None
+        return False
+
+
+def _api_message(exc) -> str:
+    import json
+
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return str(exc.reason or "")
+    return str(body.get("error_message") or body.get("message") or exc.reason or "")

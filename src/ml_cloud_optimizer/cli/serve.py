@@ -1,0 +1,52 @@
+"""`mlco serve`: serve the local champion with the project's KServe model server.
+
+A thin wrapper over ``python -m serving`` (the entry point the ServingRuntime runs), with
+the local champion directory that ``mlco train`` exports as the default model directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ml_cloud_optimizer.cli import UserError
+
+__all__ = ["default_champion_dir", "register"]
+
+DEFAULT_MODEL_NAME = "workload-forecaster"
+
+
+def default_champion_dir() -> Path:
+    """``$MLCO_HOME/champion`` (``MLCO_HOME`` defaults to ``./.mlco``)."""
+    return Path(os.environ.get("MLCO_HOME", ".mlco")) / "champion"
+
+
+def register(subparsers) -> None:
+    """Add ``serve`` to ``subparsers``."""
+    serve = subparsers.add_parser(
+        "serve", help="serve the champion over KServe v1, v2 REST and v2 gRPC (health, readiness, /metrics)"
+    )
+    serve.add_argument("--model_dir", default=None,
+                       help="champion directory (default: $MLCO_HOME/champion, i.e. .mlco/champion)")
+    serve.add_argument("--model_name", default=DEFAULT_MODEL_NAME,
+                       help=f"name in the URL, /v2/models/NAME/infer (default {DEFAULT_MODEL_NAME})")
+    serve.add_argument("--http_port", type=int, default=8080, help="REST port (default 8080)")
+    serve.add_argument("--grpc_port", type=int, default=8081, help="gRPC port (default 8081)")
+    serve.set_defaults(func=_serve)
+
+
+def _serve(args) -> int:
+    model_dir = Path(args.model_dir) if args.model_dir else default_champion_dir()
+    if not (model_dir / "metadata.json").is_file():
+        hint = "; run `mlco train` first" if args.model_dir is None else ""
+        raise UserError(f"{model_dir} holds no champion (no metadata.json){hint}")
+    for name in ("http_port", "grpc_port"):
+        port = getattr(args, name)
+        if not 0 < port < 65536:
+            raise UserError(f"--{name} must be a TCP port in 1..65535, got {port}")
+    from serving.__main__ import main as serve_main  # KServe is heavy: import it only to serve
+
+    return serve_main([
+        "--model_dir", str(model_dir), "--model_name", args.model_name,
+        "--http_port", str(args.http_port), "--grpc_port", str(args.grpc_port),
+    ])

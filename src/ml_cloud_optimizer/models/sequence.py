@@ -1,0 +1,400 @@
+"""LSTM and GRU forecasters in PyTorch, behind the same ``Forecaster`` interface as the tree models.
+
+Each model reads a window of the last ``window`` 5-minute steps (scaled metrics, calendar
+position and the value one day earlier, see ``windows``) and predicts, for every horizon
+at once, the change of ``cpu_util`` from the last value in the entity's own scale: a
+network that outputs zero is persistence, so it only has to learn what persistence misses.
+The loss is L1 because MAE is what forecasts are judged on.
+
+Training samples windows without a missing slot, keeps the last ``validation`` share of
+time for early stopping and restores the best checkpoint. It runs on CUDA with bf16
+autocast when a GPU is present, else on the CPU threads this process may use.
+``train_epoch`` is the one training step loop; ``bench/train_speed.py`` times it as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ml_cloud_optimizer.data.schema import STEP_SECONDS, UTIL_MAX
+from ml_cloud_optimizer.models.base import DEFAULT_HORIZONS, Forecaster, forecast_column, register_forecaster
+from ml_cloud_optimizer.models.windows import INPUT_CHANNELS, EntityScaler, Panel, build_panel, epoch_seconds
+
+__all__ = [
+    "RecurrentNet",
+    "TrainingLog",
+    "select_device",
+    "autocast_dtype",
+    "torch_threads",
+    "train_epoch",
+    "mean_loss",
+    "fit_recurrent",
+    "SequenceForecaster",
+    "LSTMForecaster",
+    "GRUForecaster",
+]
+
+_WEIGHTS_FILE = "model.pt"
+_SCALER_FILE = "scaler.json"
+_PREDICT_BATCH = 8192
+
+
+class RecurrentNet(nn.Module):
+    """A stacked LSTM or GRU whose last hidden state, beside the last input step, feeds a linear head."""
+
+    def __init__(self, cell: str, n_inputs: int, hidden: int, layers: int, n_outputs: int, dropout: float = 0.0):
+        super().__init__()
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.rnn = rnn(n_inputs, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.head = nn.Linear(hidden + n_inputs, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return self.head(torch.cat([out[:, -1], x[:, -1]], dim=1))
+
+
+def select_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` means CUDA when a GPU is visible, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 on CUDA (tensor cores, no loss scaling needed); full precision on the CPU."""
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None = None) -> Iterator[int]:
+    """Use ``count`` intra-op threads (default: the cores this process may run on), then restore."""
+    previous = torch.get_num_threads()
+    if not count:
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, int(count)))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    amp_dtype: torch.dtype | None = None,
+    clip_norm: float | None = 1.0,
+) -> float:
+    """One pass of optimizer steps over ``batches`` of ``(inputs, targets)``; returns the mean loss.
+
+    The loss is summed on the device and read once at the end, so a GPU never waits for the host.
+    """
+    model.train()
+    total, count = None, 0
+    for x, y in batches:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            out = model(x)
+        loss = loss_fn(out.float(), y)
+        loss.backward()
+        if clip_norm:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        optimizer.step()
+        batch_loss = loss.detach() * len(x)
+        total = batch_loss if total is None else total + batch_loss
+        count += len(x)
+    return float(total) / count if count else float("nan")
+
+
+@torch.inference_mode()
+def mean_loss(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    amp_dtype: torch.dtype | None = None,
+) -> float:
+    """Mean of ``loss_fn`` over ``batches`` without updating anything (the early-stopping score)."""
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in batches:
+        with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            out = model(x)
+        total += float(loss_fn(out.float(), y)) * len(x)
+        count += len(x)
+    return total / count if count else float("nan")
+
+
+@dataclass
+class TrainingLog:
+    """What ``fit_recurrent`` did: per-epoch losses and the epoch whose weights were kept."""
+
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_loss: float = float("inf")
+
+
+def fit_recurrent(
+    model: nn.Module,
+    panel: Panel,
+    targets: torch.Tensor,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    window: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    patience: int,
+    samples_per_epoch: int | None,
+    seed: int,
+    device: torch.device,
+) -> TrainingLog:
+    """Train ``model`` on windows ending at ``train_rows``; early stopping and best-checkpoint restore on ``val_rows``.
+
+    ``targets`` is ``[len(panel), outputs]`` on ``device``, indexed by row. Without validation
+    rows every epoch counts as an improvement and the last weights are kept.
+    """
+    rng = np.random.default_rng(seed)
+    amp_dtype = autocast_dtype(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    val_index = torch.as_tensor(val_rows, dtype=torch.long, device=device)
+    log, best_state, stale = TrainingLog(), None, 0
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        rows = train_rows
+        if samples_per_epoch and len(rows) > samples_per_epoch:
+            rows = rng.choice(rows, size=samples_per_epoch, replace=False)
+        order = torch.as_tensor(rng.permutation(rows), dtype=torch.long, device=device)
+        train_loss = train_epoch(
+            model, optimizer, _window_batches(panel, targets, order, window, batch_size), loss_fn, amp_dtype=amp_dtype
+        )
+        val_loss = (
+            mean_loss(model, _window_batches(panel, targets, val_index, window, _PREDICT_BATCH), loss_fn,
+                      amp_dtype=amp_dtype)
+            if len(val_index) else train_loss
+        )
+        log.epochs.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                           "seconds": time.perf_counter() - started})
+        if val_loss < log.best_loss:
+            log.best_loss, log.best_epoch, stale = val_loss, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return log
+
+
+def _window_batches(
+    panel: Panel, targets: torch.Tensor, rows: torch.Tensor, window: int, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for start in range(0, len(rows), batch_size):
+        index = rows[start:start + batch_size]
+        yield panel.windows(index, window), targets[index]
+
+
+class SequenceForecaster(Forecaster):
+    """A recurrent forecaster; subclasses pick the cell. Parameters are stored as given (scikit-learn style).
+
+    Args:
+        horizons: steps ahead to forecast, all from one output head.
+        window: steps of history each forecast reads.
+        hidden: recurrent units per layer.
+        layers: stacked recurrent layers.
+        epochs: most passes over ``samples_per_epoch`` training windows.
+        batch_size: windows per optimizer step.
+        lr: Adam learning rate.
+        patience: epochs without a better validation loss before stopping.
+        validation: share of the latest time kept for early stopping.
+        samples_per_epoch: windows drawn (without replacement) per epoch; None uses them all.
+        seasonal_lag: steps back of the seasonal input channel (288 = one day; 0 turns it off).
+        device: "auto" (CUDA when present), "cpu" or "cuda[:n]".
+        seed: seeds weight initialisation and sampling.
+        num_threads: CPU threads for torch; None uses every core this process may run on.
+    """
+
+    cell: ClassVar[str] = "abstract"
+
+    def __init__(
+        self,
+        horizons: tuple[int, ...] = DEFAULT_HORIZONS,
+        window: int = 48,
+        hidden: int = 32,
+        layers: int = 1,
+        epochs: int = 8,
+        batch_size: int = 256,
+        lr: float = 3e-3,
+        patience: int = 3,
+        validation: float = 0.1,
+        samples_per_epoch: int | None = 32_768,
+        seasonal_lag: int = 288,
+        device: str = "auto",
+        seed: int = 0,
+        num_threads: int | None = None,
+    ):
+        self.horizons = horizons
+        self.window = window
+        self.hidden = hidden
+        self.layers = layers
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.patience = patience
+        self.validation = validation
+        self.samples_per_epoch = samples_per_epoch
+        self.seasonal_lag = seasonal_lag
+        self.device = device
+        self.seed = seed
+        self.num_threads = num_threads
+
+    @property
+    def min_history(self) -> int:
+        lead = max(self.horizons)
+        back = self.seasonal_lag - lead if self.seasonal_lag else 0
+        return int(self.window + max(back, 0))
+
+    def _network(self) -> RecurrentNet:
+        return RecurrentNet(self.cell, len(INPUT_CHANNELS), self.hidden, self.layers, len(self.horizons))
+
+    def _panel(self, metrics: pd.DataFrame, scaler: EntityScaler | None, device: torch.device):
+        return build_panel(metrics, scaler, seasonal_lag=self.seasonal_lag, lead=max(self.horizons), device=device)
+
+    def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> "SequenceForecaster":
+        """Fit on canonical metrics; ``entities`` is accepted for the interface and not used."""
+        self._check_params()
+        started = time.perf_counter()
+        device = select_device(self.device)
+        with torch_threads(self.num_threads):
+            panel, self.scaler_ = self._panel(metrics, None, device)
+            y, has_target = panel.targets(self.horizons)
+            usable = panel.origins(self.min_history) & panel.complete(self.window) & has_target
+            train_rows, val_rows = _time_split(panel, usable, self.validation, max(self.horizons))
+            if len(train_rows) == 0:
+                raise ValueError(
+                    f"{self.kind}: no training window; each entity needs at least"
+                    f" {self.min_history + max(self.horizons)} consecutive 5-minute slots"
+                )
+            torch.manual_seed(self.seed)
+            self.net_ = self._network().to(device)
+            log = fit_recurrent(
+                self.net_, panel, torch.from_numpy(y).to(device), train_rows, val_rows, nn.L1Loss(),
+                window=self.window, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                patience=self.patience, samples_per_epoch=self.samples_per_epoch, seed=self.seed, device=device,
+            )
+        self.net_.to("cpu").eval()
+        self.history_ = log.epochs
+        self.best_epoch_ = log.best_epoch
+        self.n_train_windows_, self.n_val_windows_ = len(train_rows), len(val_rows)
+        self.fit_seconds_ = time.perf_counter() - started
+        return self
+
+    def predict(self, metrics: pd.DataFrame) -> pd.DataFrame:
+        """Forecast frame (``entity_id``, ``ts``, ``p50_h{h}``) for every present slot with ``min_history`` behind it.
+
+        Missing slots inside a window are filled with the last value before them and flagged
+        in the ``observed`` channel.
+        """
+        if not hasattr(self, "net_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load() first")
+        device = select_device(self.device)
+        with torch_threads(self.num_threads):
+            panel, _ = self._panel(metrics, self.scaler_, device)
+            rows = np.flatnonzero(panel.origins(self.min_history))
+            net = self.net_.to(device).eval()
+            outputs = []
+            with torch.inference_mode():
+                index = torch.as_tensor(rows, dtype=torch.long, device=device)
+                for start in range(0, len(index), _PREDICT_BATCH):
+                    x = panel.windows(index[start:start + _PREDICT_BATCH], self.window)
+                    with torch.autocast(device.type, dtype=autocast_dtype(device) or torch.float32,
+                                        enabled=device.type == "cuda"):
+                        outputs.append(net(x).float().cpu())
+            self.net_.to("cpu")
+        change = torch.cat(outputs).numpy().astype("float64") if outputs else np.zeros((0, len(self.horizons)))
+        forecast = panel.level[rows, None] + change * panel.scale[rows, None]
+        out = panel.frame.loc[rows, ["entity_id", "ts"]].reset_index(drop=True)
+        for k, h in enumerate(self.horizons):
+            out[forecast_column(h)] = np.clip(forecast[:, k], 0.0, UTIL_MAX)
+        return out
+
+    def _save(self, directory: Path) -> dict:
+        torch.save(self.net_.state_dict(), directory / _WEIGHTS_FILE)
+        (directory / _SCALER_FILE).write_text(json.dumps(self.scaler_.to_dict()))
+        return {
+            "input_channels": list(INPUT_CHANNELS),
+            "weights_file": _WEIGHTS_FILE,
+            "scaler_file": _SCALER_FILE,
+            "best_epoch": int(self.best_epoch_),
+            "history": self.history_,
+        }
+
+    @classmethod
+    def _load(cls, directory: Path, metadata: dict) -> "SequenceForecaster":
+        if metadata.get("input_channels") != list(INPUT_CHANNELS):
+            raise ValueError(f"{directory}: saved with input channels {metadata.get('input_channels')},"
+                             f" this version builds {list(INPUT_CHANNELS)}")
+        params = dict(metadata["params"])
+        params["horizons"] = tuple(params["horizons"])
+        model = cls(**params)
+        model.net_ = model._network()
+        model.net_.load_state_dict(torch.load(directory / _WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        model.net_.eval()
+        model.scaler_ = EntityScaler.from_dict(json.loads((directory / _SCALER_FILE).read_text()))
+        model.best_epoch_ = metadata.get("best_epoch", -1)
+        model.history_ = metadata.get("history", [])
+        return model
+
+    def _check_params(self) -> None:
+        if not self.horizons or min(self.horizons) < 1:
+            raise ValueError(f"{self.kind}: horizons must be positive step counts, got {self.horizons!r}")
+        for name in ("window", "hidden", "layers", "epochs", "batch_size", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{self.kind}: {name} must be at least 1, got {getattr(self, name)!r}")
+        if not 0.0 <= self.validation < 1.0:
+            raise ValueError(f"{self.kind}: validation must be in [0, 1), got {self.validation!r}")
+
+
+def _time_split(panel: Panel, usable: np.ndarray, validation: float, lead: int) -> tuple[np.ndarray, np.ndarray]:
+    """Usable rows before and after one global time cut-off; training targets may not reach past it."""
+    rows = np.flatnonzero(usable)
+    if validation <= 0 or len(rows) == 0:
+        return rows, rows[:0]
+    ts = epoch_seconds(panel.frame["ts"])[rows]
+    cutoff = np.quantile(ts, 1.0 - validation)
+    train = rows[ts + lead * STEP_SECONDS < cutoff]
+    val = rows[ts >= cutoff]
+    return train, val
+
+
+@register_forecaster
+class LSTMForecaster(SequenceForecaster):
+    """Long short-term memory network; see ``SequenceForecaster`` for the parameters."""
+
+    kind: ClassVar[str] = "lstm"
+    cell: ClassVar[str] = "lstm"
+
+
+@register_forecaster
+class GRUForecaster(SequenceForecaster):
+    """Gated recurrent unit network: fewer weights than the LSTM, often as accurate; same parameters."""
+
+    kind: ClassVar[str] = "gru"
+    cell: ClassVar[str] = "gru"

@@ -1,0 +1,63 @@
+"""Fleets and frames as pipeline artifacts: a directory of Parquet files each task can read back.
+
+A fleet artifact is a directory holding ``metrics.parquet`` and, beside it as ``write_fleet``
+lays it out, ``metrics.entities.parquet``. A frame artifact is a single Parquet file. Each save
+returns a small summary that the component puts in the artifact's metadata, which the Kubeflow
+UI shows next to it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from ml_cloud_optimizer.data.io import entities_path, read_fleet, write_fleet
+from ml_cloud_optimizer.data.schema import Fleet
+
+__all__ = ["FLEET_FILE", "fleet_summary", "load_entity_ids", "load_fleet", "load_frame", "save_fleet", "save_frame"]
+
+FLEET_FILE = "metrics.parquet"
+
+
+def fleet_summary(fleet: Fleet) -> dict:
+    """Rows, entities and time span of ``fleet`` (JSON-ready)."""
+    metrics = fleet.metrics
+    return {
+        "rows": int(len(metrics)),
+        "entities": int(metrics["entity_id"].nunique()),
+        "first_ts": metrics["ts"].min().isoformat() if len(metrics) else "",
+        "last_ts": metrics["ts"].max().isoformat() if len(metrics) else "",
+        "source": str(fleet.source),
+    }
+
+
+def save_fleet(fleet: Fleet, directory: str | Path) -> dict:
+    """Write ``fleet`` into the artifact directory and return its summary."""
+    write_fleet(fleet, Path(directory) / FLEET_FILE)
+    return fleet_summary(fleet)
+
+
+def load_fleet(directory: str | Path) -> Fleet:
+    """Read back a fleet written by ``save_fleet`` (validated)."""
+    return read_fleet(Path(directory) / FLEET_FILE, fmt="canonical")
+
+
+def load_entity_ids(directory: str | Path) -> list[str]:
+    """Entity ids of a saved fleet, reading only the small entities file."""
+    table = pq.read_table(entities_path(Path(directory) / FLEET_FILE), columns=["entity_id"])
+    return [str(v) for v in table.column("entity_id").to_pylist()]
+
+
+def save_frame(frame: pd.DataFrame, path: str | Path) -> dict:
+    """Write ``frame`` as one Parquet file at ``path`` and return rows and columns."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
+    return {"rows": int(len(frame)), "columns": int(frame.shape[1])}
+
+
+def load_frame(path: str | Path) -> pd.DataFrame:
+    """Read a frame written by ``save_frame``."""
+    return pd.read_parquet(path)

@@ -1,0 +1,109 @@
+"""Capacity arithmetic: demand in cores, rounding to the granularity, recommendations and their cost."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml_cloud_optimizer.data.schema import Fleet, validate_fleet
+from ml_cloud_optimizer.optimizer.capacity import DemandGrid, recommend, round_up
+
+
+def _fleet(util: dict[str, list[float]], vcpus: dict[str, int], start="2026-01-05T00:00:00Z", drop=()) -> Fleet:
+    rows = []
+    for entity, values in util.items():
+        ts = pd.date_range(start, periods=len(values), freq="5min")
+        rows.append(pd.DataFrame({"entity_id": entity, "ts": ts, "cpu_util": values}))
+    metrics = pd.concat(rows, ignore_index=True)
+    metrics = metrics.drop(index=list(drop)).reset_index(drop=True)
+    for col in ("mem_util", "net_in_kbps", "net_out_kbps", "disk_read_kbps", "disk_write_kbps", "request_rate"):
+        metrics[col] = np.nan
+    metrics["is_peak"] = pd.NA
+    entities = pd.DataFrame(
+        {
+            "entity_id": list(vcpus),
+            "service": "web",
+            "instance_type": [f"t-{v}" for v in vcpus.values()],
+            "region": "eu",
+            "vcpus": list(vcpus.values()),
+            "mem_gib": 8.0,
+            "hourly_price": [0.05 * v for v in vcpus.values()],
+        }
+    )
+    return validate_fleet(Fleet(metrics, entities))
+
+
+def test_round_up_goes_to_the_next_granule_and_never_below_one():
+    got = round_up([0.0, 0.1, 0.25, 0.2500000001, 0.26, 3.9, -1.0, np.nan], 0.25)
+    np.testing.assert_allclose(got[:-1], [0.25, 0.25, 0.25, 0.25, 0.5, 4.0, 0.25])
+    assert np.isnan(got[-1])
+    np.testing.assert_allclose(round_up([1.2, 2.0], 1.0), [2.0, 2.0])
+
+
+def test_round_up_refuses_a_non_positive_granularity():
+    with pytest.raises(ValueError, match="granularity"):
+        round_up([1.0], 0)
+
+
+def test_demand_grid_is_util_times_vcpus_with_gaps_as_nan():
+    fleet = _fleet({"a": [0.5, 0.25, 1.0, 0.5], "b": [0.1, 0.2, 0.3, 0.4]}, {"a": 4, "b": 2}, drop=[2])
+    grid = DemandGrid.from_fleet(fleet)
+    assert list(grid.entity_ids) == ["a", "b"]
+    assert len(grid.ts) == 4 and (np.diff(grid.ts.asi8) == 300 * 10**9).all()
+    np.testing.assert_allclose(grid.demand[:, 1], [0.2, 0.4, 0.6, 0.8])
+    assert grid.demand[0, 0] == 2.0 and np.isnan(grid.demand[2, 0])
+    assert grid.filled()[2, 0] == 1.0  # carried forward from the step before the gap
+    np.testing.assert_allclose(grid.price_per_core_hour, [0.05, 0.05])
+    assert grid.index_of(grid.ts[2]) == 2
+
+
+def test_recommend_sizes_for_the_hourly_peak_p90_at_the_target_utilisation():
+    fleet = _fleet({"a": [0.5] * 3}, {"a": 8})
+    origins = pd.date_range("2026-01-05T00:00:00Z", periods=13, freq="5min")
+    forecasts = pd.DataFrame(
+        {
+            "entity_id": "a",
+            "ts": origins,
+            "p50_h1": 0.3,
+            "p90_h1": np.r_[np.full(10, 0.4), 0.55, 0.5, 0.45],  # targets 00:05 .. 01:05
+        }
+    )
+    recs = recommend(forecasts, fleet.entities, target_utilisation=0.8, granularity=0.5)
+    assert list(recs["hour"]) == list(pd.to_datetime(["2026-01-05T00:00Z", "2026-01-05T01:00Z"]))
+    first, second = recs.iloc[0], recs.iloc[1]
+    # hour 00: peak p90 0.55 x 8 = 4.4 cores / 0.8 = 5.5 -> 5.5; hour 01: 0.5 x 8 / 0.8 = 5.0
+    assert first["p90_cores"] == pytest.approx(4.4) and first["request_cores"] == 5.5
+    assert second["request_cores"] == 5.0
+    assert first["p50_cores"] == pytest.approx(2.4) and first["headroom_cores"] == pytest.approx(2.0)
+    assert first["replicas"] == 1 and first["current_cores"] == 8
+    assert first["hourly_cost"] == pytest.approx(5.5 * 0.05)
+    assert first["hourly_saving"] == pytest.approx(0.4 - 5.5 * 0.05)
+
+
+def test_recommend_without_p90_uses_p50_and_counts_replicas_of_the_current_type():
+    fleet = _fleet({"a": [0.5]}, {"a": 2})
+    forecasts = pd.DataFrame({"entity_id": ["a"], "ts": pd.to_datetime(["2026-01-05T00:00Z"]), "p50_h12": [0.9]})
+    recs = recommend(forecasts, fleet.entities, target_utilisation=0.5, granularity=0.25)
+    row = recs.iloc[0]
+    assert row["headroom_cores"] == 0 and row["request_cores"] == pytest.approx(3.75)
+    assert row["replicas"] == 2  # 3.75 cores need two 2-vCPU instances
+    assert row["hourly_saving"] < 0  # more than is provisioned today
+
+
+@pytest.mark.parametrize(
+    ("frame", "kwargs", "message"),
+    [
+        (pd.DataFrame({"entity_id": ["zz"], "ts": pd.to_datetime(["2026-01-05T00:00Z"]), "p50_h1": [0.1]}), {}, "zz"),
+        (pd.DataFrame({"entity_id": ["a"], "ts": pd.to_datetime(["2026-01-05T00:00Z"])}), {}, "p50_h"),
+        (
+            pd.DataFrame({"entity_id": ["a"], "ts": pd.to_datetime(["2026-01-05T00:00Z"]), "p50_h1": [0.1]}),
+            {"target_utilisation": 1.5},
+            "target utilisation",
+        ),
+    ],
+)
+def test_recommend_refuses_bad_input_with_a_message(frame, kwargs, message):
+    fleet = _fleet({"a": [0.5]}, {"a": 2})
+    with pytest.raises(ValueError, match=message):
+        recommend(frame, fleet.entities, **kwargs)
