@@ -118,13 +118,15 @@ GROUP BY ROLLUP (e.service, e.region)
 ORDER BY e.service NULLS LAST, e.region NULLS LAST;
 
 -- name: rightsizing
--- doc: Idle entities (stop or consolidate) and over-provisioned ones (cheapest type in the region that fits), with monthly savings.
+-- doc: Idle entities (stop or consolidate) and over-provisioned ones (smallest size that fits), with monthly savings.
 -- param: start = -infinity -- first instant included (timestamptz)
 -- param: end = infinity -- first instant excluded (timestamptz)
 -- param: quantile = 0.95 -- usage quantile to size for (float)
 -- param: target_util = 0.7 -- utilisation the resized instance should run at, at that quantile (float)
 -- param: idle_cpu = 0.05 -- an entity whose CPU quantile is below this is idle (float)
 -- param: hours_per_month = 730 -- hours a saving is counted over (float)
+-- Sizes step as in a cloud instance family: each step down halves vCPUs, memory and price,
+-- and keeps whole vCPUs. An idle entity saves its whole price.
 WITH usage AS (
     SELECT entity_id,
            percentile_cont(%(quantile)s::float8) WITHIN GROUP (ORDER BY cpu_util) AS cpu_q,
@@ -135,29 +137,35 @@ WITH usage AS (
 ), needs AS (
     SELECT e.entity_id, e.service, e.region, e.instance_type, i.vcpus, i.mem_gib, i.hourly_price,
            u.cpu_q, u.mem_q,
-           u.cpu_q * i.vcpus / %(target_util)s::float8                              AS vcpus_needed,
-           -- a trace without memory readings keeps the memory it has
-           coalesce(u.mem_q * i.mem_gib / %(target_util)s::float8, i.mem_gib)      AS mem_gib_needed
+           greatest(1, u.cpu_q * i.vcpus / %(target_util)s::float8)       AS vcpus_needed,
+           -- no memory readings: CPU alone decides
+           coalesce(u.mem_q * i.mem_gib / %(target_util)s::float8, 0)     AS mem_gib_needed
     FROM usage u
     JOIN entities e USING (entity_id)
     JOIN instance_types i ON (i.instance_type, i.region) = (e.instance_type, e.region)
+), sized AS (
+    SELECT n.*,
+           CASE WHEN n.cpu_q < %(idle_cpu)s::float8 THEN 'idle' ELSE 'over-provisioned' END AS finding,
+           step.k
+    FROM needs n
+    LEFT JOIN LATERAL (
+        SELECT k
+        FROM generate_series(1, 10) AS k
+        WHERE n.vcpus %% (1 << k) = 0
+          AND (n.vcpus >> k) >= n.vcpus_needed
+          AND n.mem_gib / (1 << k) >= n.mem_gib_needed
+        ORDER BY k DESC
+        LIMIT 1
+    ) step ON true
 )
-SELECT n.entity_id, n.service, n.region, n.instance_type, n.vcpus, n.mem_gib,
-       n.cpu_q, n.mem_q,
-       CASE WHEN n.cpu_q < %(idle_cpu)s::float8 THEN 'idle' ELSE 'over-provisioned' END AS finding,
-       CASE WHEN n.cpu_q < %(idle_cpu)s::float8 THEN NULL ELSE fit.instance_type END       AS recommended_type,
-       (n.hourly_price - CASE WHEN n.cpu_q < %(idle_cpu)s::float8 THEN 0 ELSE fit.hourly_price END)
-           * %(hours_per_month)s::float8                                                  AS monthly_saving_usd
-FROM needs n
-LEFT JOIN LATERAL (
-    SELECT t.instance_type, t.hourly_price
-    FROM instance_types t
-    WHERE t.region = n.region AND t.vcpus >= n.vcpus_needed AND t.mem_gib >= n.mem_gib_needed AND t.hourly_price < n.hourly_price
-    ORDER BY t.hourly_price, t.instance_type
-    LIMIT 1
-) fit ON true
-WHERE n.cpu_q < %(idle_cpu)s::float8 OR fit.instance_type IS NOT NULL
-ORDER BY monthly_saving_usd DESC, n.entity_id;
+SELECT entity_id, service, region, instance_type, vcpus, mem_gib, cpu_q, mem_q, finding,
+       CASE WHEN finding = 'idle' THEN 0 ELSE vcpus >> k END                     AS recommended_vcpus,
+       CASE WHEN finding = 'idle' THEN 0 ELSE mem_gib / (1 << k) END             AS recommended_mem_gib,
+       hourly_price * CASE WHEN finding = 'idle' THEN 1 ELSE 1 - 1.0::float8 / (1 << k) END
+           * %(hours_per_month)s::float8                                         AS monthly_saving_usd
+FROM sized
+WHERE finding = 'idle' OR k IS NOT NULL
+ORDER BY monthly_saving_usd DESC, entity_id;
 
 -- name: load_heatmap
 -- doc: Mean CPU by hour of day (rows) and ISO day of week (columns), UTC.

@@ -211,7 +211,7 @@ def test_copied_sources_exist_and_survive_dockerignore(image):
     kind, stages = image
     patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
-    context = exclude_paths(str(REPO), patterns, dockerfile=f"docker/{CPU_DOCKERFILE.name}")
+    context = exclude_paths(str(REPO), patterns)
     for source in _copied_sources(stages):
         assert (REPO / source).exists(), f"{kind}: COPY {source} names nothing in the repository"
         assert source in context, f"{kind}: .dockerignore leaves {source} out of the build context"

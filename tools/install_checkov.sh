@@ -11,7 +11,8 @@ VENV=.venv-checkov
 CHECKOV_VERSION=${CHECKOV_VERSION:-3.3.30}
 STAMP="$VENV/.installed-checkov-$CHECKOV_VERSION"
 
-if [ -f "$STAMP" ] && "$VENV/bin/checkov" --version >/dev/null 2>&1; then
+# The stamp is written only after checkov has run once, so its presence is enough.
+if [ -f "$STAMP" ] && [ -x "$VENV/bin/checkov" ]; then
   exit 0
 fi
 

@@ -70,7 +70,10 @@ def format_table(frame: pd.DataFrame) -> str:
     """An aligned plain-text table: numbers right-aligned, floats to four decimals, NULL blank."""
     if frame.empty:
         return f"({', '.join(map(str, frame.columns))}: no rows)"
-    return frame.to_string(index=False, na_rep="", float_format=lambda x: f"{x:.4f}")
+    shown = frame.copy()
+    text_columns = shown.select_dtypes(include="object").columns
+    shown[text_columns] = shown[text_columns].fillna("")
+    return shown.to_string(index=False, na_rep="", float_format=lambda x: f"{x:.4f}")
 
 
 def _guarded(func):
@@ -85,10 +88,15 @@ def _guarded(func):
         except (QueryError, WarehouseUnavailable) as exc:
             raise UserError(str(exc)) from None
         except psycopg2.Error as exc:
-            message = (getattr(exc, "pgerror", None) or str(exc)).strip()
-            raise UserError(message.splitlines()[0] if message else type(exc).__name__) from None
+            raise UserError(_error_line(exc)) from None
 
     return run
+
+
+def _error_line(exc: psycopg2.Error) -> str:
+    primary = getattr(getattr(exc, "diag", None), "message_primary", None)
+    message = (primary or str(exc)).strip()
+    return message.splitlines()[0] if message else type(exc).__name__
 
 
 def _connect():

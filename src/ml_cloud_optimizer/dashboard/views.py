@@ -1,0 +1,151 @@
+"""The dashboard's views: each draws one part of a run with Streamlit, or says how to produce it.
+
+A view takes the parts ``data.load_part`` read (name -> frames, None where absent) and only
+lays them out: numbers come from the frames, pictures from ``figures``. ``VIEWS`` maps the
+sidebar's labels to the views in the order an operator reads them: how the fleet runs, how
+well it is forecast, which model won, what to change, what that would have saved, and
+whether the model still fits the data.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+import streamlit as st
+
+from ml_cloud_optimizer.dashboard import data, figures
+from ml_cloud_optimizer.data.schema import STEP_SECONDS
+from ml_cloud_optimizer.models.base import HEADLINE_HORIZON
+
+__all__ = ["VIEWS", "Parts"]
+
+Parts = dict[str, object]
+
+_STEP_HOURS = STEP_SECONDS / 3600.0
+
+
+def _missing(*names: str, parts: Parts) -> bool:
+    """Show the no-data note for every absent part among ``names``; True if any was absent."""
+    absent = [n for n in names if parts.get(n) is None]
+    for name in absent:
+        st.info(data.missing_note(name), icon=":material/hourglass_empty:")
+    return bool(absent)
+
+
+def _chart(fig) -> None:
+    st.plotly_chart(fig, width="stretch", config={"displaylogo": False})
+
+
+def fleet_view(parts: Parts) -> None:
+    st.header("Fleet overview")
+    if _missing("fleet", parts=parts):
+        return
+    fleet = parts["fleet"]
+    metrics, entities = fleet.metrics, fleet.entities
+    price = metrics["entity_id"].map(entities.set_index("entity_id")["hourly_price"]).to_numpy(dtype="float64")
+    days = max((metrics["ts"].max() - metrics["ts"].min()) / pd.Timedelta(days=1), _STEP_HOURS / 24)
+    provisioned = price.sum() * _STEP_HOURS / days
+    idle = (price * (1 - metrics["cpu_util"].clip(upper=1.0).to_numpy())).sum() * _STEP_HOURS / days
+
+    cols = st.columns(5)
+    cols[0].metric("entities", f"{entities['entity_id'].nunique():,}")
+    cols[1].metric("samples", f"{len(metrics):,}")
+    cols[2].metric("mean CPU", f"{metrics['cpu_util'].mean():.1%}")
+    cols[3].metric("provisioned / day", f"${provisioned:,.2f}")
+    cols[4].metric("idle / day", f"${idle:,.2f}", f"{idle / provisioned:.0%} of cost", delta_color="off")
+    _chart(figures.fleet_utilisation_figure(metrics, entities))
+    _chart(figures.fleet_cost_figure(metrics, entities))
+
+
+def forecast_view(parts: Parts) -> None:
+    st.header("Forecast against actual")
+    if _missing("forecasts", "fleet", parts=parts):
+        return
+    forecasts: pd.DataFrame = parts["forecasts"]
+    horizons = sorted(int(c.split("_h")[1]) for c in forecasts.columns if c.startswith("p50_h"))
+    if not horizons:
+        st.warning("The forecast file has no p50_h<h> columns.")
+        return
+    models = sorted(forecasts["model"].astype(str).unique()) if "model" in forecasts.columns else [None]
+    left, middle, right = st.columns(3)
+    entity = left.selectbox("entity", sorted(forecasts["entity_id"].unique()))
+    default = horizons.index(HEADLINE_HORIZON) if HEADLINE_HORIZON in horizons else len(horizons) - 1
+    horizon = middle.selectbox("horizon (5-minute steps)", horizons, index=default)
+    model = right.selectbox("model", models) if models != [None] else None
+    _chart(figures.forecast_figure(parts["fleet"].metrics, forecasts, entity, horizon, model=model))
+
+
+def leaderboard_view(parts: Parts) -> None:
+    st.header("Model leaderboard")
+    if _missing("leaderboard", parts=parts):
+        return
+    board: pd.DataFrame = parts["leaderboard"]
+    numeric = [c for c in board.columns if c != "model" and pd.api.types.is_numeric_dtype(board[c])
+               and not pd.api.types.is_bool_dtype(board[c])]
+    headline = [c for c in numeric if c.lower().startswith("mae")]
+    metric = st.selectbox("metric", numeric, index=numeric.index(headline[0]) if headline else 0)
+    champion = board["model"].iloc[0] if len(board) else None
+    if "champion" in board.columns and board["champion"].astype(bool).any():
+        champion = board.loc[board["champion"].astype(bool), "model"].iloc[0]
+    st.caption(f"champion: **{champion}**")
+    _chart(figures.leaderboard_figure(board, metric, champion=champion))
+    st.dataframe(board, hide_index=True, width="stretch")
+
+
+def recommendations_view(parts: Parts) -> None:
+    st.header("Recommendations and savings")
+    if _missing("recommendations", parts=parts):
+        return
+    recs: pd.DataFrame = parts["recommendations"]
+    current, recommended = recs["current_hourly_cost"].sum(), recs["hourly_cost"].sum()
+    hours = max(recs["hour"].nunique(), 1)
+    cols = st.columns(4)
+    cols[0].metric("entities", f"{recs['entity_id'].nunique():,}")
+    cols[1].metric("current cost / h", f"${current / hours:,.2f}")
+    cols[2].metric("recommended / h", f"${recommended / hours:,.2f}")
+    cols[3].metric("saving", f"${(current - recommended) / hours:,.2f} / h",
+                   f"{(current - recommended) / current:.0%}" if current else None)
+    _chart(figures.recommendations_figure(recs))
+    st.dataframe(recs, hide_index=True, width="stretch", height=320)
+
+
+def backtest_view(parts: Parts) -> None:
+    st.header("Autoscaling backtest")
+    if _missing("backtest", parts=parts):
+        return
+    summary: pd.DataFrame = parts["backtest"]["summary"]
+    capacity: pd.DataFrame | None = parts["backtest"]["capacity"]
+    _chart(figures.backtest_summary_figure(summary))
+    st.dataframe(summary, hide_index=True, width="stretch")
+    if capacity is None:
+        st.caption("No per-step capacities were saved with this backtest.")
+        return
+    policies = [p for p in summary["policy"].astype(str) if p in capacity.columns]
+    entity = st.selectbox("entity", sorted(capacity["entity_id"].unique()))
+    _chart(figures.backtest_capacity_figure(capacity, entity, policies))
+
+
+def drift_view(parts: Parts) -> None:
+    st.header("Feature drift")
+    if _missing("drift", parts=parts):
+        return
+    drift: pd.DataFrame = parts["drift"]
+    alerts = int((drift["psi"] >= figures.PSI_ALERT).sum())
+    watch = int(((drift["psi"] >= figures.PSI_WATCH) & (drift["psi"] < figures.PSI_ALERT)).sum())
+    cols = st.columns(3)
+    cols[0].metric("features", f"{len(drift):,}")
+    cols[1].metric(f"PSI ≥ {figures.PSI_ALERT} (retrain)", alerts)
+    cols[2].metric(f"PSI {figures.PSI_WATCH}–{figures.PSI_ALERT} (watch)", watch)
+    _chart(figures.drift_figure(drift))
+    st.dataframe(drift.sort_values("psi", ascending=False), hide_index=True, width="stretch", height=320)
+
+
+VIEWS: dict[str, Callable[[Parts], None]] = {
+    "Fleet overview": fleet_view,
+    "Forecast vs actual": forecast_view,
+    "Leaderboard": leaderboard_view,
+    "Recommendations": recommendations_view,
+    "Backtest": backtest_view,
+    "Drift": drift_view,
+}
