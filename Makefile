@@ -6,13 +6,19 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: run test venv clean-db clean
+.PHONY: run test venv test-tools clean-db clean
 
 run: $(STAMP)
 	$(VENV)/bin/mlco demo
 
-test: $(STAMP)
+test: $(STAMP) test-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Tools the tests drive for real but that cannot share .venv: checkov (own venv), chromium (apt).
+# Both scripts return at once when the tool is already there.
+test-tools:
+	bash tools/install_checkov.sh
+	bash tools/install_browser.sh
 
 venv: $(STAMP)
 
