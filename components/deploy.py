@@ -15,7 +15,8 @@ def deploy(
     bundle: Input[Model],
     history: Input[Dataset],
     model_uri: str,
-    holdout_mae: float,
+    holdout_fraction: float,
+    horizons: list,
     namespace: str,
     isvc_name: str,
     tracking_uri: str,
@@ -23,8 +24,9 @@ def deploy(
 ) -> NamedTuple("Deployed", [("action", str), ("url", str)]):
     """Create or patch the InferenceService through the kserve SDK, or leave it, then wait for ready.
 
-    The model now serving (annotation ``mlco.io/model-uri``) is scored on this run's hold-out;
-    the bundle replaces it only with a lower one-hour MAE. Returns what was done and the URL.
+    The registered model now serving (annotation ``mlco.io/model-uri``) and the new bundle are
+    scored on the same rows of this run's hold-out; the bundle replaces it only with a lower
+    one-hour MAE. Returns what was done and the service's URL.
     """
     from collections import namedtuple
 
@@ -35,12 +37,15 @@ def deploy(
 
     fleet = artifacts.load_fleet(history.path)
 
-    def score_deployed(isvc: dict):
+    def compare(isvc: dict):
         deployed = (isvc.get("metadata", {}).get("annotations") or {}).get(MODEL_URI_ANNOTATION)
-        return registry.score_registered_model(deployed, fleet, history.metadata["cutoff"], tracking_uri) if deployed else None
+        if not deployed:
+            return None
+        return registry.compare_with_registered(bundle.path, deployed, fleet, holdout_fraction=holdout_fraction,
+                                                horizons=horizons, tracking_uri=tracking_uri)
 
-    candidate = Candidate(storage_uri_for(bundle.uri), model_uri, holdout_mae, bundle.metadata.get("kind", ""))
-    result = deploy_champion(KServeClient(), candidate, name=isvc_name, namespace=namespace,
-                             score_deployed=score_deployed, timeout_s=timeout_s)
+    candidate = Candidate(storage_uri_for(bundle.uri), model_uri, bundle.metadata["holdout_mae"], bundle.metadata["kind"])
+    result = deploy_champion(KServeClient(), candidate, name=isvc_name, namespace=namespace, compare=compare,
+                             timeout_s=timeout_s)
     print(f"[mlco] deploy: {result.action}: {result.reason}; url {result.url}")
     return namedtuple("Deployed", ["action", "url"])(result.action, result.url)

@@ -1,6 +1,6 @@
-"""Component ``register``: the champion bundle, logged and registered in MLflow under the alias ``champion``."""
+"""Component ``register``: every candidate logged to MLflow, the champion bundle registered as ``champion``."""
 
-from typing import NamedTuple
+from typing import List, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
@@ -14,24 +14,29 @@ __all__ = ["register"]
 def register(
     champion: Input[Model],
     peak_model: Input[Model],
-    leaderboard_table: Input[Dataset],
+    evaluation: Input[Dataset],
+    tabular_models: Input[List[Model]],
+    sequence_models: Input[List[Model]],
     tracking_uri: str,
     model_name: str,
+    pipeline_run: str,
     bundle: Output[Model],
 ) -> NamedTuple("Registered", [("model_uri", str), ("version", str)]):
-    """Bundle the champion forecaster with the peak classifier, the directory serving loads.
+    """Bundle the champion forecaster with the peak classifier: the directory serving loads.
 
-    The bundle is registered as a new version of ``model_name`` with the alias ``champion``;
+    Each candidate becomes an MLflow run (parameters, hold-out metrics, plots, model files); the
+    bundle is registered as a new version of ``model_name`` with the alias ``champion``.
     ``model_uri`` (``models:/NAME/VERSION``) is what the deploy step records on the
     InferenceService, so a later run can score the deployed model on its own hold-out.
     """
     from collections import namedtuple
 
-    from ml_cloud_optimizer.pipeline_steps import artifacts, registry
+    from ml_cloud_optimizer.pipeline_steps import registry
 
     registered = registry.register_champion(
-        champion.path, peak_model.path, artifacts.load_frame(leaderboard_table.path),
-        bundle_dir=bundle.path, tracking_uri=tracking_uri, model_name=model_name,
+        champion.path, peak_model.path, evaluation.path,
+        [m.path for m in list(tabular_models) + list(sequence_models)],
+        bundle_dir=bundle.path, tracking_uri=tracking_uri, model_name=model_name, pipeline_run=pipeline_run,
     )
     bundle.metadata.update(registered)
     return namedtuple("Registered", ["model_uri", "version"])(registered["model_uri"], registered["version"])

@@ -1,4 +1,4 @@
-"""Component ``smote``: balance the peak-classification training rows (training window only)."""
+"""Component ``smote``: balance the peak-classification training rows; the hold-out never comes here."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
@@ -10,11 +10,15 @@ __all__ = ["smote"]
 
 @dsl.component(base_image=settings.IMAGE, install_kfp_package=False)
 def smote(peak_rows: Input[Dataset], seed: int, balanced: Output[Dataset], balance: Output[Metrics]):
-    """SMOTE-oversample the rare peak class of the training rows; hold-out rows never come here."""
-    from ml_cloud_optimizer.pipeline_steps import artifacts, split
+    """SMOTE-oversample the rare peak class of the training part of ``peak_rows``.
 
-    rows, counts = split.balance_peak_rows(artifacts.load_frame(peak_rows.path), seed=seed)
-    balanced.metadata.update(artifacts.save_frame(rows, balanced.path))
-    balanced.metadata.update(counts)
+    The validation part (which picks the classifier's decision threshold) passes through as it
+    was; ``balance`` records the row and peak counts before and after.
+    """
+    from ml_cloud_optimizer.pipeline_steps import artifacts, peak_training
+
+    rows, state = artifacts.load_rows(peak_rows.path)
+    resampled, fill_values, counts = peak_training.balance_peak_rows(rows, seed=seed)
+    balanced.metadata.update(artifacts.save_rows(resampled, balanced.path, {**state, "fill_values": fill_values}))
     for name, value in counts.items():
         balance.log_metric(name, value)

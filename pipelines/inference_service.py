@@ -2,9 +2,9 @@
 
 The deploy step replaces what is serving only when the new champion forecasts better than the
 deployed model on the same hold-out, because each training run evaluates on its own newest
-window and an MAE recorded by an older run is not comparable. The caller supplies
-``score_deployed``, which scores the model that an InferenceService names (annotation
-``mlco.io/model-uri``) on the current hold-out.
+window and an MAE recorded by an older run is not comparable. The caller supplies ``compare``,
+which scores the candidate and the model an InferenceService names (annotation
+``mlco.io/model-uri``) on the same rows of the current hold-out.
 
 It talks to the cluster through the kserve SDK (``KServeClient``), which wants a
 ``V1beta1InferenceService`` object rather than a dict; "apply" is get, then patch or create,
@@ -162,7 +162,7 @@ def deploy_champion(
     *,
     name: str = settings.ISVC_NAME,
     namespace: str = settings.ISVC_NAMESPACE,
-    score_deployed: Callable[[dict], float | None],
+    compare: Callable[[dict], tuple[float, float] | None],
     timeout_s: int = 600,
     poll_s: float = 10.0,
 ) -> DeployResult:
@@ -173,8 +173,8 @@ def deploy_champion(
         candidate: the new champion.
         name: InferenceService name.
         namespace: its namespace.
-        score_deployed: given the existing InferenceService (a dict), the MAE of the model it
-            serves on the candidate's hold-out, or None when that model cannot be scored (then
+        compare: given the existing InferenceService (a dict), ``(candidate MAE, deployed MAE)``
+            on the same hold-out rows, or None when the deployed model cannot be scored (then
             the candidate replaces it).
         timeout_s: how long to wait for the controller to report the new generation ready.
         poll_s: seconds between readiness checks.
@@ -194,16 +194,17 @@ def deploy_champion(
         deployed_uri = (existing.get("metadata", {}).get("annotations") or {}).get(MODEL_URI_ANNOTATION)
         if deployed_uri and deployed_uri == candidate.model_uri:
             return _skipped(existing, f"{candidate.model_uri} is already deployed", None)
-        deployed_mae = score_deployed(existing)
-        if deployed_mae is not None and not candidate.holdout_mae < deployed_mae:
+        scores = compare(existing)
+        deployed_mae = None if scores is None else scores[1]
+        if scores is not None and not scores[0] < scores[1]:
             return _skipped(
                 existing,
-                f"the deployed model scores {deployed_mae:.5g} MAE on this hold-out and the candidate"
-                f" {candidate.holdout_mae:.5g}: not better, nothing changed",
+                f"the deployed model scores {scores[1]:.5g} MAE on this hold-out and the candidate"
+                f" {scores[0]:.5g}: not better, nothing changed",
                 deployed_mae,
             )
-        why = ("the deployed model could not be scored on this hold-out" if deployed_mae is None
-               else f"candidate {candidate.holdout_mae:.5g} MAE beats the deployed {deployed_mae:.5g}")
+        why = ("the deployed model could not be scored on this hold-out" if scores is None
+               else f"candidate {scores[0]:.5g} MAE beats the deployed {scores[1]:.5g} on the same rows")
         patched = client.patch(name, build_inference_service(name, namespace, candidate, full=False), namespace=namespace)
         result = DeployResult("patched", why, deployed_mae=deployed_mae)
         generation = patched["metadata"].get("generation")

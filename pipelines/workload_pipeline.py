@@ -113,12 +113,13 @@ def workload_pipeline(
             end=loaded.outputs["end"],
             holdout_fraction=holdout_fraction,
             peak_horizon=12,
+            seed=seed,
         )
         _uses_database(split.set_caching_options(enable_caching=False))
 
         balanced = smote(peak_rows=split.outputs["peak_rows"], seed=seed)
         balanced.set_caching_options(enable_caching=True)
-        peak = train_peak(balanced=balanced.outputs["balanced"], seed=seed)
+        peak = train_peak(balanced=balanced.outputs["balanced"])
         peak.set_caching_options(enable_caching=True).set_retry(num_retries=1)
 
         with dsl.ParallelFor(tabular_models, name="tabular-models") as kind:
@@ -137,15 +138,20 @@ def workload_pipeline(
             sequence_models=dsl.Collected(sequence.outputs["model"]),
             peak_model=peak.outputs["model"],
             history=split.outputs["history"],
+            holdout_fraction=holdout_fraction,
+            horizons=horizons,
         )
         scored.set_caching_options(enable_caching=True)
 
         registered = register(
             champion=scored.outputs["champion"],
             peak_model=peak.outputs["model"],
-            leaderboard_table=scored.outputs["leaderboard_table"],
+            evaluation=scored.outputs["evaluation"],
+            tabular_models=dsl.Collected(tabular.outputs["model"]),
+            sequence_models=dsl.Collected(sequence.outputs["model"]),
             tracking_uri=mlflow_tracking_uri,
             model_name=model_name,
+            pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         )
         registered.set_caching_options(enable_caching=False).set_retry(num_retries=2, backoff_duration="30s")
 
@@ -154,7 +160,8 @@ def workload_pipeline(
                 bundle=registered.outputs["bundle"],
                 history=split.outputs["history"],
                 model_uri=registered.outputs["model_uri"],
-                holdout_mae=scored.outputs["holdout_mae"],
+                holdout_fraction=holdout_fraction,
+                horizons=horizons,
                 namespace=namespace,
                 isvc_name=isvc_name,
                 tracking_uri=mlflow_tracking_uri,

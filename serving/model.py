@@ -27,6 +27,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from ml_cloud_optimizer.data.schema import VALUE_COLUMNS
 from ml_cloud_optimizer.models.base import Forecaster, forecast_column
 from ml_cloud_optimizer.models.bundle import ModelBundle
+from ml_cloud_optimizer.models.tabular import TabularForecaster
 from serving.capacity import recommend_capacity
 from serving.metrics import ERRORS, LATENCY, PEAKS, REQUESTS, ROWS, claim_error
 from serving.schema import ForecastRequest, RequestError, RequestLimits, RequestParser
@@ -72,8 +73,10 @@ class ForecastModel(kserve.Model):
             raise ModelMissingError(f"{self.model_dir} holds no {Forecaster.METADATA_FILE}: not a champion directory")
         self.bundle = ModelBundle.load(self.model_dir)
         self.horizons = tuple(int(h) for h in self.bundle.horizons)
-        self.has_quantiles = bool(self.bundle.has_quantiles)
-        self.feature_names = list(self.bundle.feature_columns or [])
+        self.has_quantiles = "p90" in self.bundle.quantiles
+        # Tabular forecasters also take ready-made feature rows; sequence models read history only.
+        forecaster = self.bundle.forecaster
+        self.feature_names = forecaster.feature_spec.columns if isinstance(forecaster, TabularForecaster) else []
         self.parser = RequestParser(
             feature_names=self.feature_names, horizons=self.horizons, min_history=self.bundle.min_history,
             output_names=self.output_names, limits=self.limits, target_utilization=self.target_utilization,
@@ -148,11 +151,7 @@ class ForecastModel(kserve.Model):
                 raise RequestError("history", f"entity {missing!r} has no forecastable last sample", "history_too_short")
             answer = raw.reset_index()
         else:
-            columns = pd.DataFrame(request.features, columns=self.feature_names)
-            answer = self.bundle.predict_features(columns).reset_index(drop=True)
-            answer.insert(0, "entity_id", request.entity_id)
-            if request.ts is not None:
-                answer.insert(1, "ts", request.ts.to_numpy())
+            answer = self._forecast_features(request)
         keep = [forecast_column(h) for h in request.horizons]
         if self.has_quantiles:
             keep += [forecast_column(h, "p90") for h in request.horizons]
@@ -163,6 +162,30 @@ class ForecastModel(kserve.Model):
         out["recommended_vcpus"] = vcpus
         out["recommended_replicas"] = replicas
         return out
+
+    def _forecast_features(self, request: ForecastRequest) -> pd.DataFrame:
+        """Forecasts from ready-made feature rows, through the forecaster's own ``predict_features``.
+
+        The bundle's peak classifier reads history (it adds per-entity threshold features), so
+        feature-row answers carry ``peak_prob`` NaN (JSON null).
+        """
+        anchor = self.feature_names.index(self.bundle.forecaster.feature_spec.target)
+        missing = np.isnan(request.features[:, anchor])
+        if missing.any():
+            row = int(np.argmax(missing))
+            raise RequestError(f"features[{row}].{self.feature_names[anchor]}",
+                               "missing; the forecast starts from the current value", "missing_field")
+        keys = np.arange(len(request.features)).astype(str)
+        rows = pd.DataFrame(request.features, columns=self.feature_names)
+        rows.insert(0, "ts", request.ts.to_numpy() if request.ts is not None else pd.Timestamp(0, tz="UTC"))
+        rows.insert(0, "entity_id", keys)
+        raw = self.bundle.forecaster.predict_features(rows, check_history=False).set_index("entity_id").loc[keys]
+        answer = raw.reset_index(drop=True).drop(columns="ts")
+        answer.insert(0, "entity_id", request.entity_id)
+        if request.ts is not None:
+            answer.insert(1, "ts", request.ts.to_numpy())
+        answer["peak_prob"] = np.nan
+        return answer
 
     def _v1_response(self, answer: pd.DataFrame) -> dict:
         records = answer.copy()

@@ -1,7 +1,7 @@
 """Shared fixtures: a real PostgreSQL warehouse per test, and small fleets to put in it.
 
 ``warehouse_url`` is one server for the whole session: ``DATABASE_URL`` when set, else an
-embedded PostgreSQL in a pytest temporary directory, stopped when the session ends.
+embedded PostgreSQL in a temporary directory, stopped and removed when the session ends.
 ``warehouse`` gives each test a fresh database on it (``mlco_test_<pid>_<n>``) with the
 schema applied, as an open psycopg2 connection, and drops the database afterwards.
 """
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 from contextlib import closing
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +20,7 @@ import pytest
 
 from ml_cloud_optimizer.data.schema import ENTITY_COLUMNS, STEP, Fleet, validate_fleet
 from ml_cloud_optimizer.warehouse import apply_schema, connect, create_database, drop_database
-from ml_cloud_optimizer.warehouse.server import start_embedded, stop_embedded
+from ml_cloud_optimizer.warehouse.server import temporary_server
 
 _database_numbers = itertools.count()
 
@@ -74,7 +76,7 @@ def make_known_fleet(days: int = 3, *, start: str = "2024-01-07", seed: int = 0)
         frames.append(frame.loc[rng.uniform(size=n) > 0.02])  # about 2% of slots missing
     metrics = pd.concat(frames, ignore_index=True)
     web_a = metrics.index[metrics["entity_id"] == "web-a"]
-    metrics.loc[web_a[[100, 400, 700]], "cpu_util"] = 1.2
+    metrics.loc[web_a[[len(web_a) // 8, len(web_a) // 2, 7 * len(web_a) // 8]], "cpu_util"] = 1.2
     metrics.loc[metrics["entity_id"] == "batch-a", "request_rate"] = np.nan
     first_hours = metrics["ts"] < pd.Timestamp(start, tz="UTC") + pd.Timedelta(hours=12)
     metrics.loc[(metrics["entity_id"] == "db-é") & first_hours, "mem_util"] = np.nan
@@ -82,18 +84,20 @@ def make_known_fleet(days: int = 3, *, start: str = "2024-01-07", seed: int = 0)
     return validate_fleet(Fleet(metrics=metrics, entities=entities, source="known"))
 
 
+def server_home() -> Path:
+    """A new directory for an embedded server's data, under the system temp dir.
+
+    Not under pytest's ``tmp_path``: as root the server runs as another user, which must be
+    able to traverse every parent, and pytest keeps resetting its base directory to 0700.
+    """
+    return Path(tempfile.mkdtemp(prefix="mlco-test-pg-"))
+
+
 @pytest.fixture(scope="session")
-def warehouse_url(tmp_path_factory) -> str:
+def warehouse_url() -> str:
     """URL of the session's PostgreSQL server: ``DATABASE_URL``, else a fresh embedded one."""
-    configured = os.environ.get("DATABASE_URL")
-    if configured:
-        yield configured
-        return
-    pgdata = tmp_path_factory.mktemp("warehouse") / "pgdata"
-    try:
-        yield start_embedded(pgdata)
-    finally:
-        stop_embedded(pgdata)
+    with temporary_server() as url:
+        yield url
 
 
 @pytest.fixture

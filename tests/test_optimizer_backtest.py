@@ -112,7 +112,9 @@ def test_saved_backtest_holds_the_summary_and_the_replayed_capacity(tmp_path):
     grid = _grid(_seasonal_demand(steps=400, width=2))
     result = run_backtest(grid, default_policies(), start=300)
     paths = result.save(tmp_path)
-    assert [p.name for p in paths] == ["backtest_summary.csv", "backtest_summary.md", "backtest_capacity.csv.gz"]
+    assert [p.name for p in paths] == [
+        "backtest_summary.csv", "backtest_summary.md", "backtest_capacity.csv.gz", "backtest_params.json"
+    ]
     summary = pd.read_csv(paths[0])
     pd.testing.assert_frame_equal(summary, result.summary, check_exact=False)
     capacity = pd.read_csv(paths[2])

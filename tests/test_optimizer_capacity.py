@@ -7,7 +7,16 @@ import pandas as pd
 import pytest
 
 from ml_cloud_optimizer.data.schema import Fleet, validate_fleet
-from ml_cloud_optimizer.optimizer.capacity import DemandGrid, recommend, round_up
+import psycopg2
+
+from ml_cloud_optimizer.optimizer.capacity import (
+    DemandGrid,
+    forecasts_long,
+    read_recommendations,
+    recommend,
+    round_up,
+    store_recommendations,
+)
 
 
 def _fleet(util: dict[str, list[float]], vcpus: dict[str, int], start="2026-01-05T00:00:00Z", drop=()) -> Fleet:
@@ -107,3 +116,53 @@ def test_recommend_refuses_bad_input_with_a_message(frame, kwargs, message):
     fleet = _fleet({"a": [0.5]}, {"a": 2})
     with pytest.raises(ValueError, match=message):
         recommend(frame, fleet.entities, **kwargs)
+
+
+def _two_hour_forecasts():
+    origins = pd.date_range("2026-01-05T00:00:00Z", periods=24, freq="5min")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"entity_id": np.repeat(["a", "b"], 24), "ts": np.tile(origins, 2)})
+    frame["p50_h1"] = rng.uniform(0.1, 0.5, 48)
+    frame["p90_h1"] = frame["p50_h1"] + 0.1
+    frame["p50_h12"] = rng.uniform(0.1, 0.5, 48)
+    frame["p90_h12"] = frame["p50_h12"] + 0.2
+    return frame
+
+
+def test_forecasts_long_has_one_row_per_origin_and_horizon():
+    frame = _two_hour_forecasts()
+    frame.loc[3, "p50_h12"] = np.nan
+    long = forecasts_long(frame)
+    assert len(long) == 2 * 48 - 1
+    row = long[(long["horizon"] == 12) & (long["entity_id"] == "b")].iloc[0]
+    assert row["target_ts"] - row["origin_ts"] == pd.Timedelta(hours=1)
+    assert row["p90"] == pytest.approx(row["p50"] + 0.2)
+
+
+def test_stored_recommendations_read_back_whole_and_latest_first(warehouse):
+    fleet = _fleet({"a": [0.5], "b": [0.5]}, {"a": 4, "b": 2})
+    forecasts = _two_hour_forecasts()
+    recs = recommend(forecasts, fleet.entities)
+    first = store_recommendations(warehouse, recs, forecasts, model="test", source="unit", params={"k": 1})
+    later = recommend(forecasts, fleet.entities, target_utilisation=0.5)
+    second = store_recommendations(warehouse, later, forecasts, model="test", source="unit")
+    assert second > first
+    back = read_recommendations(warehouse)
+    pd.testing.assert_frame_equal(back, later.astype({"replicas": "int64"}), check_dtype=False)
+    pd.testing.assert_frame_equal(read_recommendations(warehouse, first), recs, check_dtype=False)
+    with warehouse.cursor() as cur:
+        cur.execute("SELECT count(*), count(p90) FROM forecasts WHERE run_id = %s", (first,))
+        assert cur.fetchone() == (96, 96)
+
+
+def test_a_bad_recommendation_row_rolls_the_whole_run_back(warehouse):
+    fleet = _fleet({"a": [0.5], "b": [0.5]}, {"a": 4, "b": 2})
+    forecasts = _two_hour_forecasts()
+    recs = recommend(forecasts, fleet.entities)
+    recs.loc[1, "request_cores"] = -1.0
+    with pytest.raises(psycopg2.errors.CheckViolation):
+        store_recommendations(warehouse, recs, forecasts, model="test", source="unit")
+    with warehouse.cursor() as cur:
+        cur.execute("SELECT (SELECT count(*) FROM optimizer_runs), (SELECT count(*) FROM forecasts)")
+        assert cur.fetchone() == (0, 0)
+    assert read_recommendations(warehouse).empty

@@ -30,15 +30,20 @@ NAME = "workload-forecaster"
 
 
 class Scorer:
-    """Stands in for scoring the deployed model on the hold-out; remembers what it was asked."""
+    """Stands in for scoring candidate and deployed model on one hold-out; remembers what it was asked.
 
-    def __init__(self, mae):
+    ``mae`` is the deployed model's MAE (None: it cannot be loaded); the candidate scores what
+    its ``Candidate`` says.
+    """
+
+    def __init__(self, mae, candidate_mae=None):
         self.mae = mae
+        self.candidate_mae = candidate_mae
         self.asked: list[str] = []
 
     def __call__(self, isvc: dict):
         self.asked.append(isvc["metadata"]["annotations"].get(MODEL_URI_ANNOTATION))
-        return self.mae
+        return None if self.mae is None else (self.candidate_mae, self.mae)
 
 
 @pytest.fixture
@@ -49,7 +54,9 @@ def kube(tmp_path):
 
 
 def deploy(kube, candidate, scorer, **kwargs):
-    return deploy_champion(kube.client, candidate, name=NAME, namespace=NS, score_deployed=scorer,
+    if scorer.candidate_mae is None:
+        scorer.candidate_mae = candidate.holdout_mae
+    return deploy_champion(kube.client, candidate, name=NAME, namespace=NS, compare=scorer,
                            timeout_s=2, poll_s=0.02, **kwargs)
 
 
@@ -123,7 +130,7 @@ def test_a_service_that_never_gets_ready_fails_the_step(tmp_path):
     with FakeKubeApi(become_ready=False) as kube:
         client = KServeClient(config_file=str(kube.kubeconfig(tmp_path)))
         with pytest.raises(RuntimeError, match="Timeout"):
-            deploy_champion(client, candidate(1, 0.05), name=NAME, namespace=NS, score_deployed=Scorer(None),
+            deploy_champion(client, candidate(1, 0.05), name=NAME, namespace=NS, compare=Scorer(None),
                             timeout_s=0.2, poll_s=0.02)
 
 
@@ -147,3 +154,10 @@ def test_created_service_matches_the_base_manifest():
         assert mine[key] == theirs[key], key
     for key in ("modelFormat", "runtime", "resources", "securityContext", "volumeMounts"):
         assert mine["model"][key] == theirs["model"][key], key
+
+
+def test_the_decision_uses_scores_on_the_same_rows_not_the_recorded_ones(kube):
+    kube.put(ApiClient().sanitize_for_serialization(build_inference_service(NAME, NS, candidate(1, 0.05))))
+    # Its own evaluation recorded 0.03, but on the rows both models can forecast it does worse.
+    result = deploy(kube, candidate(2, 0.03), Scorer(mae=0.05, candidate_mae=0.06))
+    assert result.action == "skipped" and kube.writes() == []

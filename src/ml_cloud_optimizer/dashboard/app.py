@@ -40,4 +40,5 @@ with st.sidebar:
     if not run_dir.is_dir():
         st.warning(f"{run_dir} does not exist yet.")
 
+st.header(view)
 VIEWS[view](_load(str(run_dir), data.run_signature(run_dir)))

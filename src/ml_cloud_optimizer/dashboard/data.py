@@ -34,7 +34,7 @@ __all__ = [
     "run_signature",
 ]
 
-NO_DATA = "No data yet: run `make run`"
+NO_DATA = "No data yet"
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -129,4 +129,4 @@ def run_signature(run_dir: str | Path) -> tuple[tuple[str, str, float], ...]:
 def missing_note(name: str) -> str:
     """What the dashboard says when part ``name`` is absent: the one command that fills the whole run."""
     spec = PARTS[name]
-    return f"{NO_DATA} (or `{spec.made_by}`), which writes {spec.files[0]} into the run directory."
+    return f"{NO_DATA}: run `make run` (or `{spec.made_by}`), which writes {spec.files[0]} into the run directory."

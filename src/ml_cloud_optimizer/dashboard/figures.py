@@ -164,7 +164,7 @@ def backtest_summary_figure(summary: pd.DataFrame) -> go.Figure:
                          showlegend=False), row=1, col=2)
     fig.update_yaxes(title_text="core-hours", row=1, col=1)
     fig.update_yaxes(title_text="% of steps", row=1, col=2)
-    fig.update_layout(title="Autoscaling backtest: cost against risk per policy", **_LAYOUT)
+    fig.update_layout(title="Autoscaling backtest: cost against risk per policy", **{**_LAYOUT, "margin": dict(t=90)})
     return fig
 
 

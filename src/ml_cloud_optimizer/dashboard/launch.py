@@ -40,6 +40,7 @@ def streamlit_command(
         "--server.runOnSave", "false",
         "--browser.gatherUsageStats", "false",
         "--global.developmentMode", "false",
+        "--client.toolbarMode", "viewer",
     ]
     if run_dir is not None:
         command += ["--", "--run-dir", str(Path(run_dir).absolute())]

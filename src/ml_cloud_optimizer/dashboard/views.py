@@ -1,10 +1,10 @@
 """The dashboard's views: each draws one part of a run with Streamlit, or says how to produce it.
 
-A view takes the parts ``data.load_part`` read (name -> frames, None where absent) and only
-lays them out: numbers come from the frames, pictures from ``figures``. ``VIEWS`` maps the
-sidebar's labels to the views in the order an operator reads them: how the fleet runs, how
-well it is forecast, which model won, what to change, what that would have saved, and
-whether the model still fits the data.
+A view takes the parts ``data.load_part`` read (name -> frames, None where absent) and lays
+them out below the header the app gives it: numbers come from the frames, pictures from
+``figures``. ``VIEWS`` maps the sidebar's labels to the views in the order an operator
+reads them: how the fleet runs, how well it is forecast, which model won, what to change,
+what that would have saved, and whether the model still fits the data.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ def _chart(fig) -> None:
 
 
 def fleet_view(parts: Parts) -> None:
-    st.header("Fleet overview")
     if _missing("fleet", parts=parts):
         return
     fleet = parts["fleet"]
@@ -59,7 +58,6 @@ def fleet_view(parts: Parts) -> None:
 
 
 def forecast_view(parts: Parts) -> None:
-    st.header("Forecast against actual")
     if _missing("forecasts", "fleet", parts=parts):
         return
     forecasts: pd.DataFrame = parts["forecasts"]
@@ -77,7 +75,6 @@ def forecast_view(parts: Parts) -> None:
 
 
 def leaderboard_view(parts: Parts) -> None:
-    st.header("Model leaderboard")
     if _missing("leaderboard", parts=parts):
         return
     board: pd.DataFrame = parts["leaderboard"]
@@ -94,7 +91,6 @@ def leaderboard_view(parts: Parts) -> None:
 
 
 def recommendations_view(parts: Parts) -> None:
-    st.header("Recommendations and savings")
     if _missing("recommendations", parts=parts):
         return
     recs: pd.DataFrame = parts["recommendations"]
@@ -111,7 +107,6 @@ def recommendations_view(parts: Parts) -> None:
 
 
 def backtest_view(parts: Parts) -> None:
-    st.header("Autoscaling backtest")
     if _missing("backtest", parts=parts):
         return
     summary: pd.DataFrame = parts["backtest"]["summary"]
@@ -127,7 +122,6 @@ def backtest_view(parts: Parts) -> None:
 
 
 def drift_view(parts: Parts) -> None:
-    st.header("Feature drift")
     if _missing("drift", parts=parts):
         return
     drift: pd.DataFrame = parts["drift"]

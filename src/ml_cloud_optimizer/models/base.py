@@ -77,6 +77,16 @@ class Forecaster(BaseEstimator, abc.ABC):
     def predict(self, metrics: pd.DataFrame) -> pd.DataFrame:
         """Forecast frame for every origin in ``metrics`` that has ``min_history`` steps behind it."""
 
+    def predict_last(self, metrics: pd.DataFrame) -> pd.DataFrame:
+        """Forecast frame for the last origin of each entity only: what serving answers.
+
+        The default forecasts every origin and keeps the last; models override it when
+        they can skip the others.
+        """
+        forecasts = self.predict(metrics)
+        last = forecasts.sort_values(["entity_id", "ts"], kind="stable").groupby("entity_id", observed=True).tail(1)
+        return last.reset_index(drop=True)
+
     @property
     @abc.abstractmethod
     def min_history(self) -> int:

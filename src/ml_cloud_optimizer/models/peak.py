@@ -4,9 +4,9 @@ Peaks are rare, so accuracy says nothing; models are compared on PR-AUC, recall 
 precision and F1 at a threshold chosen on a validation window, always beside the rule an
 operator would write without a model: "alert when the current load is above the threshold".
 
-* ``PeakClassifier``: LightGBM on the shared feature rows (``features.build_features``) plus
-  the distance of current, recent and day-ago load from the entity's threshold. Rare
-  positives are handled by class weights or, with ``use_smote``, by SMOTE on training rows.
+* ``PeakClassifier``: LightGBM on the shared feature rows (``features.build_features``),
+  load-valued features divided by the entity's threshold. Rare positives are handled by
+  class weights or, with ``use_smote``, by SMOTE on training rows.
 * ``SequencePeakClassifier``: a GRU over the same windows as the forecasters, trained with
   the focal loss.
 * ``peak_report``: both variants and the rule on one time split, as one table.
@@ -17,6 +17,7 @@ The per-entity threshold is computed on the training window only and stored with
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import time
 from pathlib import Path
@@ -64,6 +65,7 @@ _CONFIG_FILE = "peak.json"
 _BOOSTER_FILE = "peak_lightgbm.txt"
 _WEIGHTS_FILE = "peak_gru.pt"
 _PREDICT_BATCH = 8192
+_MIN_THRESHOLD = 1e-3  # an idle entity's threshold can be ~0; keep ratios finite
 
 REPORT_COLUMNS = [
     "model", "pr_auc", "roc_auc", "f1", "precision", "recall", "balanced_accuracy", "recall_at_precision",
@@ -196,7 +198,7 @@ class BasePeakModel(BaseEstimator):
 
 
 class PeakClassifier(BasePeakModel):
-    """LightGBM on feature rows; SMOTE or class weights for the rare positives.
+    """LightGBM on the shared feature rows in threshold units; SMOTE or class weights for the rare positives.
 
     Args:
         horizon: steps ahead the peak label looks (12 = the next hour).
@@ -205,7 +207,8 @@ class PeakClassifier(BasePeakModel):
         decision: how the probability cut-off is chosen on validation ("f1" or "precision").
         min_precision: the precision ``decision="precision"`` must keep.
         validation: share of the latest time held out to stop boosting and choose the cut-off.
-        n_estimators, learning_rate, num_leaves, early_stopping_rounds: LightGBM settings.
+        n_estimators, learning_rate, num_leaves, min_child_samples, colsample_bytree, early_stopping_rounds:
+            LightGBM settings; the defaults are kept small because peaks are few.
         seed: seeds LightGBM and SMOTE.
         spec: the ``FeatureSpec`` (None: the default one).
     """
@@ -214,7 +217,8 @@ class PeakClassifier(BasePeakModel):
 
     def __init__(self, horizon: int = 12, quantile: float = 0.95, use_smote: bool = False, decision: str = "f1",
                  min_precision: float = 0.5, validation: float = 0.2, n_estimators: int = 300,
-                 learning_rate: float = 0.05, num_leaves: int = 31, early_stopping_rounds: int = 30, seed: int = 0,
+                 learning_rate: float = 0.05, num_leaves: int = 15, min_child_samples: int = 100,
+                 colsample_bytree: float = 0.5, early_stopping_rounds: int = 30, seed: int = 0,
                  spec: FeatureSpec | None = None):
         self.horizon = horizon
         self.quantile = quantile
@@ -225,18 +229,33 @@ class PeakClassifier(BasePeakModel):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.colsample_bytree = colsample_bytree
         self.early_stopping_rounds = early_stopping_rounds
         self.seed = seed
         self.spec = spec
 
     def _feature_rows(self, metrics: pd.DataFrame) -> pd.DataFrame:
-        """Shared features plus how far current, recent and day-ago load sit from the entity's threshold."""
+        """Shared feature rows re-expressed in units of each entity's threshold, plus time of day.
+
+        Every load-valued feature (current value, lags, rolling statistics, seasonal values)
+        is divided by the entity's threshold, so the rows say "how close to a peak" the same
+        way for every entity and a new entity needs nothing but its threshold. Raw levels,
+        other metrics and day-of-week position are left out: with a few weeks of history they
+        let the trees memorise entities and dates instead of learning what precedes a peak.
+        """
         spec = self.spec_ if hasattr(self, "spec_") else (self.spec or FeatureSpec())
         rows = build_features(metrics, spec)
-        limit = self._row_thresholds(rows["entity_id"])
-        for col in _threshold_relative(spec, self.horizon):
-            rows[f"{col}_over_threshold"] = rows[col].to_numpy(dtype="float64") - limit
-        return rows
+        limit = np.maximum(self._row_thresholds(rows["entity_id"]), _MIN_THRESHOLD)
+        t = spec.target
+        out = {"entity_id": rows["entity_id"], "ts": rows["ts"]}
+        for col in spec.columns:
+            if col == t or (col.startswith(f"{t}_") and col != f"{t}_z"):
+                out[f"{col}_per_threshold"] = rows[col].to_numpy(dtype="float64") / limit
+        for col in (f"{t}_z", "hour_sin", "hour_cos", "is_weekend"):
+            if col in rows.columns:
+                out[col] = rows[col]
+        return pd.DataFrame(out, index=rows.index)
 
     def _fit_scores(self, metrics, y, train, val) -> np.ndarray:
         self.spec_ = self.spec or FeatureSpec()
@@ -247,19 +266,20 @@ class PeakClassifier(BasePeakModel):
         X_train, y_train = X.loc[train].fillna(self.fill_values_), y[train]
         X_val, y_val = X.loc[val].fillna(self.fill_values_), y[val]
         self.n_train_rows_ = len(X_train)
+        self.n_train_positives_ = int(y_train.sum())
         if self.use_smote:
             X_train, y_train = smote_resample(X_train, y_train, random_state=self.seed)
         self.n_train_resampled_ = len(X_train)
         model = lgb.LGBMClassifier(
             n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
+            min_child_samples=self.min_child_samples, colsample_bytree=self.colsample_bytree,
             class_weight=None if self.use_smote else "balanced", random_state=self.seed, verbose=-1,
         )
-        callbacks = []
-        eval_set = None
+        early = {}
         if len(X_val) and 0 < y_val.sum() < len(y_val):
-            eval_set = [(X_val, y_val)]
-            callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
-        model.fit(X_train, y_train, eval_set=eval_set, eval_metric="average_precision", callbacks=callbacks)
+            early = {**_eval_data(X_val, y_val), "eval_metric": "average_precision",
+                     "callbacks": [lgb.early_stopping(self.early_stopping_rounds, verbose=False)]}
+        model.fit(X_train, y_train, **early)
         self.booster_ = model.booster_
         self.best_iteration_ = int(model.best_iteration_ or model.n_estimators)
         return self._predict_rows(X_val)
@@ -360,6 +380,7 @@ class SequencePeakClassifier(BasePeakModel):
             targets[grid_rows, 0] = y
             train_rows, val_rows = grid_rows[train & ok_rows], grid_rows[val & ok_rows]
             self.n_train_rows_ = self.n_train_resampled_ = len(train_rows)
+            self.n_train_positives_ = int(targets[train_rows, 0].sum())
             torch.manual_seed(self.seed)
             self.net_ = self._network().to(device)
             self.history_ = fit_recurrent(
@@ -491,12 +512,11 @@ def _scores_row(name, y, score, cut, min_precision, fit_seconds) -> dict:
     }
 
 
-def _threshold_relative(spec: FeatureSpec, horizon: int) -> list[str]:
-    """Feature columns worth comparing with the threshold: now, the recent peak, the same slot a day/week ago."""
-    t = spec.target
-    wanted = [t, f"{t}_ewm_1h", *[f"{t}_max_{w}" for w in spec.windows],
-              *[f"{t}_lag_{p}_h{horizon}" for p in spec.seasonal_lags]]
-    return [c for c in wanted if c in spec.columns]
+def _eval_data(X, y) -> dict:
+    """Validation data in the form this LightGBM takes (``eval_X``/``eval_y`` from 4.6, ``eval_set`` before)."""
+    if "eval_X" in inspect.signature(lgb.LGBMClassifier.fit).parameters:
+        return {"eval_X": (X,), "eval_y": (y,)}
+    return {"eval_set": [(X, y)]}
 
 
 def _grid_rows(panel, metrics: pd.DataFrame) -> np.ndarray:

@@ -19,6 +19,9 @@ scored. Figures per policy:
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ml_cloud_optimizer.data.schema import STEP_SECONDS, Fleet
+from ml_cloud_optimizer.models.base import Forecaster
 from ml_cloud_optimizer.optimizer.capacity import DEFAULT_GRANULARITY, DemandGrid
 from ml_cloud_optimizer.optimizer.policies import (
     ForecastPolicy,
@@ -41,6 +45,7 @@ __all__ = [
     "score_capacity",
     "run_backtest",
     "replay_fleet",
+    "default_forecaster",
     "default_policies",
 ]
 
@@ -98,6 +103,8 @@ class BacktestResult:
         capacity: policy name -> capacity matrix (steps, entities) over the whole grid.
         grid: the demand replayed.
         start: first scored step.
+        params: how the replay was set up (split, forecaster...), for the record.
+        forecasts: the forecast frame the forecast-driven policy used, if any.
     """
 
     summary: pd.DataFrame
@@ -105,6 +112,7 @@ class BacktestResult:
     grid: DemandGrid
     start: int
     params: dict = field(default_factory=dict)
+    forecasts: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def replay_start(self) -> pd.Timestamp:
@@ -125,13 +133,19 @@ class BacktestResult:
         return out
 
     def save(self, directory: str | Path) -> list[Path]:
-        """Write ``backtest_summary.csv``, ``backtest_summary.md`` and ``backtest_capacity.csv.gz`` into ``directory``."""
+        """Write the summary (CSV and Markdown), the replayed capacities and the set-up into ``directory``.
+
+        Files: ``backtest_summary.csv``, ``backtest_summary.md``, ``backtest_capacity.csv.gz``
+        (see ``capacity_frame``) and ``backtest_params.json``.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        paths = [directory / "backtest_summary.csv", directory / "backtest_summary.md", directory / "backtest_capacity.csv.gz"]
+        names = ("backtest_summary.csv", "backtest_summary.md", "backtest_capacity.csv.gz", "backtest_params.json")
+        paths = [directory / name for name in names]
         self.summary.to_csv(paths[0], index=False)
         paths[1].write_text(self.summary.to_markdown(index=False, floatfmt=".4g") + "\n")
         self.capacity_frame().to_csv(paths[2], index=False)
+        paths[3].write_text(json.dumps(self.params, indent=2, sort_keys=True, default=str) + "\n")
         return paths
 
 
@@ -163,5 +177,83 @@ def default_policies(forecasts: pd.DataFrame | None = None, **forecast_options) 
     return policies
 
 
-def replay_fleet(fleet: Fleet, **kwargs) -> BacktestResult:  # placeholder, replaced below
-    raise NotImplementedError
+def default_forecaster(horizon: int = 1) -> Forecaster:
+    """LightGBM with a p90 head for the one horizon the forecast-driven policy decides on."""
+    from ml_cloud_optimizer.models.tabular import LightGBMForecaster
+
+    return LightGBMForecaster(horizons=(int(horizon),), quantile=True)
+
+
+def replay_fleet(
+    fleet: Fleet,
+    forecaster: Forecaster | None = None,
+    *,
+    replay_fraction: float = 1 / 3,
+    calibration_steps: int = 288,
+    horizon: int = 1,
+    coverage: float = 0.98,
+    granularity: float = DEFAULT_GRANULARITY,
+    compare_persistence: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> BacktestResult:
+    """Replay ``fleet`` under every default policy: the honest, end-to-end backtest.
+
+    The last ``replay_fraction`` of the span is replayed. The forecaster is fitted on the rows
+    before ``calibration_steps`` steps ahead of the replay, so the forecast-driven margin
+    warms up on forecasts of data the model never saw; it then forecasts every origin (each
+    from its own past only). With ``compare_persistence`` the same policy also runs on a
+    persistence forecast ("forecast_persistence"), showing what the model itself adds.
+
+    Args:
+        fleet: canonical fleet (a trace or generated).
+        forecaster: an unfitted ``Forecaster`` with horizon ``horizon``; default LightGBM p90.
+        replay_fraction: share of the span replayed and scored, in (0, 1).
+        calibration_steps: steps between the forecaster's training end and the replay.
+        horizon: steps ahead the forecast-driven policy decides.
+        coverage: quantile of recent residuals added as its margin.
+        granularity: capacity step in cores, for every policy.
+        compare_persistence: add the persistence-forecast variant.
+        log: progress callback (e.g. print to stderr).
+    """
+    log = log or (lambda message: None)
+    if not 0 < replay_fraction < 1:
+        raise ValueError(f"replay fraction must be in (0, 1), got {replay_fraction}")
+    grid = DemandGrid.from_fleet(fleet)
+    span = grid.ts[-1] - grid.ts[0]
+    start = grid.index_of(grid.ts[0] + span * (1 - replay_fraction))
+    if not calibration_steps < start < len(grid.ts):
+        raise ValueError(
+            f"the trace ({len(grid.ts)} steps) is too short for a replay of {replay_fraction:.0%}"
+            f" after {calibration_steps} calibration steps"
+        )
+    train_end = grid.ts[start - calibration_steps]
+
+    forecaster = forecaster if forecaster is not None else default_forecaster(horizon)
+    metrics = fleet.metrics
+    history = metrics[metrics["ts"] < train_end]
+    log(f"fitting {forecaster.kind} on {len(history):,} rows before {train_end}")
+    clock = time.perf_counter()
+    forecaster.fit(history, fleet.entities)
+    log(f"fitted in {time.perf_counter() - clock:.1f} s; forecasting {len(metrics):,} origins")
+    forecasts = forecaster.predict(metrics)
+
+    options = {"horizon": horizon, "coverage": coverage, "calibrate_from": train_end}
+    policies = default_policies(forecasts, **options)
+    if compare_persistence:
+        from ml_cloud_optimizer.models.baselines import PersistenceForecaster
+
+        naive = PersistenceForecaster(horizons=(int(horizon),)).fit(history).predict(metrics)
+        policies.append(ForecastPolicy(naive, quantile="p50", name="forecast_persistence", **options))
+    log(f"replaying {len(grid.ts) - start:,} steps x {len(grid.entity_ids)} entities from {grid.ts[start]}")
+    result = run_backtest(grid, policies, start=start, granularity=granularity)
+    result.params.update(
+        {
+            "forecaster": forecaster.kind,
+            "train_end": str(train_end),
+            "replay_start": str(grid.ts[start]),
+            "replay_end": str(grid.ts[-1]),
+            **{k: v for k, v in options.items() if k != "calibrate_from"},
+        }
+    )
+    result.forecasts = forecasts
+    return result

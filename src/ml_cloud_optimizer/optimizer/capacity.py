@@ -13,6 +13,8 @@ Definitions used by every policy, the backtest and ``mlco recommend`` alike:
 
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,16 +22,34 @@ import pandas as pd
 
 from ml_cloud_optimizer.data.schema import STEP, STEP_SECONDS, Fleet
 from ml_cloud_optimizer.models.base import forecast_column
+from ml_cloud_optimizer.warehouse import transaction
 
 __all__ = [
     "DEFAULT_GRANULARITY",
+    "RECOMMENDATION_COLUMNS",
     "STEPS_PER_HOUR",
     "DemandGrid",
-    "round_up",
+    "forecasts_long",
+    "read_recommendations",
     "recommend",
+    "round_up",
+    "store_recommendations",
 ]
 
 DEFAULT_GRANULARITY = 0.25
+RECOMMENDATION_COLUMNS = [
+    "entity_id",
+    "hour",
+    "p50_cores",
+    "p90_cores",
+    "headroom_cores",
+    "request_cores",
+    "replicas",
+    "current_cores",
+    "hourly_cost",
+    "current_hourly_cost",
+    "hourly_saving",
+]
 STEPS_PER_HOUR = 3600 // STEP_SECONDS
 
 
@@ -169,7 +189,7 @@ def recommend(
     p90_cores = np.maximum(np.clip(hourly["p90"].to_numpy(), 0, None) * vcpus, p50_cores)
     request = round_up(p90_cores / target_utilisation, granularity)
     hourly_cost = request * price / vcpus
-    out = hourly[["entity_id", "hour"]].copy()
+    out = hourly[["entity_id", "hour"]].copy()  # columns in RECOMMENDATION_COLUMNS order
     out["p50_cores"] = p50_cores
     out["p90_cores"] = p90_cores
     out["headroom_cores"] = p90_cores - p50_cores
@@ -180,3 +200,85 @@ def recommend(
     out["current_hourly_cost"] = price
     out["hourly_saving"] = price - hourly_cost
     return out.sort_values(["entity_id", "hour"], kind="stable").reset_index(drop=True)
+
+
+def forecasts_long(forecasts: pd.DataFrame) -> pd.DataFrame:
+    """A forecast frame as one row per (entity, origin, horizon): the warehouse's ``forecasts`` layout.
+
+    Columns ``entity_id``, ``origin_ts``, ``horizon``, ``target_ts``, ``p50``, ``p90`` (NaN
+    where the model has no quantile head); rows without a p50 are dropped.
+    """
+    horizons = sorted(int(c.split("_h")[1]) for c in forecasts.columns if c.startswith("p50_h"))
+    parts = []
+    for h in horizons:
+        p90 = forecast_column(h, "p90")
+        origin = pd.to_datetime(forecasts["ts"], utc=True)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "entity_id": forecasts["entity_id"].astype(str),
+                    "origin_ts": origin,
+                    "horizon": h,
+                    "target_ts": origin + h * STEP,
+                    "p50": forecasts[forecast_column(h, "p50")].to_numpy(dtype="float64"),
+                    "p90": forecasts[p90].to_numpy(dtype="float64") if p90 in forecasts.columns else np.nan,
+                }
+            )
+        )
+    if not parts:
+        raise ValueError("the forecast frame has no p50_h<h> columns")
+    return pd.concat(parts, ignore_index=True).dropna(subset=["p50"])
+
+
+def _copy_frame(cur, table: str, frame: pd.DataFrame) -> None:
+    """COPY ``frame`` into ``table`` (columns by name) from an in-memory CSV; NaN becomes NULL."""
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, header=False, na_rep="", date_format="%Y-%m-%dT%H:%M:%S%z")
+    buffer.seek(0)
+    columns = ", ".join(frame.columns)
+    cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)", buffer)
+
+
+def store_recommendations(
+    conn,
+    recommendations: pd.DataFrame,
+    forecasts: pd.DataFrame | None = None,
+    *,
+    model: str,
+    source: str,
+    params: dict | None = None,
+) -> int:
+    """Write one optimizer run (its forecasts and recommendations) in one transaction; return its ``run_id``.
+
+    Both go in with COPY; a row that breaks a table's checks rolls the whole run back.
+    """
+    missing = [c for c in RECOMMENDATION_COLUMNS if c not in recommendations.columns]
+    if missing:
+        raise ValueError(f"recommendations lack columns {', '.join(missing)}")
+    with transaction(conn), conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO optimizer_runs (model, source, params) VALUES (%s, %s, %s) RETURNING run_id",
+            (model, source, json.dumps(params or {}, default=str)),
+        )
+        (run_id,) = cur.fetchone()
+        if forecasts is not None and len(forecasts):
+            _copy_frame(cur, "forecasts", forecasts_long(forecasts).assign(run_id=run_id))
+        _copy_frame(cur, "recommendations", recommendations[RECOMMENDATION_COLUMNS].assign(run_id=run_id))
+    return int(run_id)
+
+
+def read_recommendations(conn, run_id: int | None = None) -> pd.DataFrame:
+    """The recommendations of ``run_id`` (default: the latest run), in ``RECOMMENDATION_COLUMNS``."""
+    with transaction(conn), conn.cursor() as cur:
+        if run_id is None:
+            cur.execute("SELECT max(run_id) FROM optimizer_runs")
+            (run_id,) = cur.fetchone()
+            if run_id is None:
+                return pd.DataFrame(columns=RECOMMENDATION_COLUMNS)
+        cur.execute(
+            f"SELECT {', '.join(RECOMMENDATION_COLUMNS)} FROM recommendations WHERE run_id = %s ORDER BY entity_id, hour",
+            (run_id,),
+        )
+        frame = pd.DataFrame.from_records(cur.fetchall(), columns=RECOMMENDATION_COLUMNS)
+    frame["hour"] = pd.to_datetime(frame["hour"], utc=True)
+    return frame.astype({c: "float64" for c in RECOMMENDATION_COLUMNS[2:] if c != "replicas"})

@@ -1,13 +1,15 @@
 """Fleets and frames as pipeline artifacts: a directory of Parquet files each task can read back.
 
 A fleet artifact is a directory holding ``metrics.parquet`` and, beside it as ``write_fleet``
-lays it out, ``metrics.entities.parquet``. A frame artifact is a single Parquet file. Each save
+lays it out, ``metrics.entities.parquet``. A frame artifact is a single Parquet file; a rows artifact a directory holding
+``rows.parquet`` and ``state.json`` (what the next step needs to know about the rows). Each save
 returns a small summary that the component puts in the artifact's metadata, which the Kubeflow
 UI shows next to it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +18,17 @@ import pyarrow.parquet as pq
 from ml_cloud_optimizer.data.io import entities_path, read_fleet, write_fleet
 from ml_cloud_optimizer.data.schema import Fleet
 
-__all__ = ["FLEET_FILE", "fleet_summary", "load_entity_ids", "load_fleet", "load_frame", "save_fleet", "save_frame"]
+__all__ = [
+    "FLEET_FILE",
+    "fleet_summary",
+    "load_entity_ids",
+    "load_fleet",
+    "load_frame",
+    "load_rows",
+    "save_fleet",
+    "save_frame",
+    "save_rows",
+]
 
 FLEET_FILE = "metrics.parquet"
 
@@ -61,3 +73,17 @@ def save_frame(frame: pd.DataFrame, path: str | Path) -> dict:
 def load_frame(path: str | Path) -> pd.DataFrame:
     """Read a frame written by ``save_frame``."""
     return pd.read_parquet(path)
+
+
+def save_rows(frame: pd.DataFrame, directory: str | Path, state: dict) -> dict:
+    """Write ``frame`` and its JSON ``state`` into the artifact directory; return rows and columns."""
+    directory = Path(directory)
+    summary = save_frame(frame, directory / "rows.parquet")
+    (directory / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
+    return summary
+
+
+def load_rows(directory: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Read back what ``save_rows`` wrote."""
+    directory = Path(directory)
+    return load_frame(directory / "rows.parquet"), json.loads((directory / "state.json").read_text())

@@ -10,7 +10,13 @@ Typical use::
     hourly = read_hourly(conn, start="2013-08-05", end="2013-08-12")
 """
 
-from ml_cloud_optimizer.warehouse.loader import LoadReport, encode_metrics_copy, load_fleet, refresh_aggregates
+from ml_cloud_optimizer.warehouse.loader import (
+    LoadReport,
+    encode_metrics_copy,
+    iter_metrics_copy,
+    load_fleet,
+    refresh_aggregates,
+)
 from ml_cloud_optimizer.warehouse.queries import (
     HOURLY_COLUMNS,
     NamedQuery,
@@ -44,6 +50,7 @@ __all__ = [
     "drop_database",
     "encode_metrics_copy",
     "has_schema",
+    "iter_metrics_copy",
     "load_fleet",
     "load_queries",
     "read_hourly",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import struct
+import sys
 import time
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ from ml_cloud_optimizer.data.schema import (
 )
 from ml_cloud_optimizer.warehouse.server import transaction
 
-__all__ = ["LoadReport", "MAX_LOAD_SPAN", "encode_metrics_copy", "load_fleet", "refresh_aggregates"]
+__all__ = ["LoadReport", "MAX_LOAD_SPAN", "encode_metrics_copy", "iter_metrics_copy", "load_fleet", "refresh_aggregates"]
 
 # One load may span at most this long: a stray timestamp (1970, 2099) would otherwise create
 # thousands of weekly partitions before anyone noticed.
@@ -43,6 +44,9 @@ _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
 _FLOAT_COLUMNS = [c for c, dtype in METRIC_COLUMNS.items() if dtype == "float64"]
 _NULLABLE_COLUMNS = _FLOAT_COLUMNS + ["is_peak"]
 _COPY_BUFFER_BYTES = 1 << 20
+# Rows encoded per step of the lazy COPY stream: big enough for numpy to run at full speed,
+# small enough (about 7 MB) to overlap with the server's work.
+_CHUNK_ROWS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,6 @@ def load_fleet(conn, fleet: Fleet, *, refresh: bool = True) -> LoadReport:
     metrics = fleet.metrics
     instance_types = _instance_types(fleet.entities)
     first_ts, last_ts = _time_range(metrics)
-    payload = encode_metrics_copy(metrics)
     try:
         with transaction(conn), conn.cursor() as cur:
             # Self-conflicting and blind to readers: loads take turns, queries carry on.
@@ -109,10 +112,10 @@ def load_fleet(conn, fleet: Fleet, *, refresh: bool = True) -> LoadReport:
             entity_ids = metrics["entity_id"].unique().tolist()
             fast_path = first_ts is None or not _any_rows(cur, entity_ids, first_ts, last_ts)
             if fast_path:
-                _copy(cur, "metrics", payload)
+                _copy(cur, "metrics", iter_metrics_copy(metrics))
                 inserted, updated = len(metrics), 0
             else:
-                inserted, updated = _upsert_metrics(cur, payload)
+                inserted, updated = _upsert_metrics(cur, iter_metrics_copy(metrics))
             refresh_seconds = _refresh(cur) if refresh else 0.0
             seconds = time.perf_counter() - started
             cur.execute(
@@ -158,8 +161,18 @@ def encode_metrics_copy(metrics: pd.DataFrame) -> list[memoryview]:
     """The metrics rows, in ``METRIC_COLUMNS`` order, as a binary COPY stream in pieces.
 
     ``metrics`` must already be validated (canonical dtypes, no missing key or cpu_util);
-    NaN and NA values become NULL. Rows keep their order within each layout group. The
-    pieces are returned unjoined because joining would copy a hundred bytes per row again.
+    NaN and NA values become NULL. See ``iter_metrics_copy`` for the lazy form.
+    """
+    return list(iter_metrics_copy(metrics))
+
+
+def iter_metrics_copy(metrics: pd.DataFrame, chunk_rows: int = _CHUNK_ROWS):
+    """Yield the binary COPY stream of ``metrics`` piece by piece, ``chunk_rows`` rows at a time.
+
+    Lazily: fed to COPY, the next chunk is encoded while the server is still writing the
+    last, so encoding costs little wall time. Within a chunk rows are grouped by layout
+    and keep their order inside each group. Pieces are memoryviews over numpy records,
+    never joined, since joining would copy a hundred bytes per row again.
     """
     codes, id_table, id_lengths = _entity_codes(metrics["entity_id"])
     ts_us = metrics["ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]").view("int64")
@@ -169,21 +182,24 @@ def encode_metrics_copy(metrics: pd.DataFrame) -> list[memoryview]:
         null_bits |= np.isnan(values[column]).astype(np.int64) << bit
     layout = id_lengths[codes] << len(_NULLABLE_COLUMNS) | null_bits
 
-    keys, group_of_row = np.unique(layout, return_inverse=True)
+    yield memoryview(_COPY_HEADER)
+    for first in range(0, len(metrics), chunk_rows):
+        for key, rows in _layout_groups(layout, first, min(first + chunk_rows, len(metrics))):
+            id_length = key >> len(_NULLABLE_COLUMNS)
+            nulls = {c for bit, c in enumerate(_NULLABLE_COLUMNS) if key >> bit & 1}
+            records = _encode_group(id_length, nulls, id_table[codes[rows]], ts_us[rows], values, rows)
+            yield memoryview(records).cast("B")
+    yield memoryview(_COPY_TRAILER)
+
+
+def _layout_groups(layout: np.ndarray, first: int, stop: int) -> list[tuple[int, slice | np.ndarray]]:
+    """Rows ``first:stop`` split by layout key, as (key, rows) with rows in their original order."""
+    keys, group_of_row = np.unique(layout[first:stop], return_inverse=True)
     if len(keys) == 1:
-        groups = [(int(keys[0]), slice(None))]
-    else:
-        order = np.argsort(group_of_row, kind="stable")
-        bounds = np.searchsorted(group_of_row[order], np.arange(len(keys) + 1))
-        groups = [(int(k), order[bounds[i] : bounds[i + 1]]) for i, k in enumerate(keys)]
-    pieces = [memoryview(_COPY_HEADER)]
-    for key, rows in groups:
-        id_length = key >> len(_NULLABLE_COLUMNS)
-        nulls = {c for bit, c in enumerate(_NULLABLE_COLUMNS) if key >> bit & 1}
-        records = _encode_group(id_length, nulls, id_table[codes[rows]], ts_us[rows], values, rows)
-        pieces.append(memoryview(records).cast("B"))
-    pieces.append(memoryview(_COPY_TRAILER))
-    return pieces
+        return [(int(keys[0]), slice(first, stop))]
+    order = np.argsort(group_of_row, kind="stable")
+    bounds = np.searchsorted(group_of_row[order], np.arange(len(keys) + 1))
+    return [(int(k), first + order[bounds[i] : bounds[i + 1]]) for i, k in enumerate(keys)]
 
 
 def _entity_codes(entity_ids: pd.Series):
@@ -288,59 +304,64 @@ def _any_rows(cur, entity_ids: list[str], first_ts, last_ts) -> bool:
     return bool(cur.fetchone()[0])
 
 
-_UPSERT = """
-WITH written AS (
-    INSERT INTO metrics AS m SELECT * FROM mlco_staging
-    ON CONFLICT (entity_id, ts) DO UPDATE SET {assignments}
-    WHERE ({current}) IS DISTINCT FROM ({incoming})
-    RETURNING (m.xmax = 0) AS inserted
-)
-SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written
+_VALUE_COLUMNS = [c for c in METRIC_COLUMNS if c not in ("entity_id", "ts")]
+
+# Changed rows first, then new keys: two set-based statements whose row counts are exactly
+# "updated" and "inserted" (RETURNING xmax, the usual upsert tell, is refused on partitions).
+_UPDATE_CHANGED = """
+UPDATE metrics AS m SET {assignments}
+FROM mlco_staging AS s
+WHERE m.entity_id = s.entity_id AND m.ts = s.ts AND ({current}) IS DISTINCT FROM ({incoming})
 """.format(
-    assignments=", ".join(f"{c} = EXCLUDED.{c}" for c in METRIC_COLUMNS if c not in ("entity_id", "ts")),
-    current=", ".join(f"m.{c}" for c in METRIC_COLUMNS if c not in ("entity_id", "ts")),
-    incoming=", ".join(f"EXCLUDED.{c}" for c in METRIC_COLUMNS if c not in ("entity_id", "ts")),
+    assignments=", ".join(f"{c} = s.{c}" for c in _VALUE_COLUMNS),
+    current=", ".join(f"m.{c}" for c in _VALUE_COLUMNS),
+    incoming=", ".join(f"s.{c}" for c in _VALUE_COLUMNS),
 )
+_INSERT_NEW = "INSERT INTO metrics SELECT * FROM mlco_staging ON CONFLICT (entity_id, ts) DO NOTHING"
 
 
-def _upsert_metrics(cur, payload: list[memoryview]) -> tuple[int, int]:
-    """COPY into a staging table, then insert new keys and update changed ones."""
+def _upsert_metrics(cur, payload) -> tuple[int, int]:
+    """COPY into a staging table, update the rows whose values changed, insert the new ones."""
     cur.execute("CREATE TEMPORARY TABLE mlco_staging (LIKE metrics) ON COMMIT DROP")
     _copy(cur, "mlco_staging", payload)
-    cur.execute(_UPSERT)
-    inserted, updated = cur.fetchone()
+    cur.execute("ANALYZE mlco_staging")
+    cur.execute(_UPDATE_CHANGED)
+    updated = cur.rowcount
+    cur.execute(_INSERT_NEW)
+    inserted = cur.rowcount
     cur.execute("DROP TABLE mlco_staging")
-    return int(inserted), int(updated)
+    return inserted, updated
 
 
-def _copy(cur, table: str, pieces: list[memoryview]) -> None:
+def _copy(cur, table: str, pieces) -> None:
     columns = ", ".join(METRIC_COLUMNS)
     cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary)", _PiecesReader(pieces), _COPY_BUFFER_BYTES)
 
 
 class _PiecesReader(io.RawIOBase):
-    """A read-only file over a list of buffers, so COPY streams them without joining them first."""
+    """A read-only file over an iterable of buffers, pulled only as COPY asks for more."""
 
-    def __init__(self, pieces: list[memoryview]):
-        self._pieces = pieces
-        self._index = 0
-        self._offset = 0
+    def __init__(self, pieces):
+        self._pieces = iter(pieces)
+        self._current = memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
-            size = sum(len(p) for p in self._pieces)
+            size = sys.maxsize
         out = []
-        while size > 0 and self._index < len(self._pieces):
-            piece = self._pieces[self._index]
-            chunk = piece[self._offset : self._offset + size]
+        while size > 0:
+            if not self._current:
+                self._current = next(self._pieces, None)
+                if self._current is None:
+                    self._current = memoryview(b"")
+                    break
+            chunk = self._current[:size]
             out.append(chunk)
             size -= len(chunk)
-            self._offset += len(chunk)
-            if self._offset >= len(piece):
-                self._index, self._offset = self._index + 1, 0
+            self._current = self._current[len(chunk) :]
         return b"".join(out)
 
 

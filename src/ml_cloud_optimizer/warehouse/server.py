@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
+import tempfile
 import warnings
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -33,6 +35,7 @@ __all__ = [
     "psql_path",
     "start_embedded",
     "stop_embedded",
+    "temporary_server",
     "transaction",
     "with_database",
 ]
@@ -153,6 +156,26 @@ def stop_embedded(pgdata: Path | None = None) -> bool:
         if embedded_url(pgdata) is not None:
             raise
     return True
+
+
+@contextmanager
+def temporary_server():
+    """Yield a server URL for throwaway work: ``DATABASE_URL`` if set, else a new embedded server.
+
+    The embedded one lives in a fresh directory under the system temp dir (not under a
+    0700 parent such as pytest's, which the server's own user could not traverse when
+    mlco runs as root) and is stopped and deleted on exit.
+    """
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    home = Path(tempfile.mkdtemp(prefix="mlco-pg-"))
+    try:
+        yield start_embedded(home / "pgdata")
+    finally:
+        stop_embedded(home / "pgdata")
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def psql_path() -> Path:

@@ -1,0 +1,290 @@
+"""`mlco recommend | backtest | monitor | report`: forecasts turned into capacity, cost and checks.
+
+Each command writes its files into a run directory (``--out``; default the newest run under
+``$MLCO_HOME/runs``, where ``mlco train`` leaves its own), so that ``mlco report`` and the
+dashboard find every part of a run in one place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import psycopg2
+
+from ml_cloud_optimizer.cli import UserError
+from ml_cloud_optimizer.data.io import CANONICAL
+from ml_cloud_optimizer.data.traces import FORMATS
+
+__all__ = ["register", "default_out_dir", "load_forecaster"]
+
+_MODEL_MODULES = ("baselines", "tabular", "sequence")
+
+
+def register(subparsers) -> None:
+    """Add ``recommend``, ``backtest``, ``monitor`` and ``report`` to ``subparsers``."""
+    formats = [CANONICAL, *FORMATS]
+
+    rec = subparsers.add_parser("recommend", help="capacity per entity and hour from a model's p50/p90 forecasts")
+    rec.add_argument("--model", required=True, help="a model directory (mlco train's champion, or any saved forecaster)")
+    rec.add_argument("--source", default="warehouse", help="'warehouse' (default) or a fleet/trace path")
+    rec.add_argument("--format", choices=formats, default=None, help="input format of --source (default: detected)")
+    rec.add_argument("--hours", type=int, default=24, help="recommend for the last N hours of origins (default 24)")
+    rec.add_argument("--target-utilisation", type=float, default=0.7, help="utilisation the request is sized for")
+    rec.add_argument("--granularity", type=float, default=0.25, help="request step in cores (default 0.25)")
+    rec.add_argument("--top", type=int, default=20, help="rows printed (the largest savings first)")
+    rec.add_argument("--no-store", action="store_true", help="do not write the run to the warehouse")
+    rec.add_argument("--out", type=Path, default=None, help="run directory for recommendations.csv")
+    rec.set_defaults(func=_guarded(_recommend))
+
+    bt = subparsers.add_parser("backtest", help="replay a trace under static, HPA, VPA and forecast-driven scaling")
+    bt.add_argument("--trace", required=True, help="a trace file or directory, or a saved fleet")
+    bt.add_argument("--format", choices=formats, default=None, help="input format (default: detected)")
+    bt.add_argument("--forecaster", default="lightgbm", help="model kind for the forecast-driven policy")
+    bt.add_argument("--replay-fraction", type=float, default=1 / 3, help="share of the span replayed (default 1/3)")
+    bt.add_argument("--horizon", type=int, default=1, help="steps ahead capacity is decided (default 1)")
+    bt.add_argument("--coverage", type=float, default=0.98, help="residual quantile added as margin (default 0.98)")
+    bt.add_argument("--granularity", type=float, default=0.25, help="capacity step in cores (default 0.25)")
+    bt.add_argument("--out", type=Path, default=None, help="run directory for the summary, capacities and plots")
+    bt.set_defaults(func=_guarded(_backtest))
+
+    mon = subparsers.add_parser("monitor", help="feature drift and forecast accuracy; says whether to retrain")
+    mon.add_argument("--model", required=True, help="the model directory in service")
+    mon.add_argument("--source", default="warehouse", help="'warehouse' (default) or a fleet/trace path")
+    mon.add_argument("--format", choices=formats, default=None, help="input format of --source")
+    mon.add_argument("--recent-hours", type=int, default=24, help="the recent window (default 24 h)")
+    mon.add_argument("--reference-days", type=float, default=7, help="the reference window before it (default 7 d)")
+    mon.add_argument("--out", type=Path, default=None, help="run directory for monitoring.json and drift.csv")
+    mon.set_defaults(func=_guarded(_monitor))
+
+    rep = subparsers.add_parser("report", help="one HTML file with the last run's leaderboard, forecasts, backtest")
+    rep.add_argument("--run-dir", type=Path, default=None, help="run directory to report (default: the newest)")
+    rep.add_argument("--out", type=Path, default=None, help="HTML file to write (default RUN_DIR/report.html)")
+    rep.set_defaults(func=_guarded(_report))
+
+
+def default_out_dir() -> Path:
+    """The newest run directory under ``$MLCO_HOME/runs``, or a new one named by the UTC time."""
+    from ml_cloud_optimizer.warehouse.server import mlco_home
+
+    runs = mlco_home() / "runs"
+    existing = [p for p in runs.glob("*") if p.is_dir()] if runs.is_dir() else []
+    if existing:
+        return max(existing, key=lambda p: p.stat().st_mtime)
+    return runs / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def load_forecaster(path: str | Path):
+    """The fitted forecaster saved in ``path`` (any registered kind)."""
+    from ml_cloud_optimizer.models.base import Forecaster
+
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"--model {path}: no such model directory")
+    for name in _MODEL_MODULES:
+        try:
+            importlib.import_module(f"ml_cloud_optimizer.models.{name}")
+        except ImportError:
+            continue  # a kind whose library is absent cannot be loaded, and says so below
+    try:
+        return Forecaster.load(path)
+    except (ValueError, KeyError, OSError) as exc:
+        raise UserError(f"--model {path}: {exc}") from None
+
+
+def _new_forecaster(kind: str, horizon: int):
+    from ml_cloud_optimizer.models.base import forecaster_class
+
+    for name in _MODEL_MODULES:
+        try:
+            importlib.import_module(f"ml_cloud_optimizer.models.{name}")
+        except ImportError:
+            continue
+    try:
+        cls = forecaster_class(kind)
+    except ValueError as exc:
+        raise UserError(f"--forecaster: {exc}") from None
+    params = {"horizons": (horizon,)}
+    if "quantile" in cls().get_params():
+        params["quantile"] = True
+    return cls(**params)
+
+
+def _read_source(source: str, fmt: str | None, conn=None, start=None):
+    """A Fleet from the warehouse (from ``start`` on) or from a file."""
+    if source == "warehouse":
+        from ml_cloud_optimizer.warehouse import read_metrics
+
+        return read_metrics(conn, start=start)
+    from ml_cloud_optimizer.data.io import read_fleet
+
+    return read_fleet(source, fmt)
+
+
+def _last_metric_ts(conn) -> pd.Timestamp:
+    with conn.cursor() as cur:
+        cur.execute("SELECT max(ts) FROM metrics")
+        (last,) = cur.fetchone()
+    if last is None:
+        raise UserError("the warehouse holds no metrics; load some with `mlco db load PATH`")
+    return pd.Timestamp(last).tz_convert("UTC")
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _recommend(args) -> int:
+    from ml_cloud_optimizer.optimizer.capacity import recommend, store_recommendations
+    from ml_cloud_optimizer.warehouse import connect
+
+    if args.hours < 1:
+        raise UserError("--hours must be at least 1")
+    model = load_forecaster(args.model)
+    history_steps = int(getattr(model, "full_history", model.min_history)) + args.hours * 12 + 12
+    conn = connect() if (args.source == "warehouse" or not args.no_store) else None
+    try:
+        start = None
+        if args.source == "warehouse":
+            start = _last_metric_ts(conn) - pd.Timedelta(minutes=5 * history_steps)
+        fleet = _read_source(args.source, args.format, conn, start)
+        _progress(f"forecasting {fleet.metrics['entity_id'].nunique()} entities with {model.kind}")
+        forecasts = model.predict(fleet.metrics)
+        recent = forecasts["ts"] > forecasts["ts"].max() - pd.Timedelta(hours=args.hours)
+        forecasts = forecasts.loc[recent].reset_index(drop=True)
+        if forecasts.empty:
+            raise UserError(f"not enough history for {model.kind} (needs {model.min_history} steps per entity)")
+        try:
+            recs = recommend(
+                forecasts, fleet.entities, target_utilisation=args.target_utilisation, granularity=args.granularity
+            )
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        run_id = None
+        if not args.no_store:
+            params = {"hours": args.hours, "target_utilisation": args.target_utilisation, "granularity": args.granularity}
+            run_id = store_recommendations(
+                conn, recs, forecasts, model=f"{model.kind}:{Path(args.model).resolve()}", source=args.source,
+                params=params,
+            )
+    finally:
+        if conn is not None:
+            conn.close()
+
+    out = args.out or default_out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    recs.to_csv(out / "recommendations.csv", index=False)
+    print(_recommendation_table(recs, args.top))
+    where = f"warehouse run {run_id}, " if run_id is not None else ""
+    print(f"wrote {len(recs)} recommendations ({where}{out / 'recommendations.csv'})")
+    return 0
+
+
+def _recommendation_table(recs: pd.DataFrame, top: int) -> str:
+    """The latest hour per entity, largest saving first, and the fleet's total for that hour."""
+    latest = recs.sort_values("hour").groupby("entity_id", observed=True).tail(1)
+    shown = latest.sort_values("hourly_saving", ascending=False).head(top)
+    columns = ["entity_id", "hour", "p50_cores", "p90_cores", "request_cores", "current_cores", "hourly_cost",
+               "current_hourly_cost", "hourly_saving"]
+    table = shown[columns].to_string(index=False, float_format=lambda x: f"{x:.3f}")
+    current, recommended = latest["current_hourly_cost"].sum(), latest["hourly_cost"].sum()
+    share = (current - recommended) / current if current else 0.0
+    return (
+        f"{table}\n"
+        f"next hour, {len(latest)} entities: current ${current:.2f}/h, recommended ${recommended:.2f}/h,"
+        f" saving ${current - recommended:.2f}/h ({share:.1%})"
+    )
+
+
+def _backtest(args) -> int:
+    from ml_cloud_optimizer.data.io import read_fleet
+    from ml_cloud_optimizer.optimizer.backtest import replay_fleet
+    from ml_cloud_optimizer.optimizer.plots import backtest_summary_figure, capacity_figure, save_figure
+
+    fleet = read_fleet(args.trace, args.format)
+    forecaster = _new_forecaster(args.forecaster, args.horizon)
+    try:
+        result = replay_fleet(
+            fleet,
+            forecaster,
+            replay_fraction=args.replay_fraction,
+            horizon=args.horizon,
+            coverage=args.coverage,
+            granularity=args.granularity,
+            log=_progress,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    out = args.out or default_out_dir()
+    paths = result.save(out)
+    capacity = result.capacity_frame()
+    paths.append(save_figure(backtest_summary_figure(result.summary), out / "backtest_summary.png"))
+    paths.append(save_figure(capacity_figure(capacity), out / "backtest_capacity.png"))
+    print(result.summary.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(
+        f"forecast vs vpa: core-hours x{result.ratio('forecast', 'vpa', 'core_hours'):.3f},"
+        f" under-provisioned x{result.ratio('forecast', 'vpa', 'underprovisioned_share'):.3f};"
+        f" vs static: core-hours x{result.ratio('forecast', 'static', 'core_hours'):.3f}"
+    )
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def _monitor(args) -> int:
+    from ml_cloud_optimizer.optimizer.monitoring import monitor
+    from ml_cloud_optimizer.warehouse import connect
+
+    model = load_forecaster(args.model)
+    conn = connect() if args.source == "warehouse" else None
+    try:
+        start = None
+        if conn is not None:
+            window = pd.Timedelta(hours=args.recent_hours) + pd.Timedelta(days=args.reference_days)
+            start = _last_metric_ts(conn) - window - pd.Timedelta(minutes=5 * model.min_history)
+        fleet = _read_source(args.source, args.format, conn, start)
+        try:
+            report = monitor(
+                fleet.metrics,
+                model,
+                conn=conn,
+                recent=pd.Timedelta(hours=args.recent_hours),
+                reference=pd.Timedelta(days=args.reference_days),
+            )
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    finally:
+        if conn is not None:
+            conn.close()
+    out = args.out or default_out_dir()
+    paths = report.save(out)
+    print(report.describe())
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def _report(args) -> int:
+    from ml_cloud_optimizer.report import build_report
+
+    run_dir = args.run_dir or default_out_dir()
+    if not run_dir.is_dir():
+        raise UserError(f"no run directory at {run_dir}; run `mlco train` or `mlco backtest` first")
+    path = build_report(run_dir, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def _guarded(func):
+    """Database failures become one-line user errors, like any other mistake."""
+
+    def run(args) -> int:
+        try:
+            return func(args)
+        except psycopg2.Error as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"warehouse: {first}") from None
+
+    run.__doc__ = func.__doc__
+    return run

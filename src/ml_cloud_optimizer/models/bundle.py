@@ -1,0 +1,126 @@
+"""The exported model directory: a forecaster, an optional peak classifier and what serving needs to know.
+
+Layout of a bundle directory::
+
+    metadata.json        the forecaster's metadata (kind, horizons, min_history, feature spec...)
+    <model files>        the forecaster's own files, so ``Forecaster.load(dir)`` works on the directory
+    peak/                the peak classifier, when there is one
+    bundle.json          what the bundle adds: where it came from, its scores, the peak classifier's kind
+
+The serving layer calls ``ModelBundle.load(dir).predict(history)`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ml_cloud_optimizer.models.base import Forecaster, forecast_column
+
+__all__ = ["BUNDLE_FILE", "PEAK_DIR", "ModelBundle"]
+
+BUNDLE_FILE = "bundle.json"
+PEAK_DIR = "peak"
+
+
+class ModelBundle:
+    """Forecaster + optional peak classifier + metadata, saved and loaded as one self-contained directory.
+
+    Args:
+        forecaster: a fitted ``Forecaster``.
+        peak: a fitted peak classifier (``models.peak``), or None; without one ``peak_prob`` is NaN.
+        metadata: JSON-able facts to keep beside the model (training data, scores, run id...).
+
+    Example:
+        >>> bundle = ModelBundle(forecaster, peak).save("model/")
+        >>> ModelBundle.load("model/").predict(history)   # entity_id, ts, p50_h1, ..., peak_prob
+    """
+
+    def __init__(self, forecaster: Forecaster, peak: Any | None = None, metadata: dict | None = None):
+        self.forecaster = forecaster
+        self.peak = peak
+        self.metadata = dict(metadata or {})
+
+    @property
+    def kind(self) -> str:
+        return self.forecaster.kind
+
+    @property
+    def horizons(self) -> tuple[int, ...]:
+        return tuple(self.forecaster.horizons)
+
+    @property
+    def min_history(self) -> int:
+        """Steps of history per entity that ``predict`` needs (the larger of the two models' needs)."""
+        need = int(self.forecaster.min_history)
+        if self.peak is not None and hasattr(self.peak, "min_history"):
+            need = max(need, int(self.peak.min_history))
+        return need
+
+    @property
+    def quantiles(self) -> list[str]:
+        return ["p50", "p90"] if self.forecaster.has_quantiles and getattr(self.forecaster, "quantile", True) else ["p50"]
+
+    @property
+    def output_columns(self) -> list[str]:
+        cols = [forecast_column(h, q) for h in self.horizons for q in self.quantiles]
+        return ["entity_id", "ts", *cols, "peak_prob"]
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the bundle into ``directory`` (created if needed) and return it."""
+        directory = Path(directory)
+        self.forecaster.save(directory)
+        if self.peak is not None:
+            self.peak.save(directory / PEAK_DIR)
+        info = {
+            **self.metadata,
+            "kind": self.kind,
+            "horizons": list(self.horizons),
+            "min_history": self.min_history,
+            "full_history": int(getattr(self.forecaster, "full_history", self.forecaster.min_history)),
+            "quantiles": self.quantiles,
+            "outputs": self.output_columns,
+            "peak": None if self.peak is None else {"kind": getattr(self.peak, "kind", type(self.peak).__name__),
+                                                     "dir": PEAK_DIR},
+        }
+        (directory / BUNDLE_FILE).write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ModelBundle":
+        """Rebuild a bundle saved by ``save``; a bare forecaster directory loads as a bundle without peaks."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"model directory {directory} does not exist")
+        forecaster = Forecaster.load(directory)
+        info_path = directory / BUNDLE_FILE
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        peak = None
+        if info.get("peak"):
+            from ml_cloud_optimizer.models.peak import BasePeakModel
+
+            peak = BasePeakModel.load(directory / info["peak"].get("dir", PEAK_DIR))
+        return cls(forecaster, peak, info)
+
+    def predict(self, history: pd.DataFrame) -> pd.DataFrame:
+        """Forecast from the last origin of each entity in ``history`` (canonical long metrics).
+
+        Returns one row per entity with enough history: ``entity_id``, ``ts`` (the origin),
+        ``p50_h{h}`` (and ``p90_h{h}``) per horizon, and ``peak_prob``.
+        """
+        missing = [c for c in ("entity_id", "ts", "cpu_util") if c not in history.columns]
+        if missing:
+            raise ValueError(f"history lacks columns {', '.join(missing)}")
+        forecasts = self.forecaster.predict_last(history)
+        if self.peak is not None and len(forecasts):
+            proba = self.peak.predict_proba(history)
+            last = proba.loc[proba["peak_prob"].notna()].sort_values(["entity_id", "ts"], kind="stable")
+            last = last.groupby("entity_id", observed=True).tail(1)
+            forecasts = forecasts.merge(last[["entity_id", "ts", "peak_prob"]], on=["entity_id", "ts"], how="left")
+        else:
+            forecasts = forecasts.assign(peak_prob=np.nan)
+        return forecasts[[c for c in self.output_columns if c in forecasts.columns]].reset_index(drop=True)

@@ -1,0 +1,206 @@
+"""The dashboard in a real headless browser, on a run directory made by the real core.
+
+A small fleet goes through the real training, recommendation and backtest code; the
+dashboard is started with ``streamlit run`` exactly as ``mlco dashboard`` starts it, and
+Debian's chromium, driven by Playwright, opens every view. Each view must draw a Plotly chart
+and show no Streamlit exception; an empty run directory must instead show the no-data note
+on every view. Screenshots go to a temporary directory (or ``$MLCO_SCREENSHOT_DIR``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("streamlit", reason="the dashboard needs streamlit (pip install streamlit plotly playwright)")
+playwright = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright")
+
+from ml_cloud_optimizer.dashboard import data, streamlit_command  # noqa: E402
+from ml_cloud_optimizer.dashboard.views import VIEWS  # noqa: E402
+
+CHROMIUM = Path(os.environ.get("MLCO_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+PLOT = ".js-plotly-plot .main-svg"
+EXCEPTION = '[data-testid="stException"]'
+
+pytestmark = pytest.mark.slow
+
+
+def _build_run(out: Path) -> None:
+    """A run directory from the real core: fleet, hold-out forecasts, leaderboard, recommendations, backtest, drift."""
+    from ml_cloud_optimizer.data.io import write_fleet
+    from ml_cloud_optimizer.data.synthetic import generate_fleet
+    from ml_cloud_optimizer.models.baselines import PersistenceForecaster, SeasonalNaiveForecaster
+    from ml_cloud_optimizer.optimizer.backtest import default_policies, run_backtest
+    from ml_cloud_optimizer.optimizer.capacity import DemandGrid, recommend
+
+    fleet = generate_fleet(8 * 288 * 6, entities=6, seed=3)
+    write_fleet(fleet, out / "metrics.parquet")
+    metrics = fleet.metrics
+    cutoff = metrics["ts"].min() + (metrics["ts"].max() - metrics["ts"].min()) * 0.8
+    frames, rows = [], []
+    for model in (PersistenceForecaster(), SeasonalNaiveForecaster()):
+        forecast = model.fit(metrics[metrics["ts"] < cutoff]).predict(metrics)
+        forecast = forecast[forecast["ts"] >= cutoff].assign(model=model.kind)
+        actual = forecast[["entity_id", "ts"]].merge(
+            metrics[["entity_id", "ts", "cpu_util"]].assign(ts=metrics["ts"] - 12 * pd.Timedelta(minutes=5)),
+            on=["entity_id", "ts"], how="left")["cpu_util"].to_numpy()
+        rows.append({"model": model.kind, "mae_h12": float(np.nanmean(np.abs(forecast["p50_h12"].to_numpy() - actual)))})
+        frames.append(forecast)
+    forecasts = pd.concat(frames, ignore_index=True)
+    forecasts.to_parquet(out / "forecasts.parquet", index=False)
+    pd.DataFrame(rows).sort_values("mae_h12").to_csv(out / "leaderboard.csv", index=False)
+    latest = forecasts[(forecasts["model"] == "persistence") & (forecasts["ts"] == forecasts["ts"].max())]
+    recommend(latest, fleet.entities).to_csv(out / "recommendations.csv", index=False)
+    grid = DemandGrid.from_fleet(fleet)
+    run_backtest(grid, default_policies(), start=grid.index_of(cutoff)).save(out)
+    # TEMPORARY until drift.py lands
+    pd.DataFrame({"feature": ["cpu_util", "mem_util", "net_in_kbps"], "psi": [0.05, 0.15, 0.4], "ks": [0.1, 0.2, 0.3]}).to_csv(out / "drift.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    _build_run(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def screenshot_dir(tmp_path_factory) -> Path:
+    wanted = os.environ.get("MLCO_SCREENSHOT_DIR")
+    if wanted:
+        Path(wanted).mkdir(parents=True, exist_ok=True)
+        return Path(wanted)
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing: run tools/install_browser.sh (apt-get install chromium)")
+    with playwright.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _dashboard(run_dir: Path, log: Path):
+    """Serve the dashboard of ``run_dir`` on a free loopback port until the block ends; yield its URL."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(streamlit_command(run_dir, port=port), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if server.poll() is not None:
+                raise AssertionError(f"streamlit exited with {server.returncode}:\n{log.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                    if answer.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"streamlit was not healthy within 60 s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _open_view(page, label: str) -> None:
+    """Pick ``label`` in the sidebar and wait until Streamlit has finished drawing it."""
+    page.get_by_test_id("stSidebar").get_by_text(label, exact=True).click()
+    page.get_by_role("heading", name=label).wait_for(timeout=30_000)
+    page.wait_for_function(
+        """() => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            return app && app.getAttribute('data-test-script-state') === 'notRunning'
+                && !document.querySelector('[data-stale="true"]');
+        }""",
+        timeout=60_000,
+    )
+
+
+def _slug(label: str) -> str:
+    return label.lower().replace(" ", "_")
+
+
+def test_every_view_draws_its_chart(run_dir, browser, screenshot_dir, tmp_path):
+    for name in data.PARTS:
+        assert data.find_part(run_dir, name) is not None, f"the run directory lacks its {name} part"
+    with _dashboard(run_dir, tmp_path / "streamlit.log") as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.get_by_test_id("stSidebar").wait_for(timeout=60_000)
+        for label in VIEWS:
+            _open_view(page, label)
+            page.wait_for_selector(PLOT, timeout=30_000)
+            page.screenshot(path=screenshot_dir / f"{_slug(label)}.png", full_page=True)
+            assert page.locator(EXCEPTION).count() == 0, f"{label}: {page.locator(EXCEPTION).first.inner_text()}"
+            assert page.get_by_text(data.NO_DATA).count() == 0, f"{label} says it has no data"
+            assert page.locator(".js-plotly-plot").count() >= 1
+    assert {p.name for p in screenshot_dir.glob("*.png")} >= {f"{_slug(label)}.png" for label in VIEWS}
+
+
+def test_an_empty_run_says_how_to_fill_it(browser, screenshot_dir, tmp_path):
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with _dashboard(empty, tmp_path / "streamlit.log") as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 800})
+        page.goto(url)
+        page.get_by_test_id("stSidebar").wait_for(timeout=60_000)
+        for label in VIEWS:
+            _open_view(page, label)
+            assert page.get_by_text(data.NO_DATA).count() >= 1, f"{label} shows no no-data note"
+            assert page.locator(EXCEPTION).count() == 0, f"{label}: {page.locator(EXCEPTION).first.inner_text()}"
+            assert page.locator(".js-plotly-plot").count() == 0
+        page.screenshot(path=screenshot_dir / "empty_run.png", full_page=True)
+
+
+def _dashboard_args(*argv: str):
+    import argparse
+
+    from ml_cloud_optimizer.cli import dashboard as dashboard_cli
+
+    parser = argparse.ArgumentParser(prog="mlco")
+    dashboard_cli.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["dashboard", *argv])
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("--run-dir", "/nonexistent/run"), "no such directory"),
+    (("--port", "70000"), "TCP port"),
+])
+def test_cli_refuses_bad_arguments_in_one_line(argv, message):
+    from ml_cloud_optimizer.cli import UserError
+
+    args = _dashboard_args(*argv)
+    with pytest.raises(UserError, match=message) as caught:
+        args.func(args)
+    assert "\n" not in str(caught.value)
