@@ -65,9 +65,12 @@ def local_arguments(
     source: str = "synthetic",
     seed: int = 0,
     holdout_fraction: float = 0.2,
-    tracking_uri: str,
+    tracking_uri: str = "",
 ) -> dict:
-    """Pipeline arguments for a local run; ``models`` is split into the tabular and sequence loops."""
+    """Pipeline arguments for a local run; ``models`` is split into the tabular and sequence loops.
+
+    ``tracking_uri`` "" means mlco's local MLflow store under ``$MLCO_HOME``.
+    """
     models = list(models or settings.TABULAR_MODELS + settings.SEQUENCE_MODELS)
     unknown = sorted(set(models) - set(settings.TABULAR_MODELS) - set(settings.SEQUENCE_MODELS))
     if unknown:

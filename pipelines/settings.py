@@ -24,6 +24,7 @@ __all__ = [
     "DB_SECRET_KEY",
     "MLFLOW_TRACKING_URI",
     "ISVC_NAME",
+    "REGISTERED_MODEL",
     "ISVC_NAMESPACE",
     "MODEL_FORMAT",
     "SERVING_RUNTIME",
@@ -59,6 +60,8 @@ DB_SECRET_KEY = "DATABASE_URL"
 MLFLOW_TRACKING_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
 
 ISVC_NAME = "workload-forecaster"
+# The MLflow registered model; the same name as ``tracking.DEFAULT_MODEL_NAME`` (`mlco train`).
+REGISTERED_MODEL = "mlco-forecaster"
 ISVC_NAMESPACE = "mlco"  # manifests/base sets this namespace
 MODEL_FORMAT = "mlco-forecaster"
 SERVING_RUNTIME = "mlco-runtime"

@@ -73,7 +73,7 @@ def workload_pipeline(
     deploy: bool = True,
     namespace: str = settings.ISVC_NAMESPACE,
     isvc_name: str = settings.ISVC_NAME,
-    model_name: str = settings.ISVC_NAME,
+    model_name: str = settings.REGISTERED_MODEL,
     mlflow_tracking_uri: str = settings.MLFLOW_TRACKING_URI,
     deploy_timeout_s: int = 900,
 ):
@@ -93,7 +93,7 @@ def workload_pipeline(
         namespace: namespace of the InferenceService.
         isvc_name: name of the InferenceService.
         model_name: registered model name in MLflow.
-        mlflow_tracking_uri: MLflow tracking server.
+        mlflow_tracking_uri: MLflow tracking server ("": mlco's local store, for local runs).
         deploy_timeout_s: how long the deploy step waits for the InferenceService to be ready.
     """
     exit_task = record_status(tracking_uri=mlflow_tracking_uri)

@@ -71,6 +71,7 @@ class ForecastModel(kserve.Model):
         """Load the champion; a directory without ``metadata.json`` is ``ModelMissingError``."""
         if not (self.model_dir / Forecaster.METADATA_FILE).is_file():
             raise ModelMissingError(f"{self.model_dir} holds no {Forecaster.METADATA_FILE}: not a champion directory")
+        _register_forecasters()
         self.bundle = ModelBundle.load(self.model_dir)
         self.horizons = tuple(int(h) for h in self.bundle.horizons)
         self.has_quantiles = "p90" in self.bundle.quantiles
@@ -118,8 +119,14 @@ class ForecastModel(kserve.Model):
         started = time.perf_counter()
         protocol = _protocol(payload)
         try:
-            request = self.parser.parse_v2(payload) if isinstance(payload, InferRequest) else self.parser.parse_v1(payload)
-            answer = self.forecast(request)
+            if isinstance(payload, InferRequest):
+                request = self.parser.parse_v2(payload)
+                answer = self.forecast(request)
+                response = self._v2_response(payload, request, answer)
+            else:
+                request = self.parser.parse_v1(payload)
+                answer = self.forecast(request)
+                response = self._v1_response(answer)
         except RequestError as exc:
             ERRORS.labels(model_name=self.name, kind=exc.kind).inc()
             claim_error()
@@ -133,10 +140,6 @@ class ForecastModel(kserve.Model):
         peaks = int((answer["peak_prob"].to_numpy() >= self.peak_threshold).sum())
         if peaks:
             PEAKS.labels(model_name=self.name).inc(peaks)
-        if isinstance(payload, InferRequest):
-            response = self._v2_response(payload, request, answer)
-        else:
-            response = self._v1_response(answer)
         LATENCY.labels(model_name=self.name, protocol=protocol).observe(time.perf_counter() - started)
         return response
 
@@ -145,7 +148,7 @@ class ForecastModel(kserve.Model):
         if request.history is not None:
             raw = self.bundle.predict(request.history)
             raw = raw.drop_duplicates("entity_id", keep="last").set_index("entity_id")
-            raw = raw.reindex(pd.Index(request.entity_id, dtype=raw.index.dtype))
+            raw = raw.reindex(pd.Index(request.entity_id, dtype=raw.index.dtype, name="entity_id"))
             if raw[forecast_column(self.horizons[0])].isna().any():
                 missing = raw.index[raw[forecast_column(self.horizons[0])].isna()][0]
                 raise RequestError("history", f"entity {missing!r} has no forecastable last sample", "history_too_short")
@@ -217,6 +220,13 @@ class ForecastModel(kserve.Model):
             use_binary_outputs=payload.use_binary_outputs,
             requested_outputs=payload.request_outputs,
         )
+
+
+def _register_forecasters() -> None:
+    """Import every forecaster module, so that ``Forecaster.load`` knows each kind a champion may be."""
+    import ml_cloud_optimizer.models.baselines  # noqa: F401
+    import ml_cloud_optimizer.models.sequence  # noqa: F401
+    import ml_cloud_optimizer.models.tabular  # noqa: F401
 
 
 def _protocol(payload) -> str:

@@ -237,16 +237,17 @@ class RequestParser:
             i = int(np.searchsorted(offsets, row, side="right") - 1)
             return f"instances[{i}].history.{name}"
 
-        arrays = {}
+        arrays, absent = {}, {}
         for name, per_instance in columns.items():
-            if len(per_instance) != len(instances):
-                missing = next(i for i in range(len(instances)) if i not in per_instance)
-                raise RequestError(f"instances[{missing}].history.{name}",
-                                   "missing, while other instances give it", "missing_field")
-            flat = list(chain.from_iterable(per_instance[i] for i in range(len(instances))))
+            flat = list(chain.from_iterable(per_instance.get(i, [0.0] * lengths[i]) for i in range(len(instances))))
             arrays[name] = _json_column(flat, name, locate, allow_strings=name == "ts")
+            if len(per_instance) != len(instances):
+                # A metric an instance leaves out is NaN there, as in the canonical frame.
+                absent[name] = np.zeros(total, dtype=bool)
+                for i in set(range(len(instances))) - set(per_instance):
+                    absent[name][offsets[i]:offsets[i + 1]] = True
         entity_rows = np.repeat(np.asarray(ids, dtype=object), lengths)
-        history = self._history_frame(entity_rows, arrays, locate)
+        history = self._history_frame(entity_rows, arrays, locate, absent)
         return ForecastRequest(
             entity_id=np.asarray(ids, dtype=object), history=history, features=None, ts=None,
             vcpus=vcpus, replicas=replicas, horizons=horizons, target_utilization=target,
@@ -457,8 +458,13 @@ class RequestParser:
                                "unknown_horizon")
         return tuple(dict.fromkeys(value))
 
-    def _history_frame(self, entity_rows: np.ndarray, arrays: dict[str, np.ndarray], locate) -> pd.DataFrame:
-        """Check history columns (types done) and build the canonical long frame."""
+    def _history_frame(self, entity_rows: np.ndarray, arrays: dict[str, np.ndarray], locate,
+                       absent: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+        """Check history columns (types done) and build the canonical long frame.
+
+        ``absent`` marks, per metric, the samples of entities that did not give it: NaN there.
+        """
+        absent = absent or {}
         ts = _timestamps(arrays["ts"], lambda row: locate("ts", row))
         frame = {"entity_id": pd.array(entity_rows, dtype="string"), "ts": ts}
         for name in VALUE_COLUMNS:
@@ -466,6 +472,8 @@ class RequestParser:
                 continue
             values = np.asarray(arrays[name], dtype="float64")
             _check_finite(values, lambda row, name=name: locate(name, row), allow_nan=False)
+            if name in absent:
+                values = np.where(absent[name], np.nan, values)
             low_bad = values < 0
             high_bad = values > UTIL_MAX if name in _UTIL_COLUMNS else np.zeros(len(values), dtype=bool)
             bad = low_bad | high_bad
@@ -556,24 +564,24 @@ def _json_column(values: list, name: str, locate, *, allow_strings: bool = False
         array = np.asarray(values)
     except (ValueError, TypeError, OverflowError):
         array = np.asarray(values, dtype=object)
-    if array.ndim != 1:
-        row = next((i for i, v in enumerate(values) if isinstance(v, (list, dict))), 0)
-        raise RequestError(locate(name, row), "expected a flat list of values", "bad_shape")
-    if array.dtype.kind in "iuf":
+    if array.ndim == 1 and array.dtype.kind in "iuf":
         return array
-    if allow_strings and array.dtype.kind == "U":
+    if array.ndim == 1 and allow_strings and array.dtype.kind == "U":
         return array
-    if allow_missing and array.dtype == object:
+    if array.ndim == 1 and allow_missing and array.dtype == object:
         is_missing = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
         rest = array[~is_missing]
         if rest.size == 0 or np.asarray(rest.tolist()).dtype.kind in "iuf":
             out = np.full(len(values), np.nan)
             out[~is_missing] = np.asarray(rest.tolist(), dtype="float64")
             return out
+    # The error path only: find the first offending element to name it.
     row = next(
         (i for i, v in enumerate(values) if isinstance(v, bool) or not isinstance(v, (int, float))), 0
     )
     bad = values[row] if values else None
+    if isinstance(bad, (list, dict)):
+        raise RequestError(locate(name, row), "expected a flat list of values", "bad_shape")
     expected = "numbers (epoch seconds) or ISO-8601 strings" if allow_strings else "numbers"
     raise RequestError(locate(name, row), f"expected {expected}, got {type(bad).__name__} {bad!r:.40}",
                        "non_finite" if bad is None else "wrong_type")
@@ -600,13 +608,10 @@ def _timestamps(raw: np.ndarray, locate) -> pd.Series:
             row = int(np.argmax(bad))
             raise RequestError(locate(row), f"{raw[row]!r}: expected whole epoch seconds", "wrong_type")
         return _timestamps(raw.astype("int64"), locate)
-    try:
-        ts = pd.Series(pd.to_datetime(raw, utc=True, format="ISO8601"))
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise RequestError(locate(0).rsplit("[", 1)[0], f"not ISO-8601 timestamps: {exc}", "wrong_type") from None
+    ts = pd.Series(pd.to_datetime(pd.Series(raw, dtype=object), utc=True, format="ISO8601", errors="coerce"))
     if ts.isna().any():
         row = int(np.argmax(ts.isna().to_numpy()))
-        raise RequestError(locate(row), "missing timestamp", "non_finite")
+        raise RequestError(locate(row), f"{str(raw[row])[:40]!r} is not an ISO-8601 timestamp", "wrong_type")
     seconds = ts.astype("int64") // 10**9
     bad = (seconds < 0) | (seconds > _TS_MAX)
     if bad.any():

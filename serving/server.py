@@ -5,7 +5,8 @@ and ``/metrics``. Three things are added here, all through FastAPI's and Starlet
 hooks on KServe's application object:
 
 * a v2 body that is not an inference request is answered 400 naming the field, not
-  FastAPI's 422 (KServe answers its own decoding errors 400; one status for one mistake);
+  FastAPI's 422 (KServe answers its own decoding errors 400; one status for one mistake),
+  and FastAPI's own HTTP errors use KServe's ``{"error": ...}`` body;
 * request bodies above a size limit are refused (413) before they are read into memory;
 * per-request log lines (uvicorn's access log, KServe's timing trace and gRPC method
   lines) are off unless asked for: at thousands of requests a second they cost more
@@ -20,10 +21,11 @@ import kserve
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kserve import model_server
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.metrics import RejectedRequestCounter
 
-__all__ = ["build_model_server", "validation_error_handler"]
+__all__ = ["build_model_server", "http_error_handler", "validation_error_handler"]
 
 
 async def validation_error_handler(_request, exc: RequestValidationError) -> JSONResponse:
@@ -35,6 +37,14 @@ async def validation_error_handler(_request, exc: RequestValidationError) -> JSO
     if first.get("type") == "json_invalid":
         field = "body"
     return JSONResponse(status_code=400, content={"error": f"{field}: {first.get('msg', 'invalid')}"})
+
+
+async def http_error_handler(_request, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's own HTTP errors (an unreadable body, an unknown route) in KServe's ``{"error": ...}`` shape."""
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 400 and not detail.startswith("body"):
+        detail = f"body: {detail}"
+    return JSONResponse(status_code=exc.status_code, content={"error": detail}, headers=exc.headers)
 
 
 class _DropPerRequestLines(logging.Filter):
@@ -74,8 +84,9 @@ def build_model_server(
         max_threads=max_threads, enable_latency_logging=access_log, **kwargs,
     )
     app = model_server.app
-    if RequestValidationError not in app.exception_handlers:
+    if app.exception_handlers.get(RequestValidationError) is not validation_error_handler:
         app.add_exception_handler(RequestValidationError, validation_error_handler)
+        app.add_exception_handler(StarletteHTTPException, http_error_handler)
         app.add_middleware(RejectedRequestCounter, model_names=tuple(model_names))
         app.max_body_size = max_body_bytes
     if not access_log:

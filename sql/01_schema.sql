@@ -4,7 +4,8 @@
 -- `mlco db init` and every load apply this file without a migration step.
 -- Keys are COLLATE "C": byte order, the order pandas sorts strings in, and cheaper to compare.
 
--- The price list: what an instance type offers and costs per hour in each region.
+-- The catalogue: what an instance type offers and costs per hour in each region. Loads fill
+-- it from their entities (the median when a trace's VMs of one type differ a little).
 CREATE TABLE IF NOT EXISTS instance_types (
     instance_type text COLLATE "C" NOT NULL,
     region        text COLLATE "C" NOT NULL,
@@ -14,11 +15,16 @@ CREATE TABLE IF NOT EXISTS instance_types (
     PRIMARY KEY (instance_type, region)
 );
 
+-- Each entity keeps its own size and price: real traces report them per VM, and two VMs
+-- of one nominal type may differ (Bitbrains names types by rounded memory sizes).
 CREATE TABLE IF NOT EXISTS entities (
     entity_id     text COLLATE "C" PRIMARY KEY,
     service       text NOT NULL,
     region        text COLLATE "C" NOT NULL,
     instance_type text COLLATE "C" NOT NULL,
+    vcpus         integer          NOT NULL CHECK (vcpus > 0),
+    mem_gib       double precision NOT NULL CHECK (mem_gib > 0 AND mem_gib < 'infinity'),
+    hourly_price  double precision NOT NULL CHECK (hourly_price >= 0 AND hourly_price < 'infinity'),
     FOREIGN KEY (instance_type, region) REFERENCES instance_types (instance_type, region)
 );
 

@@ -17,7 +17,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -38,36 +37,41 @@ EXCEPTION = '[data-testid="stException"]'
 pytestmark = pytest.mark.slow
 
 
-def _build_run(out: Path) -> None:
-    """A run directory from the real core: fleet, hold-out forecasts, leaderboard, recommendations, backtest, drift."""
+def _build_run(home: Path) -> None:
+    """An ``$MLCO_HOME`` filled by the real core, laid out as the commands lay it out.
+
+    ``fleet/``: a small generated fleet; ``train/``: the hold-out evaluation of LightGBM beside
+    the baselines, as ``mlco train`` writes it, plus the hold-out forecasts; ``runs/<time>/``:
+    recommendations from the champion's last forecasts, the autoscaling backtest and the
+    feature drift between the training window and the hold-out.
+    """
     from ml_cloud_optimizer.data.io import write_fleet
     from ml_cloud_optimizer.data.synthetic import generate_fleet
-    from ml_cloud_optimizer.models.baselines import PersistenceForecaster, SeasonalNaiveForecaster
-    from ml_cloud_optimizer.optimizer.backtest import default_policies, run_backtest
-    from ml_cloud_optimizer.optimizer.capacity import DemandGrid, recommend
+    from ml_cloud_optimizer.drift import drift_report
+    from ml_cloud_optimizer.features import CALENDAR_COLUMNS, build_features
+    from ml_cloud_optimizer.models.tabular import LightGBMForecaster
+    from ml_cloud_optimizer.optimizer.backtest import replay_fleet
+    from ml_cloud_optimizer.optimizer.capacity import recommend
+    from ml_cloud_optimizer.tracking import train_and_export
 
-    fleet = generate_fleet(8 * 288 * 6, entities=6, seed=3)
-    write_fleet(fleet, out / "metrics.parquet")
-    metrics = fleet.metrics
-    cutoff = metrics["ts"].min() + (metrics["ts"].max() - metrics["ts"].min()) * 0.8
-    frames, rows = [], []
-    for model in (PersistenceForecaster(), SeasonalNaiveForecaster()):
-        forecast = model.fit(metrics[metrics["ts"] < cutoff]).predict(metrics)
-        forecast = forecast[forecast["ts"] >= cutoff].assign(model=model.kind)
-        actual = forecast[["entity_id", "ts"]].merge(
-            metrics[["entity_id", "ts", "cpu_util"]].assign(ts=metrics["ts"] - 12 * pd.Timedelta(minutes=5)),
-            on=["entity_id", "ts"], how="left")["cpu_util"].to_numpy()
-        rows.append({"model": model.kind, "mae_h12": float(np.nanmean(np.abs(forecast["p50_h12"].to_numpy() - actual)))})
-        frames.append(forecast)
-    forecasts = pd.concat(frames, ignore_index=True)
-    forecasts.to_parquet(out / "forecasts.parquet", index=False)
-    pd.DataFrame(rows).sort_values("mae_h12").to_csv(out / "leaderboard.csv", index=False)
-    latest = forecasts[(forecasts["model"] == "persistence") & (forecasts["ts"] == forecasts["ts"].max())]
-    recommend(latest, fleet.entities).to_csv(out / "recommendations.csv", index=False)
-    grid = DemandGrid.from_fleet(fleet)
-    run_backtest(grid, default_policies(), start=grid.index_of(cutoff)).save(out)
-    # TEMPORARY until drift.py lands
-    pd.DataFrame({"feature": ["cpu_util", "mem_util", "net_in_kbps"], "psi": [0.05, 0.15, 0.4], "ks": [0.1, 0.2, 0.3]}).to_csv(out / "drift.csv", index=False)
+    fleet = generate_fleet(6 * 288 * 10, entities=6, seed=3)
+    write_fleet(fleet, home / "fleet" / "metrics.parquet")
+    quick = dict(n_estimators=60, early_stopping_rounds=10, n_jobs=1)
+    trained = train_and_export(fleet.metrics, {"lightgbm": LightGBMForecaster(**quick)}, home / "train",
+                               tracker=None, refit=False)
+    evaluation = trained.evaluation
+    forecasts = pd.concat([f.assign(model=name) for name, f in evaluation.forecasts.items()], ignore_index=True)
+    forecasts.to_parquet(home / "train" / "forecasts.parquet", index=False)
+
+    run = home / "runs" / "20260101T000000Z"
+    run.mkdir(parents=True)
+    champion = evaluation.forecasts[trained.champion]
+    latest = champion[champion["ts"] > champion["ts"].max() - pd.Timedelta(hours=6)]
+    recommend(latest, fleet.entities).to_csv(run / "recommendations.csv", index=False)
+    replay_fleet(fleet, LightGBMForecaster(horizons=(1,), **quick), compare_persistence=False).save(run)
+    features = build_features(fleet.metrics).drop(columns=list(CALENDAR_COLUMNS))
+    before = features["ts"] < evaluation.cutoff
+    drift_report(features.loc[before], features.loc[~before]).to_csv(run / "drift.csv", index=False)
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +155,33 @@ def _slug(label: str) -> str:
     return label.lower().replace(" ", "_")
 
 
+def _expected_labels(home: Path) -> dict[str, set[str]]:
+    """Per view, names its chart must carry, read straight from the files the core wrote."""
+    run = home / "runs" / "20260101T000000Z"
+    board = pd.read_csv(home / "train" / "leaderboard.csv")
+    entities = pd.read_parquet(home / "fleet" / "metrics.entities.parquet")
+    drift = pd.read_csv(run / "drift.csv").dropna(subset=["psi"])
+    return {
+        "Fleet overview": set(entities["service"]),
+        "Forecast vs actual": {str(board.loc[board["champion"], "model"].iloc[0])},
+        "Leaderboard": set(board["model"]),
+        "Recommendations": {pd.read_csv(run / "recommendations.csv")["entity_id"].iloc[0]},
+        "Backtest": set(pd.read_csv(run / "backtest_summary.csv")["policy"]),
+        "Drift": {drift.loc[drift["psi"].idxmax(), "feature"]},
+    }
+
+
+def _chart_texts(page) -> set[str]:
+    """Every text Plotly drew: titles, axis ticks, legend entries."""
+    texts = page.locator(".js-plotly-plot svg text").all_text_contents()
+    return {t.strip() for t in texts} | {" ".join(texts)}
+
+
 def test_every_view_draws_its_chart(run_dir, browser, screenshot_dir, tmp_path):
     for name in data.PARTS:
         assert data.find_part(run_dir, name) is not None, f"the run directory lacks its {name} part"
+    expected = _expected_labels(run_dir)
+    assert set(expected) == set(VIEWS)
     with _dashboard(run_dir, tmp_path / "streamlit.log") as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
@@ -164,7 +192,9 @@ def test_every_view_draws_its_chart(run_dir, browser, screenshot_dir, tmp_path):
             page.screenshot(path=screenshot_dir / f"{_slug(label)}.png", full_page=True)
             assert page.locator(EXCEPTION).count() == 0, f"{label}: {page.locator(EXCEPTION).first.inner_text()}"
             assert page.get_by_text(data.NO_DATA).count() == 0, f"{label} says it has no data"
-            assert page.locator(".js-plotly-plot").count() >= 1
+            texts = _chart_texts(page)
+            for name in expected[label]:
+                assert any(name in text for text in texts), f"{label}: no chart names {name!r}"
     assert {p.name for p in screenshot_dir.glob("*.png")} >= {f"{_slug(label)}.png" for label in VIEWS}
 
 

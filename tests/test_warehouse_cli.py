@@ -57,7 +57,8 @@ def test_load_twice_then_query_table_and_csv(db_env, fleet_file, capsys):
 
     assert main(["db", "query", "cost_by_service_region"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["service", "region", "entities", "instance_hours", "cost_usd", "cpu_mean", "idle_cost_usd"]
+    header = ["service", "region", "entities", "instance_hours", "cost_usd", "cpu_mean", "idle_cost_usd"]
+    assert table[0].split() == header
     assert len(table) == 1 + 4 + 3 + 1  # header, four (service, region) pairs, three services, the total
     assert "None" not in "\n".join(table)
 
@@ -143,9 +144,8 @@ def test_embedded_server_is_reused_across_connects_and_commands_and_stops(monkey
         # another process (a later `mlco db` command) finds the same server running
         env = {**os.environ, "MLCO_HOME": str(home)}
         env.pop("DATABASE_URL", None)
-        shown = subprocess.run(
-            [sys.executable, "-m", "ml_cloud_optimizer", "db", "url"], env=env, capture_output=True, text=True, timeout=120
-        )
+        command = [sys.executable, "-m", "ml_cloud_optimizer", "db", "url"]
+        shown = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.strip() == url
         assert (pgdata / "postmaster.pid").read_text().splitlines()[0] == postmaster

@@ -197,10 +197,12 @@ def test_zscore_peaks_match_pandas_rolling_windows(loaded, params):
     threshold = float(params.get("z", 3))
     # a float rounding apart from the threshold could fall either side: leave those out
     clear = (scored["z"] - threshold).abs() > 1e-9
-    expected = scored[clear & (scored["z"] >= threshold)].assign(window_samples=lambda f: f["window_samples"].astype("int64"))
+    expected = scored[clear & (scored["z"] >= threshold)]
+    expected = expected.assign(window_samples=expected["window_samples"].astype("int64"))
 
     result = run_query(conn, "zscore_peaks", params)
-    result = result[result.set_index(["entity_id", "ts"]).index.isin(scored[clear].set_index(["entity_id", "ts"]).index)]
+    decidable = scored[clear].set_index(["entity_id", "ts"]).index
+    result = result[result.set_index(["entity_id", "ts"]).index.isin(decidable)]
     _assert_same(result, expected.reset_index(drop=True), ["entity_id", "ts"])
     if not params:
         spikes = result[(result["entity_id"] == "web-a") & (result["cpu_util"] == 1.2)]
@@ -271,7 +273,8 @@ def test_rightsizing_matches_pandas_and_finds_what_was_planted(loaded):
 def test_load_heatmap_matches_pandas_pivot(loaded, params):
     conn, joined = loaded
     frame = _window(joined, params)
-    pivot = frame.pivot_table(index=frame["ts"].dt.hour, columns=frame["ts"].dt.dayofweek, values="cpu_util", aggfunc="mean")
+    hour, weekday = frame["ts"].dt.hour, frame["ts"].dt.dayofweek
+    pivot = frame.pivot_table(index=hour, columns=weekday, values="cpu_util", aggfunc="mean")
     days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
     expected = pivot.reindex(columns=range(7)).set_axis(days, axis=1)
     expected["all_days"] = frame.groupby(frame["ts"].dt.hour)["cpu_util"].mean()
@@ -293,7 +296,8 @@ def test_read_hourly_matches_pandas_hourly_aggregates(loaded):
             "cpu_p95": grouped["cpu_util"].quantile(0.95),
             "mem_mean": grouped["mem_util"].mean(),
             "mem_max": grouped["mem_util"].max(),
-            **{c: grouped[c].mean() for c in ["net_in_kbps", "net_out_kbps", "disk_read_kbps", "disk_write_kbps", "request_rate"]},
+            **{c: grouped[c].mean() for c in ["net_in_kbps", "net_out_kbps", "disk_read_kbps", "disk_write_kbps"]},
+            "request_rate": grouped["request_rate"].mean(),
             "peak_samples": grouped["is_peak"].sum(),
         }
     ).reset_index()

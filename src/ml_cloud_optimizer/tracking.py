@@ -10,7 +10,8 @@ bundle and calls ``ModelBundle.predict``) and registered, and the alias moves to
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,14 @@ __all__ = [
     "mlco_home",
     "tracking_uri",
     "Tracker",
+    "TrainingResult",
+    "train_and_export",
 ]
 
 CHAMPION_ALIAS = "champion"
 DEFAULT_EXPERIMENT = "mlco-forecast"
 DEFAULT_MODEL_NAME = "mlco-forecaster"
+_LOGGED_METRICS = ("mae", "rmse", "wape", "mape", "mase", "vs_persistence", "vs_seasonal_naive")
 
 
 def mlco_home() -> Path:
@@ -49,10 +53,8 @@ def tracking_uri() -> str:
     return f"sqlite:///{home / 'mlflow.db'}"
 
 
-def _artifact_root() -> str | None:
-    """Artifact location for new experiments in the local store (None: the server decides)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return None
+def _artifact_root() -> str:
+    """Artifact location for new experiments in a local sqlite store."""
     root = mlco_home() / "mlartifacts"
     root.mkdir(parents=True, exist_ok=True)
     return root.as_uri()
@@ -81,13 +83,16 @@ class Tracker:
 
     def __init__(self, experiment: str = DEFAULT_EXPERIMENT, uri: str | None = None,
                  model_name: str = DEFAULT_MODEL_NAME):
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.uri = uri or tracking_uri()
         self.model_name = model_name
+        # Decided before set_tracking_uri, which exports MLFLOW_TRACKING_URI itself.
+        artifacts = _artifact_root() if self.uri.startswith("sqlite:") else None
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=_artifact_root())
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
         else:
             self.experiment_id = found.experiment_id
 
@@ -142,3 +147,111 @@ class Tracker:
     def champion_version(self) -> str:
         """The registered version the ``champion`` alias points at."""
         return str(self.client.get_model_version_by_alias(self.model_name, CHAMPION_ALIAS).version)
+
+
+@dataclass
+class TrainingResult:
+    """What ``train_and_export`` produced.
+
+    Attributes:
+        leaderboard: the ranked leaderboard (see ``evaluation.leaderboard``).
+        champion: name of the champion candidate.
+        champion_dir: the exported bundle directory serving loads.
+        leaderboard_paths: the CSV and Markdown files.
+        run_ids: MLflow run id of each candidate (empty without tracking).
+        registered_version: the registry version the ``champion`` alias points at (None without tracking).
+        evaluation: the hold-out evaluation itself.
+    """
+
+    leaderboard: pd.DataFrame
+    champion: str
+    champion_dir: Path
+    leaderboard_paths: tuple[Path, Path]
+    run_ids: dict[str, str] = field(default_factory=dict)
+    registered_version: str | None = None
+    evaluation: Any = None
+
+
+def train_and_export(
+    metrics: pd.DataFrame,
+    candidates: Mapping[str, Any],
+    out_dir: str | Path,
+    holdout: float = 0.2,
+    tracker: Tracker | None = None,
+    refit: bool = True,
+    peak: Any | None = None,
+    source: str = "unknown",
+    progress: Callable[[str], None] | None = None,
+) -> TrainingResult:
+    """Evaluate ``candidates`` (plus the baselines) on a hold-out, log them, export and register the champion.
+
+    Args:
+        metrics: canonical long metrics.
+        candidates: unfitted forecasters by name.
+        out_dir: receives ``leaderboard.csv``/``.md``, ``plots/``, ``candidates/<name>/`` and ``champion/``.
+        holdout: share of the time span held out at its end.
+        tracker: MLflow tracker; None skips tracking.
+        refit: refit the champion on all of ``metrics`` (hold-out included) before export.
+        peak: an unfitted peak classifier to fit on all of ``metrics`` and bundle, or None.
+        source: where the data came from, kept in the bundle metadata.
+        progress: called with one line per step.
+    """
+    from sklearn.base import clone
+
+    from ml_cloud_optimizer.evaluation import evaluate_holdout, leaderboard, write_leaderboard
+    from ml_cloud_optimizer.evaluation.plots import plot_error_by_horizon, plot_forecasts
+    from ml_cloud_optimizer.models.base import HEADLINE_HORIZON
+    from ml_cloud_optimizer.models.bundle import ModelBundle
+
+    say = progress or (lambda message: None)
+    out_dir = Path(out_dir)
+    plots_dir = out_dir / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    evaluation = evaluate_holdout(candidates, metrics, holdout=holdout, progress=progress)
+    board = leaderboard(evaluation.scores)
+    paths = write_leaderboard(board, out_dir)
+    by_horizon = plot_error_by_horizon(evaluation.scores, plots_dir / "error_by_horizon.png")
+
+    run_ids: dict[str, str] = {}
+    for row in board.itertuples(index=False):
+        name = row.model
+        model = evaluation.models[name]
+        model_dir = model.save(out_dir / "candidates" / name)
+        plot = plot_forecasts(evaluation.forecasts[name], plots_dir / f"forecast_{name}.png",
+                              title=f"{name}: forecast vs actual, 1 hour ahead")
+        if tracker is not None:
+            scores = evaluation.scores.loc[evaluation.scores["model"] == name]
+            logged = {f"{metric}_h{int(r.horizon)}": getattr(r, metric)
+                      for r in scores.itertuples(index=False) for metric in _LOGGED_METRICS}
+            logged.update({"fit_s": row.fit_s, "predict_s": row.predict_s, "rank": row.rank})
+            params = {"kind": model.kind, **model.get_params()}
+            run_ids[name] = tracker.log_candidate(name, params, logged, model_dir, [plot, by_horizon],
+                                                  tags={"source": source})
+            say(f"[{name}] logged to MLflow run {run_ids[name]}")
+
+    champion = str(board.loc[board["champion"], "model"].iloc[0])
+    final = evaluation.models[champion]
+    if refit:
+        say(f"[{champion}] champion: refitting on all {len(metrics):,} rows")
+        final = clone(final).fit(metrics)
+    fitted_peak = None
+    if peak is not None:
+        say(f"[peak] fitting {type(peak).__name__}")
+        fitted_peak = peak.fit(metrics)
+    headline = board.loc[board["champion"]].iloc[0]
+    bundle = ModelBundle(final, fitted_peak, {
+        "source": source,
+        "champion": champion,
+        "trained_rows": int(len(metrics)),
+        "trained_until": str(metrics["ts"].max()),
+        "holdout_cutoff": str(evaluation.cutoff),
+        "holdout_mae_h12": float(headline[f"mae_h{HEADLINE_HORIZON}"]),
+        "holdout_vs_persistence_h12": float(headline[f"vs_persistence_h{HEADLINE_HORIZON}"]),
+        "refit_on_all_data": bool(refit),
+    })
+    champion_dir = bundle.save(out_dir / "champion")
+    version = None
+    if tracker is not None:
+        version = tracker.register_champion(run_ids[champion], champion_dir)
+        say(f"[{champion}] registered as {tracker.model_name} version {version}, alias '{CHAMPION_ALIAS}'")
+    return TrainingResult(board, champion, champion_dir, paths, run_ids, version, evaluation)

@@ -206,7 +206,8 @@ def _stop(args) -> int:
         print("DATABASE_URL is set: mlco started no server, so there is none to stop")
         return 0
     where = pgdata_dir().absolute()
-    print(f"stopped embedded PostgreSQL at {where}" if stop_embedded() else f"no embedded PostgreSQL running at {where}")
+    stopped = stop_embedded()
+    print(f"stopped embedded PostgreSQL at {where}" if stopped else f"no embedded PostgreSQL running at {where}")
     return 0
 
 

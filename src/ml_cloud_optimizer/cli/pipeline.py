@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
             source=args.source,
             seed=args.seed,
             holdout_fraction=args.holdout,
-            tracking_uri=local_tracking_uri(home),
+            tracking_uri=local_tracking_uri(),
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None

@@ -28,7 +28,7 @@ def _run_dir(argv: list[str]) -> Path:
 # as resources: no copy per rerun. The signature argument turns a rewritten run into a new key.
 @st.cache_resource(show_spinner="Reading the run directory...", max_entries=4)
 def _load(run_dir: str, signature: tuple) -> Parts:
-    return {name: data.load_part(run_dir, name) for name in data.PARTS}
+    return data.load_parts(run_dir)
 
 
 st.set_page_config(page_title="mlco dashboard", page_icon=":material/monitoring:", layout="wide")
@@ -39,6 +39,10 @@ with st.sidebar:
     st.caption(f"Run directory: `{run_dir}`")
     if not run_dir.is_dir():
         st.warning(f"{run_dir} does not exist yet.")
+    signature = data.run_signature(run_dir)
+    with st.expander("Files shown"):
+        for name, path, _ in signature:
+            st.caption(f"{name}: `{Path(path).relative_to(run_dir)}`")
 
 st.header(view)
-VIEWS[view](_load(str(run_dir), data.run_signature(run_dir)))
+VIEWS[view](_load(str(run_dir), signature))

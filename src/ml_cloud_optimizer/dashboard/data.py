@@ -1,11 +1,13 @@
 """What the dashboard shows, read from one run directory: each part found by its file name.
 
-A run directory is whatever a run leaves behind: ``mlco train --out DIR`` writes the fleet,
-the hold-out forecasts, the leaderboard and the drift table; ``mlco recommend`` and
-``mlco backtest`` add recommendations and the backtest. Each part is looked up by file name
-anywhere below the run directory (the newest file wins), so a flat training directory and a
-pipeline run's tree of task folders both work. A part that is not there is ``None``, and the
-dashboard says which command makes it rather than failing.
+A run directory is whatever a run leaves behind: ``mlco train --out DIR`` writes the
+leaderboard (and, where it saves them, the fleet and the hold-out forecasts),
+``mlco recommend``, ``mlco backtest`` and ``mlco monitor`` add recommendations, the backtest
+and the drift table. Each part is looked up by file name anywhere below the run directory
+(the newest file wins), so a flat training directory, a pipeline run's tree of task folders
+and the whole ``$MLCO_HOME`` all work. A part that is not there is ``None``, and the
+dashboard says which command makes it rather than failing. ``mlco report`` reads runs the
+same way, through ``PARTS``, ``find_part`` and ``load_part``.
 
 Every reader returns frames with ``entity_id`` as text and ``ts`` as UTC timestamps, the
 shapes ``figures`` draws.
@@ -29,7 +31,9 @@ __all__ = [
     "PartSpec",
     "default_run_dir",
     "find_part",
+    "find_parts",
     "load_part",
+    "load_parts",
     "missing_note",
     "run_signature",
 ]
@@ -71,41 +75,57 @@ class PartSpec:
 PARTS: dict[str, PartSpec] = {
     spec.name: spec
     for spec in (
-        PartSpec("fleet", ("metrics.parquet", "fleet.parquet"), _read_fleet, "mlco train"),
+        PartSpec("fleet", ("metrics.parquet", "fleet.parquet"), _read_fleet, "mlco run"),
         PartSpec("forecasts", ("forecasts.parquet", "forecasts.csv.gz", "forecasts.csv"), _read_table, "mlco train"),
         PartSpec("leaderboard", ("leaderboard.csv", "leaderboard.parquet"), _read_table, "mlco train"),
         PartSpec("recommendations", ("recommendations.csv", "recommendations.parquet"), _read_table, "mlco recommend"),
         PartSpec("backtest", ("backtest_summary.csv",), _read_backtest, "mlco backtest"),
-        PartSpec("drift", ("drift.csv", "drift.parquet"), _read_table, "mlco train"),
+        PartSpec("drift", ("drift.csv", "drift.parquet"), _read_table, "mlco monitor"),
     )
 }
 
 
-def default_run_dir(home: str | Path | None = None) -> Path:
-    """``$MLCO_RUN_DIR`` if set, else the newest run under ``$MLCO_HOME/runs`` (``./.mlco`` by default).
+def default_run_dir() -> Path:
+    """``$MLCO_RUN_DIR`` if set, else ``$MLCO_HOME`` (``./.mlco``) as a whole.
 
-    Falls back to ``$MLCO_HOME`` itself, which then simply shows the no-data notes.
+    Searching the whole home shows the newest of each part wherever the commands left it
+    (``train/``, ``runs/<time>/``, ``pipeline_runs/<run>/``); the sidebar names each file.
     """
-    if os.environ.get("MLCO_RUN_DIR"):
-        return Path(os.environ["MLCO_RUN_DIR"])
-    home = Path(home or os.environ.get("MLCO_HOME") or ".mlco")
-    runs = [p for p in (home / "runs").glob("*") if p.is_dir()] if (home / "runs").is_dir() else []
-    return max(runs, key=lambda p: p.stat().st_mtime) if runs else home
+    from ml_cloud_optimizer.warehouse.server import mlco_home
+
+    return Path(os.environ.get("MLCO_RUN_DIR") or mlco_home())
+
+
+# Directories below a run that never hold a part and can be large: the embedded PostgreSQL's
+# data, MLflow's stores, saved models.
+_PRUNED = frozenset({"pgdata", "mlartifacts", "mlruns", "candidates", "champion", "__pycache__"})
+
+
+def find_parts(run_dir: str | Path) -> dict[str, Path]:
+    """The newest file below ``run_dir`` for every part present, in one walk of the tree."""
+    wanted = {file: name for name, spec in PARTS.items() for file in spec.files}
+    newest: dict[str, tuple[float, Path]] = {}
+    for root, dirs, files in os.walk(run_dir):
+        dirs[:] = [d for d in dirs if d not in _PRUNED and not d.startswith(".")]
+        for file in files:
+            name = wanted.get(file)
+            if name is None:
+                continue
+            path = Path(root, file)
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                continue
+            if name not in newest or mtime > newest[name][0]:
+                newest[name] = (mtime, path)
+    return {name: newest[name][1] for name in PARTS if name in newest}
 
 
 def find_part(run_dir: str | Path, name: str) -> Path | None:
     """The newest file below ``run_dir`` holding part ``name``, or None."""
-    spec = PARTS[name]
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return None
-    found = [p for file in spec.files for p in run_dir.rglob(file) if p.is_file() and not _is_sidecar(p)]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-
-def _is_sidecar(path: Path) -> bool:
-    """True for the entities file that ``write_fleet`` saves beside a metrics file."""
-    return ".entities" in path.name
+    if name not in PARTS:
+        raise KeyError(f"unknown part {name!r}; known: {', '.join(PARTS)}")
+    return find_parts(run_dir).get(name)
 
 
 def load_part(run_dir: str | Path, name: str):
@@ -114,15 +134,18 @@ def load_part(run_dir: str | Path, name: str):
     return None if path is None else PARTS[name].reader(path)
 
 
+def load_parts(run_dir: str | Path) -> dict[str, object]:
+    """Every part of the run (None where absent), reading the tree once."""
+    found = find_parts(run_dir)
+    return {name: PARTS[name].reader(found[name]) if name in found else None for name in PARTS}
+
+
 def run_signature(run_dir: str | Path) -> tuple[tuple[str, str, float], ...]:
     """(part, path, modification time) of every part found: a cache key that changes when a run is rewritten."""
     out = []
-    for name in PARTS:
-        path = find_part(run_dir, name)
-        if path is not None:
-            out.append((name, str(path), path.stat().st_mtime))
-            if name == "fleet" and entities_path(path).is_file():
-                out.append((name, str(entities_path(path)), entities_path(path).stat().st_mtime))
+    for name, path in find_parts(run_dir).items():
+        side = entities_path(path) if name == "fleet" else path
+        out.append((name, str(path), max(path.stat().st_mtime, side.stat().st_mtime if side.exists() else 0.0)))
     return tuple(out)
 
 

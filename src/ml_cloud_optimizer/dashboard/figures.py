@@ -15,11 +15,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ml_cloud_optimizer.data.schema import STEP, STEP_SECONDS
+from ml_cloud_optimizer.drift import PSI_MAJOR, PSI_MODERATE
 from ml_cloud_optimizer.models.base import forecast_column
 
 __all__ = [
-    "PSI_ALERT",
-    "PSI_WATCH",
     "backtest_capacity_figure",
     "backtest_summary_figure",
     "drift_figure",
@@ -30,10 +29,6 @@ __all__ = [
     "recommendations_figure",
 ]
 
-# The usual reading of the population stability index: below 0.1 stable, 0.1-0.25 worth
-# watching, above 0.25 shifted enough to retrain.
-PSI_WATCH = 0.1
-PSI_ALERT = 0.25
 
 _STEP_HOURS = STEP_SECONDS / 3600.0
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=40), legend=dict(orientation="h", y=-0.15))
@@ -89,31 +84,42 @@ def fleet_cost_figure(metrics: pd.DataFrame, entities: pd.DataFrame) -> go.Figur
 
 
 def forecast_figure(
-    metrics: pd.DataFrame, forecasts: pd.DataFrame, entity_id: str, horizon: int, *, model: str | None = None
+    forecasts: pd.DataFrame,
+    entity_id: str,
+    horizon: int,
+    *,
+    model: str | None = None,
+    metrics: pd.DataFrame | None = None,
 ) -> go.Figure:
     """Actual CPU of one entity against the forecast made ``horizon`` steps earlier (p50, and p90 if present).
 
     A forecast row is drawn at the time it forecasts (origin + horizon x 5 min), so the gap
-    between the lines is the forecast error at that moment.
+    between the lines is the forecast error at that moment. The actual comes from the
+    evaluation's ``y_h{h}`` column beside the forecast, else from ``metrics``.
     """
     fc = forecasts[forecasts["entity_id"].astype(str) == str(entity_id)]
     if model is not None and "model" in fc.columns:
-        fc = fc[fc["model"] == model]
+        fc = fc[fc["model"].astype(str) == str(model)]
+    fc = fc.sort_values("ts")
     target_ts = pd.to_datetime(fc["ts"], utc=True) + horizon * STEP
-    actual = metrics[metrics["entity_id"].astype(str) == str(entity_id)]
-    if len(target_ts):
-        lead_in = pd.Timedelta(days=1)
-        actual = actual[(actual["ts"] >= target_ts.min() - lead_in) & (actual["ts"] <= target_ts.max())]
+    actual_col = f"y_h{horizon}"
+    if actual_col in fc.columns:
+        actual_ts, actual = target_ts, fc[actual_col]
+    elif metrics is not None:
+        rows = metrics[(metrics["entity_id"].astype(str) == str(entity_id))
+                       & metrics["ts"].between(target_ts.min(), target_ts.max())]
+        actual_ts, actual = rows["ts"], rows["cpu_util"]
+    else:
+        raise ValueError(f"forecasts have no {actual_col} column and no metrics were given for the actuals")
 
     label = f"{model} " if model else ""
     fig = _figure(f"{entity_id}: actual CPU against the {label}forecast {_horizon_text(horizon)} ahead",
                   yaxis_title="CPU %", hovermode="x unified")
     p90 = forecast_column(horizon, "p90")
-    if p90 in fc.columns:
+    if p90 in fc.columns and fc[p90].notna().any():
         fig.add_trace(go.Scatter(x=target_ts, y=fc[p90] * 100, mode="lines", name="forecast p90",
                                  line=dict(color="#f4a261", dash="dot")))
-    fig.add_trace(go.Scatter(x=actual["ts"], y=actual["cpu_util"] * 100, mode="lines", name="actual",
-                             line=dict(color="#264653")))
+    fig.add_trace(go.Scatter(x=actual_ts, y=actual * 100, mode="lines", name="actual", line=dict(color="#264653")))
     fig.add_trace(go.Scatter(x=target_ts, y=fc[forecast_column(horizon)] * 100, mode="lines", name="forecast p50",
                              line=dict(color="#e76f51")))
     return fig
@@ -182,12 +188,12 @@ def backtest_capacity_figure(capacity: pd.DataFrame, entity_id: str, policies: l
 
 
 def drift_figure(drift: pd.DataFrame, *, top: int = 25) -> go.Figure:
-    """PSI per feature between the training window and the recent one, against the watch and alert lines."""
-    shown = drift.sort_values("psi", ascending=False).head(top).iloc[::-1]
-    colours = np.select([shown["psi"] >= PSI_ALERT, shown["psi"] >= PSI_WATCH], ["#e76f51", "#e9c46a"], "#2a9d8f")
+    """PSI per feature between the training window and the recent one, against the moderate and major lines."""
+    shown = drift.dropna(subset=["psi"]).sort_values("psi", ascending=False).head(top).iloc[::-1]
+    colours = np.select([shown["psi"] > PSI_MAJOR, shown["psi"] > PSI_MODERATE], ["#e76f51", "#e9c46a"], "#2a9d8f")
     fig = _figure(f"Feature drift: PSI, training window against recent window (top {len(shown)})",
                   xaxis_title="PSI", showlegend=False, height=max(320, 22 * len(shown) + 120))
     fig.add_trace(go.Bar(x=shown["psi"], y=shown["feature"].astype(str), orientation="h", marker_color=colours))
-    for level, colour in ((PSI_WATCH, "#e9c46a"), (PSI_ALERT, "#e76f51")):
+    for level, colour in ((PSI_MODERATE, "#e9c46a"), (PSI_MAJOR, "#e76f51")):
         fig.add_vline(x=level, line_dash="dash", line_color=colour)
     return fig

@@ -16,6 +16,7 @@ import streamlit as st
 
 from ml_cloud_optimizer.dashboard import data, figures
 from ml_cloud_optimizer.data.schema import STEP_SECONDS
+from ml_cloud_optimizer.drift import PSI_MAJOR, PSI_MODERATE
 from ml_cloud_optimizer.models.base import HEADLINE_HORIZON
 
 __all__ = ["VIEWS", "Parts"]
@@ -35,6 +36,13 @@ def _missing(*names: str, parts: Parts) -> bool:
 
 def _chart(fig) -> None:
     st.plotly_chart(fig, width="stretch", config={"displaylogo": False})
+
+
+def _champion(board: pd.DataFrame) -> str | None:
+    """The model the leaderboard marks as champion, else its first row."""
+    if "champion" in board.columns and board["champion"].astype(bool).any():
+        return str(board.loc[board["champion"].astype(bool), "model"].iloc[0])
+    return str(board["model"].iloc[0]) if len(board) else None
 
 
 def fleet_view(parts: Parts) -> None:
@@ -58,7 +66,7 @@ def fleet_view(parts: Parts) -> None:
 
 
 def forecast_view(parts: Parts) -> None:
-    if _missing("forecasts", "fleet", parts=parts):
+    if _missing("forecasts", parts=parts):
         return
     forecasts: pd.DataFrame = parts["forecasts"]
     horizons = sorted(int(c.split("_h")[1]) for c in forecasts.columns if c.startswith("p50_h"))
@@ -70,21 +78,27 @@ def forecast_view(parts: Parts) -> None:
     entity = left.selectbox("entity", sorted(forecasts["entity_id"].unique()))
     default = horizons.index(HEADLINE_HORIZON) if HEADLINE_HORIZON in horizons else len(horizons) - 1
     horizon = middle.selectbox("horizon (5-minute steps)", horizons, index=default)
-    model = right.selectbox("model", models) if models != [None] else None
-    _chart(figures.forecast_figure(parts["fleet"].metrics, forecasts, entity, horizon, model=model))
+    board = parts.get("leaderboard")
+    champion = _champion(board) if board is not None else None
+    model = (right.selectbox("model", models, index=models.index(champion) if champion in models else 0)
+             if models != [None] else None)
+    fleet = parts.get("fleet")
+    if f"y_h{horizon}" not in forecasts.columns and fleet is None:
+        _missing("fleet", parts=parts)
+        return
+    _chart(figures.forecast_figure(forecasts, entity, horizon, model=model,
+                                   metrics=fleet.metrics if fleet is not None else None))
 
 
 def leaderboard_view(parts: Parts) -> None:
     if _missing("leaderboard", parts=parts):
         return
     board: pd.DataFrame = parts["leaderboard"]
-    numeric = [c for c in board.columns if c != "model" and pd.api.types.is_numeric_dtype(board[c])
-               and not pd.api.types.is_bool_dtype(board[c])]
+    numeric = [c for c in board.columns if c not in ("model", "rank") and not c.startswith("n_")
+               and pd.api.types.is_numeric_dtype(board[c]) and not pd.api.types.is_bool_dtype(board[c])]
     headline = [c for c in numeric if c.lower().startswith("mae")]
     metric = st.selectbox("metric", numeric, index=numeric.index(headline[0]) if headline else 0)
-    champion = board["model"].iloc[0] if len(board) else None
-    if "champion" in board.columns and board["champion"].astype(bool).any():
-        champion = board.loc[board["champion"].astype(bool), "model"].iloc[0]
+    champion = _champion(board)
     st.caption(f"champion: **{champion}**")
     _chart(figures.leaderboard_figure(board, metric, champion=champion))
     st.dataframe(board, hide_index=True, width="stretch")
@@ -125,12 +139,12 @@ def drift_view(parts: Parts) -> None:
     if _missing("drift", parts=parts):
         return
     drift: pd.DataFrame = parts["drift"]
-    alerts = int((drift["psi"] >= figures.PSI_ALERT).sum())
-    watch = int(((drift["psi"] >= figures.PSI_WATCH) & (drift["psi"] < figures.PSI_ALERT)).sum())
+    major = int((drift["psi"] > PSI_MAJOR).sum())
+    moderate = int(drift["psi"].between(PSI_MODERATE, PSI_MAJOR, inclusive="right").sum())
     cols = st.columns(3)
     cols[0].metric("features", f"{len(drift):,}")
-    cols[1].metric(f"PSI ≥ {figures.PSI_ALERT} (retrain)", alerts)
-    cols[2].metric(f"PSI {figures.PSI_WATCH}–{figures.PSI_ALERT} (watch)", watch)
+    cols[1].metric(f"major shift (PSI > {PSI_MAJOR})", major)
+    cols[2].metric(f"moderate shift (PSI {PSI_MODERATE}–{PSI_MAJOR})", moderate)
     _chart(figures.drift_figure(drift))
     st.dataframe(drift.sort_values("psi", ascending=False), hide_index=True, width="stretch", height=320)
 

@@ -191,24 +191,8 @@ def build_features(metrics: pd.DataFrame, spec: FeatureSpec | None = None) -> pd
     return grid.observed_rows(features, metrics.index)
 
 
-# Names the hourly view may give its columns, mapped to the canonical ones.
-_HOURLY_NAMES = {
-    "hour": "ts",
-    "cpu_mean": "cpu_util",
-    "avg_cpu": "cpu_util",
-    "mean_cpu": "cpu_util",
-    "cpu_util_mean": "cpu_util",
-    "mem_mean": "mem_util",
-    "avg_mem": "mem_util",
-    "mean_mem": "mem_util",
-    "mem_util_mean": "mem_util",
-    "net_in_mean": "net_in_kbps",
-    "net_out_mean": "net_out_kbps",
-    "net_in_kbps_mean": "net_in_kbps",
-    "net_out_kbps_mean": "net_out_kbps",
-    "request_rate_mean": "request_rate",
-    "requests_mean": "request_rate",
-}
+# The warehouse's metrics_hourly columns (``warehouse.HOURLY_COLUMNS``) mapped to canonical ones.
+_HOURLY_NAMES = {"hour": "ts", "cpu_mean": "cpu_util", "mem_mean": "mem_util"}
 
 
 def from_hourly(hourly: pd.DataFrame) -> pd.DataFrame:
@@ -216,6 +200,5 @@ def from_hourly(hourly: pd.DataFrame) -> pd.DataFrame:
     renamed = hourly.rename(columns={k: v for k, v in _HOURLY_NAMES.items() if k in hourly.columns})
     if "cpu_util" not in renamed.columns:
         raise ValueError(f"hourly view: no mean cpu column among {', '.join(map(str, hourly.columns))}")
-    renamed = renamed.loc[:, ~renamed.columns.duplicated()]
     renamed["ts"] = pd.to_datetime(renamed["ts"], utc=True)
     return renamed

@@ -8,7 +8,7 @@ The loss is L1 because MAE is what forecasts are judged on.
 
 Training samples windows without a missing slot, keeps the last ``validation`` share of
 time for early stopping and restores the best checkpoint. It runs on CUDA with bf16
-autocast when a GPU is present, else on the CPU threads this process may use.
+autocast when a GPU is present, else on the CPU cores other processes leave idle.
 ``train_epoch`` is the one training step loop; ``bench/train_speed.py`` times it as is.
 """
 
@@ -37,6 +37,7 @@ __all__ = [
     "TrainingLog",
     "select_device",
     "autocast_dtype",
+    "idle_cores",
     "torch_threads",
     "train_epoch",
     "mean_loss",
@@ -77,13 +78,26 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cuda" else None
 
 
+def idle_cores() -> int:
+    """Cores this process may use that other processes are not already keeping busy (at least 1).
+
+    Small recurrent nets gain little from a second thread, and OpenMP threads competing
+    with other busy processes for the same cores slow training down by an order of
+    magnitude, so the 1-minute load average (which counts this process) is taken off.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return cores
+    return int(min(cores, max(1, round(cores - load) + 1)))
+
+
 @contextlib.contextmanager
 def torch_threads(count: int | None = None) -> Iterator[int]:
-    """Use ``count`` intra-op threads (default: the cores this process may run on), then restore."""
+    """Use ``count`` intra-op threads (default: ``idle_cores()``), then restore the previous setting."""
     previous = torch.get_num_threads()
-    if not count:
-        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, int(count)))
+    torch.set_num_threads(max(1, int(count or idle_cores())))
     try:
         yield torch.get_num_threads()
     finally:
@@ -228,7 +242,7 @@ class SequenceForecaster(Forecaster):
         seasonal_lag: steps back of the seasonal input channel (288 = one day; 0 turns it off).
         device: "auto" (CUDA when present), "cpu" or "cuda[:n]".
         seed: seeds weight initialisation and sampling.
-        num_threads: CPU threads for torch; None uses every core this process may run on.
+        num_threads: CPU threads for torch; None uses ``idle_cores()``.
     """
 
     cell: ClassVar[str] = "abstract"

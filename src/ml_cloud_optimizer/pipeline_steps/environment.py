@@ -1,4 +1,9 @@
-"""Local stand-ins for what a cluster provides a pipeline run: the warehouse and the MLflow store."""
+"""What a pipeline step needs from its surroundings: the warehouse and the MLflow store.
+
+On a cluster the database URL comes from a Secret and the tracking server is a pipeline
+parameter. A local run (``mlco run``) starts the embedded PostgreSQL and leaves the tracking
+parameter empty, which means mlco's local store under ``$MLCO_HOME`` (see ``tracking``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from pathlib import Path
 from ml_cloud_optimizer.warehouse.schema import apply_schema
 from ml_cloud_optimizer.warehouse.server import connect, pgdata_dir, start_embedded
 
-__all__ = ["ensure_warehouse"]
+__all__ = ["ensure_warehouse", "local_tracking_uri", "use_tracking_uri"]
 
 
 def ensure_warehouse(home: Path) -> str:
@@ -18,3 +23,18 @@ def ensure_warehouse(home: Path) -> str:
     with closing(connect(url)) as conn:
         apply_schema(conn)
     return url
+
+
+def local_tracking_uri() -> str:
+    """The tracking parameter of a local run: ``MLFLOW_TRACKING_URI`` if set, else "" (the local store)."""
+    return os.environ.get("MLFLOW_TRACKING_URI", "")
+
+
+def use_tracking_uri(uri: str) -> None:
+    """Point MLflow at ``uri`` for this process; "" keeps the default (``MLFLOW_TRACKING_URI`` or the local store).
+
+    Setting the variable, not only the client's URI, also tells ``tracking`` that a server owns
+    the artifact location, so nothing is written to the pod's own disk.
+    """
+    if uri:
+        os.environ["MLFLOW_TRACKING_URI"] = uri

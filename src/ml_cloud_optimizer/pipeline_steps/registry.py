@@ -19,12 +19,11 @@ from ml_cloud_optimizer.data.schema import Fleet
 from ml_cloud_optimizer.models.base import HEADLINE_HORIZON, Forecaster
 from ml_cloud_optimizer.models.bundle import ModelBundle
 from ml_cloud_optimizer.models.peak import BasePeakModel
+from ml_cloud_optimizer.pipeline_steps.environment import use_tracking_uri
 from ml_cloud_optimizer.pipeline_steps.scoring import PLOTS_DIR, compare_on_holdout
 from ml_cloud_optimizer.pipeline_steps.training import MODEL_MODULES
 
-__all__ = ["PIPELINE_EXPERIMENT", "compare_with_registered", "register_champion"]
-
-PIPELINE_EXPERIMENT = "mlco-pipeline"
+__all__ = ["compare_with_registered", "register_champion"]
 
 
 def _register_model_kinds() -> None:
@@ -51,7 +50,7 @@ def register_champion(
         report_dir: the evaluate task's report (``leaderboard.csv`` and ``plots/``).
         candidate_dirs: every trained forecaster, logged with its model files.
         bundle_dir: where the bundle goes.
-        tracking_uri: MLflow tracking URI ("" for ``tracking.tracking_uri()``).
+        tracking_uri: MLflow tracking URI ("": the default, see ``environment.use_tracking_uri``).
         model_name: registered model name.
         pipeline_run: the pipeline run's name, kept as a tag.
 
@@ -61,6 +60,7 @@ def register_champion(
     """
     from ml_cloud_optimizer.tracking import DEFAULT_EXPERIMENT, Tracker
 
+    use_tracking_uri(tracking_uri)
     _register_model_kinds()
     board = pd.read_csv(Path(report_dir) / "leaderboard.csv")
     champion_row = board.loc[board["champion"].astype(bool)].iloc[0]
@@ -72,7 +72,7 @@ def register_champion(
     })
     bundle.save(bundle_dir)
 
-    tracker = Tracker(experiment=DEFAULT_EXPERIMENT, uri=tracking_uri or None, model_name=model_name)
+    tracker = Tracker(experiment=DEFAULT_EXPERIMENT, model_name=model_name)
     trained = {Forecaster.load(d).kind: d for d in candidate_dirs}
     plots = Path(report_dir) / PLOTS_DIR
     run_ids = {}
@@ -104,9 +104,11 @@ def compare_with_registered(bundle_dir: str, model_uri: str, history: Fleet, *, 
     import mlflow
     import mlflow.pyfunc
 
+    from ml_cloud_optimizer.tracking import tracking_uri as default_tracking_uri
+
+    use_tracking_uri(tracking_uri)
     _register_model_kinds()
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(default_tracking_uri())
     try:
         deployed = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().bundle
     except Exception as exc:  # noqa: BLE001 - any failure to fetch it means "cannot be compared"

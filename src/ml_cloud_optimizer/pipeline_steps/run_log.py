@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 
+from ml_cloud_optimizer.pipeline_steps.environment import use_tracking_uri
+
 __all__ = ["STATUS_EXPERIMENT", "record_pipeline_status"]
 
 STATUS_EXPERIMENT = "mlco-pipeline-runs"
@@ -35,14 +37,12 @@ def record_pipeline_status(
     }
     print(f"[mlco] pipeline finished: {state}" + (f": {error_message}" if error_message else ""), flush=True)
     try:
-        import mlflow
+        from ml_cloud_optimizer.tracking import Tracker
 
-        if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_experiment(STATUS_EXPERIMENT)
-        run = mlflow.start_run(run_name=f"{job} {state}")
-        mlflow.set_tags(record)
-        mlflow.end_run(status="FINISHED" if state == "SUCCEEDED" else "FAILED")
+        use_tracking_uri(tracking_uri)
+        tracker = Tracker(experiment=STATUS_EXPERIMENT)
+        run = tracker.client.create_run(tracker.experiment_id, run_name=f"{job} {state}", tags=record)
+        tracker.client.set_terminated(run.info.run_id, "FINISHED" if state == "SUCCEEDED" else "FAILED")
         return run.info.run_id
     except Exception as exc:  # noqa: BLE001 - recording must never be what fails the run
         print(f"[mlco] could not record the status in MLflow ({type(exc).__name__}: {exc}); record: {json.dumps(record)}",

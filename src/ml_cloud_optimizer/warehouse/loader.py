@@ -32,7 +32,14 @@ from ml_cloud_optimizer.data.schema import (
 )
 from ml_cloud_optimizer.warehouse.server import transaction
 
-__all__ = ["LoadReport", "MAX_LOAD_SPAN", "encode_metrics_copy", "iter_metrics_copy", "load_fleet", "refresh_aggregates"]
+__all__ = [
+    "LoadReport",
+    "MAX_LOAD_SPAN",
+    "encode_metrics_copy",
+    "iter_metrics_copy",
+    "load_fleet",
+    "refresh_aggregates",
+]
 
 # One load may span at most this long: a stray timestamp (1970, 2099) would otherwise create
 # thousands of weekly partitions before anyone noticed.
@@ -102,7 +109,8 @@ def load_fleet(conn, fleet: Fleet, *, refresh: bool = True) -> LoadReport:
     first_ts, last_ts = _time_range(metrics)
     try:
         with transaction(conn), conn.cursor() as cur:
-            # Self-conflicting and blind to readers: loads take turns, queries carry on.
+            # Self-conflicting, so concurrent loads take turns; plain reads are not blocked by it
+            # (only a new partition or the view refresh shuts them out, until commit).
             cur.execute("LOCK TABLE metrics IN SHARE ROW EXCLUSIVE MODE")
             partitions = 0
             if first_ts is not None:
@@ -249,17 +257,15 @@ def _encode_group(id_length, nulls, ids, ts_us, values, rows) -> np.ndarray:
 
 
 def _instance_types(entities: pd.DataFrame) -> pd.DataFrame:
-    """The price list: one row per (instance type, region); refuses two prices for one of them."""
-    key, attributes = ["instance_type", "region"], ["vcpus", "mem_gib", "hourly_price"]
-    types = entities.drop_duplicates([*key, *attributes])
-    clash = types.duplicated(key, keep=False)
-    if clash.any():
-        first = types.loc[clash].iloc[0]
-        raise DataValidationError(
-            f"entities: instance type {first['instance_type']!r} in region {first['region']!r} has different"
-            " vcpus, mem_gib or hourly_price on different entities"
-        )
-    return types[[*key, *attributes]].reset_index(drop=True)
+    """The catalogue rows: one per (instance type, region), the median over its entities.
+
+    Synthetic fleets describe a type identically on every entity; real traces name types by
+    rounded sizes, so two VMs of one name may differ slightly (each keeps its own values).
+    """
+    catalogue = entities.groupby(["instance_type", "region"], as_index=False, sort=True)[
+        ["vcpus", "mem_gib", "hourly_price"]
+    ].median()
+    return catalogue.assign(vcpus=catalogue["vcpus"].round().astype("int64"))
 
 
 def _time_range(metrics: pd.DataFrame):
@@ -268,7 +274,8 @@ def _time_range(metrics: pd.DataFrame):
     first, last = metrics["ts"].min(), metrics["ts"].max()
     if last - first > MAX_LOAD_SPAN:
         raise DataValidationError(
-            f"metrics.ts: spans {first} to {last}, more than {MAX_LOAD_SPAN.days} days in one load; check for stray timestamps"
+            f"metrics.ts: spans {first} to {last}, more than {MAX_LOAD_SPAN.days} days in one load;"
+            " check for stray timestamps"
         )
     return first, last
 
@@ -285,12 +292,12 @@ def _upsert_dimensions(cur, instance_types: pd.DataFrame, entities: pd.DataFrame
         _python_rows(instance_types),
         page_size=1000,
     )
+    columns = list(ENTITY_COLUMNS)
     execute_values(
         cur,
-        "INSERT INTO entities (entity_id, service, region, instance_type) VALUES %s"
-        " ON CONFLICT (entity_id) DO UPDATE SET service = EXCLUDED.service, region = EXCLUDED.region,"
-        " instance_type = EXCLUDED.instance_type",
-        _python_rows(entities[["entity_id", "service", "region", "instance_type"]]),
+        f"INSERT INTO entities ({', '.join(columns)}) VALUES %s ON CONFLICT (entity_id) DO UPDATE SET "
+        + ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:]),
+        _python_rows(entities[columns]),
         page_size=1000,
     )
 
@@ -335,7 +342,8 @@ def _upsert_metrics(cur, payload) -> tuple[int, int]:
 
 def _copy(cur, table: str, pieces) -> None:
     columns = ", ".join(METRIC_COLUMNS)
-    cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary)", _PiecesReader(pieces), _COPY_BUFFER_BYTES)
+    statement = f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary)"
+    cur.copy_expert(statement, _PiecesReader(pieces), _COPY_BUFFER_BYTES)
 
 
 class _PiecesReader(io.RawIOBase):

@@ -147,10 +147,7 @@ def read_metrics(conn, start=None, end=None, entity_ids=None) -> Fleet:
     entity_where, entity_args = _filters(None, None, None, entity_ids)
     with transaction(conn), conn.cursor() as cur:
         cur.execute(
-            "SELECT e.entity_id, e.service, e.instance_type, e.region, i.vcpus, i.mem_gib, i.hourly_price"
-            f" FROM entities e JOIN instance_types i ON (i.instance_type, i.region) = (e.instance_type, e.region)"
-            f" WHERE {entity_where}"
-            " ORDER BY e.entity_id",
+            f"SELECT {', '.join(ENTITY_COLUMNS)} FROM entities WHERE {entity_where} ORDER BY entity_id",
             entity_args,
         )
         entities = pd.DataFrame.from_records(cur.fetchall(), columns=list(ENTITY_COLUMNS))

