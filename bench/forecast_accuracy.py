@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holdout", type=float, default=0.2, help="held-out share of the time span")
     parser.add_argument("--jobs", type=int, default=1, help="threads per model (default 1: the machine is shared)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="  %(message)s", stream=sys.stderr)
 
     from ml_cloud_optimizer.cli.train import build_candidates, load_metrics
     from ml_cloud_optimizer.evaluation import evaluate_holdout, leaderboard, stderr_progress, to_markdown

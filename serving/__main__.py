@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_dir", required=True, help="The champion directory (metadata.json and model files).")
     parser.add_argument("--max_batch_entities", type=int, default=1000,
                         help="Most entities (or feature rows) answered in one request.")
-    parser.add_argument("--max_history_rows", type=int, default=1_000_000,
+    parser.add_argument("--max_history_rows", type=int, default=250_000,
                         help="Most history samples in one request, over all its entities.")
     parser.add_argument("--max_body_mb", type=float, default=64.0, help="Larger request bodies are refused (413).")
     parser.add_argument("--target_utilization", type=float, default=0.7,

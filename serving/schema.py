@@ -95,7 +95,7 @@ class RequestLimits:
     """
 
     max_entities: int = 1000
-    max_history_rows: int = 1_000_000
+    max_history_rows: int = 250_000
 
 
 @dataclass
@@ -493,6 +493,16 @@ class RequestParser:
                                "malformed")
         span = key.groupby("e", sort=False)["s"].agg(["min", "max"])
         steps = (span["max"] - span["min"] + 1).to_numpy()
+        # The model lays each entity out on its full grid: a gap of years would be millions of rows.
+        if steps.sum() > self.limits.max_history_rows:
+            e = int(span.index[np.argmax(steps)])
+            row = int(np.argmax(codes == e))
+            raise RequestError(
+                locate("ts", row),
+                f"the histories span {int(steps.sum())} 5-minute steps (entity {entity_rows[row]!r}: {int(steps.max())}),"
+                f" at most {self.limits.max_history_rows} per request",
+                "oversized",
+            )
         short = steps < self.min_history
         if short.any():
             e = int(span.index[np.argmax(short)])

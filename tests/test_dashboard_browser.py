@@ -198,19 +198,25 @@ def test_every_view_draws_its_chart(run_dir, browser, screenshot_dir, tmp_path):
     assert {p.name for p in screenshot_dir.glob("*.png")} >= {f"{_slug(label)}.png" for label in VIEWS}
 
 
-def test_an_empty_run_says_how_to_fill_it(browser, screenshot_dir, tmp_path):
+def test_a_run_without_data_says_what_is_missing(browser, screenshot_dir, tmp_path):
+    """No part at all but a drift table without its psi column: notes and one error, never a traceback."""
     empty = tmp_path / "empty_run"
     empty.mkdir()
+    pd.DataFrame({"feature": ["cpu_util"], "ks_stat": [0.1]}).to_csv(empty / "drift.csv", index=False)
     with _dashboard(empty, tmp_path / "streamlit.log") as url:
         page = browser.new_page(viewport={"width": 1400, "height": 800})
         page.goto(url)
         page.get_by_test_id("stSidebar").wait_for(timeout=60_000)
         for label in VIEWS:
             _open_view(page, label)
-            assert page.get_by_text(data.NO_DATA).count() >= 1, f"{label} shows no no-data note"
             assert page.locator(EXCEPTION).count() == 0, f"{label}: {page.locator(EXCEPTION).first.inner_text()}"
             assert page.locator(".js-plotly-plot").count() == 0
-        page.screenshot(path=screenshot_dir / "empty_run.png", full_page=True)
+            if label == "Drift":
+                error = page.get_by_test_id("stAlertContentError")
+                assert "no column psi" in error.inner_text() and "drift.csv" in error.inner_text()
+            else:
+                assert page.get_by_text(data.NO_DATA).count() >= 1, f"{label} shows no no-data note"
+            page.screenshot(path=screenshot_dir / f"missing_{_slug(label)}.png")
 
 
 def _dashboard_args(*argv: str):

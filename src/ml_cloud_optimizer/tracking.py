@@ -161,6 +161,7 @@ class TrainingResult:
         run_ids: MLflow run id of each candidate (empty without tracking).
         registered_version: the registry version the ``champion`` alias points at (None without tracking).
         evaluation: the hold-out evaluation itself.
+        bundle: the exported bundle, in memory.
     """
 
     leaderboard: pd.DataFrame
@@ -170,6 +171,7 @@ class TrainingResult:
     run_ids: dict[str, str] = field(default_factory=dict)
     registered_version: str | None = None
     evaluation: Any = None
+    bundle: Any = None
 
 
 def train_and_export(
@@ -254,4 +256,4 @@ def train_and_export(
     if tracker is not None:
         version = tracker.register_champion(run_ids[champion], champion_dir)
         say(f"[{champion}] registered as {tracker.model_name} version {version}, alias '{CHAMPION_ALIAS}'")
-    return TrainingResult(board, champion, champion_dir, paths, run_ids, version, evaluation)
+    return TrainingResult(board, champion, champion_dir, paths, run_ids, version, evaluation, bundle)

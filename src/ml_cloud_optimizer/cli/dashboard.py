@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
 from pathlib import Path
 
 from ml_cloud_optimizer.cli import UserError
@@ -36,5 +36,8 @@ def _dashboard(args) -> int:
         raise UserError("the dashboard needs streamlit and plotly: pip install streamlit plotly") from None
     from ml_cloud_optimizer.dashboard import streamlit_command
 
+    command = streamlit_command(args.run_dir, port=args.port, address=args.address)
     print(f"mlco dashboard: http://{args.address}:{args.port}/ (Ctrl-C stops it)", flush=True)
-    return subprocess.call(streamlit_command(args.run_dir, port=args.port, address=args.address))
+    # Streamlit takes this process over, so Ctrl-C and SIGTERM reach the server itself.
+    os.execv(command[0], command)
+    return 0  # not reached

@@ -150,10 +150,15 @@ def _query(args) -> int:
         if not has_schema(conn):
             apply_schema(conn)
         frame = run_query(conn, args.name, params, catalogue=catalogue)
-    if args.csv:
-        frame.to_csv(sys.stdout, index=False)
-    else:
-        print(format_table(frame))
+    try:
+        if args.csv:
+            frame.to_csv(sys.stdout, index=False)
+        else:
+            print(format_table(frame))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader (`| head`) has what it wanted; send the rest nowhere and exit quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

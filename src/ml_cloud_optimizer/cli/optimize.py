@@ -143,6 +143,10 @@ def _recommend(args) -> int:
 
     if args.hours < 1:
         raise UserError("--hours must be at least 1")
+    if not 0 < args.target_utilisation <= 1:
+        raise UserError(f"--target-utilisation: target utilisation must be in (0, 1], got {args.target_utilisation}")
+    if args.granularity <= 0:
+        raise UserError(f"--granularity must be positive, got {args.granularity}")
     model = load_forecaster(args.model)
     history_steps = int(getattr(model, "full_history", model.min_history)) + args.hours * 12 + 12
     conn = connect() if (args.source == "warehouse" or not args.no_store) else None

@@ -5,8 +5,9 @@ leaderboard (and, where it saves them, the fleet and the hold-out forecasts),
 ``mlco recommend``, ``mlco backtest`` and ``mlco monitor`` add recommendations, the backtest
 and the drift table. Each part is looked up by file name anywhere below the run directory
 (the newest file wins), so a flat training directory, a pipeline run's tree of task folders
-and the whole ``$MLCO_HOME`` all work. A part that is not there is ``None``, and the
-dashboard says which command makes it rather than failing. ``mlco report`` reads runs the
+and the whole ``$MLCO_HOME`` all work. A part that is not there is ``None`` and one that
+cannot be read a ``PartError``; the dashboard says which command makes the first and what
+is wrong with the second, rather than failing. ``mlco report`` reads runs the
 same way, through ``PARTS``, ``find_part`` and ``load_part``.
 
 Every reader returns frames with ``entity_id`` as text and ``ts`` as UTC timestamps, the
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+from pyarrow import ArrowException
 
 from ml_cloud_optimizer.data.io import entities_path, read_fleet
 from ml_cloud_optimizer.data.schema import Fleet
@@ -28,6 +30,7 @@ from ml_cloud_optimizer.data.schema import Fleet
 __all__ = [
     "PARTS",
     "NO_DATA",
+    "PartError",
     "PartSpec",
     "default_run_dir",
     "find_part",
@@ -64,23 +67,52 @@ def _read_backtest(path: Path) -> dict[str, pd.DataFrame | None]:
 
 @dataclass(frozen=True)
 class PartSpec:
-    """One part of a run: the file names that hold it, how to read it and which command writes it."""
+    """One part of a run: the file names that hold it, how to read it and which command writes it.
+
+    ``columns`` are those the dashboard draws from; a file without them is refused by name.
+    """
 
     name: str
     files: tuple[str, ...]
     reader: Callable[[Path], object]
     made_by: str
+    columns: tuple[str, ...] = ()
+
+    def read(self, path: Path):
+        """The part read from ``path``; ValueError naming the file when a needed column is absent."""
+        value = self.reader(path)
+        frame = value["summary"] if isinstance(value, dict) else value
+        if isinstance(frame, pd.DataFrame):
+            missing = [c for c in self.columns if c not in frame.columns]
+            if missing:
+                raise ValueError(f"{path}: no column {', '.join(missing)} in this {self.name} file")
+        return value
+
+
+@dataclass(frozen=True)
+class PartError:
+    """A part whose file is there but cannot be read: the view shows this instead of failing."""
+
+    name: str
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return f"Cannot read the {self.name} file {self.path}: {self.message}"
 
 
 PARTS: dict[str, PartSpec] = {
     spec.name: spec
     for spec in (
         PartSpec("fleet", ("metrics.parquet", "fleet.parquet"), _read_fleet, "mlco run"),
-        PartSpec("forecasts", ("forecasts.parquet", "forecasts.csv.gz", "forecasts.csv"), _read_table, "mlco train"),
-        PartSpec("leaderboard", ("leaderboard.csv", "leaderboard.parquet"), _read_table, "mlco train"),
-        PartSpec("recommendations", ("recommendations.csv", "recommendations.parquet"), _read_table, "mlco recommend"),
-        PartSpec("backtest", ("backtest_summary.csv",), _read_backtest, "mlco backtest"),
-        PartSpec("drift", ("drift.csv", "drift.parquet"), _read_table, "mlco monitor"),
+        PartSpec("forecasts", ("forecasts.parquet", "forecasts.csv.gz", "forecasts.csv"), _read_table,
+                 "mlco train", ("entity_id", "ts")),
+        PartSpec("leaderboard", ("leaderboard.csv", "leaderboard.parquet"), _read_table, "mlco train", ("model",)),
+        PartSpec("recommendations", ("recommendations.csv", "recommendations.parquet"), _read_table,
+                 "mlco recommend", ("entity_id", "hour", "hourly_cost", "current_hourly_cost")),
+        PartSpec("backtest", ("backtest_summary.csv",), _read_backtest, "mlco backtest",
+                 ("policy", "core_hours", "underprovisioned_share")),
+        PartSpec("drift", ("drift.csv", "drift.parquet"), _read_table, "mlco monitor", ("feature", "psi")),
     )
 }
 
@@ -129,15 +161,25 @@ def find_part(run_dir: str | Path, name: str) -> Path | None:
 
 
 def load_part(run_dir: str | Path, name: str):
-    """Part ``name`` of the run read into frames, or None when the run has no file for it."""
+    """Part ``name`` of the run read into frames, or None when the run has no file for it.
+
+    Raises:
+        ValueError, OSError: the file is there but unreadable or lacks a needed column.
+    """
     path = find_part(run_dir, name)
-    return None if path is None else PARTS[name].reader(path)
+    return None if path is None else PARTS[name].read(path)
 
 
 def load_parts(run_dir: str | Path) -> dict[str, object]:
-    """Every part of the run (None where absent), reading the tree once."""
-    found = find_parts(run_dir)
-    return {name: PARTS[name].reader(found[name]) if name in found else None for name in PARTS}
+    """Every part of the run, reading the tree once: frames, None where absent, ``PartError`` where unreadable."""
+    out: dict[str, object] = {}
+    for name, path in find_parts(run_dir).items():
+        try:
+            out[name] = PARTS[name].read(path)
+        except (ValueError, KeyError, OSError, ArrowException) as exc:
+            message = (str(exc).splitlines() or [type(exc).__name__])[0].removeprefix(f"{path}: ")
+            out[name] = PartError(name, path, message)
+    return {name: out.get(name) for name in PARTS}
 
 
 def run_signature(run_dir: str | Path) -> tuple[tuple[str, str, float], ...]:

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from ml_cloud_optimizer.dashboard import data, figures
-from ml_cloud_optimizer.data.schema import STEP_SECONDS
+from ml_cloud_optimizer.data.schema import STEP_SECONDS, Fleet
 from ml_cloud_optimizer.drift import PSI_MAJOR, PSI_MODERATE
 from ml_cloud_optimizer.models.base import HEADLINE_HORIZON
 
@@ -27,11 +27,18 @@ _STEP_HOURS = STEP_SECONDS / 3600.0
 
 
 def _missing(*names: str, parts: Parts) -> bool:
-    """Show the no-data note for every absent part among ``names``; True if any was absent."""
-    absent = [n for n in names if parts.get(n) is None]
-    for name in absent:
-        st.info(data.missing_note(name), icon=":material/hourglass_empty:")
-    return bool(absent)
+    """Say why each part among ``names`` cannot be shown (absent or unreadable); True if any cannot."""
+    lacking = False
+    for name in names:
+        part = parts.get(name)
+        if part is None:
+            st.info(data.missing_note(name), icon=":material/hourglass_empty:")
+        elif isinstance(part, data.PartError):
+            st.error(str(part), icon=":material/error:")
+        else:
+            continue
+        lacking = True
+    return lacking
 
 
 def _chart(fig) -> None:
@@ -79,15 +86,14 @@ def forecast_view(parts: Parts) -> None:
     default = horizons.index(HEADLINE_HORIZON) if HEADLINE_HORIZON in horizons else len(horizons) - 1
     horizon = middle.selectbox("horizon (5-minute steps)", horizons, index=default)
     board = parts.get("leaderboard")
-    champion = _champion(board) if board is not None else None
+    champion = _champion(board) if isinstance(board, pd.DataFrame) else None
     model = (right.selectbox("model", models, index=models.index(champion) if champion in models else 0)
              if models != [None] else None)
     fleet = parts.get("fleet")
-    if f"y_h{horizon}" not in forecasts.columns and fleet is None:
-        _missing("fleet", parts=parts)
+    if f"y_h{horizon}" not in forecasts.columns and _missing("fleet", parts=parts):
         return
     _chart(figures.forecast_figure(forecasts, entity, horizon, model=model,
-                                   metrics=fleet.metrics if fleet is not None else None))
+                                   metrics=fleet.metrics if isinstance(fleet, Fleet) else None))
 
 
 def leaderboard_view(parts: Parts) -> None:

@@ -29,7 +29,6 @@ from ml_cloud_optimizer.models.baselines import PersistenceForecaster, SeasonalN
 __all__ = [
     "BASELINES",
     "Evaluation",
-    "common_rows",
     "evaluate_holdout",
     "holdout_cutoff",
     "rolling_origin",
@@ -66,7 +65,8 @@ class Evaluation:
     Attributes:
         scores: one row per (model, horizon): mae, rmse, wape, mape, mase, n, vs_persistence,
             vs_seasonal_naive, coverage, fit_s, predict_s.
-        forecasts: hold-out forecast frame of each model, with the actuals ``y_h{h}`` beside.
+        forecasts: hold-out forecast frame of each model: one row per hold-out origin with the
+            actuals ``y_h{h}``, the forecasts, and ``scored_h{h}`` marking the rows scored.
         models: the fitted candidates, by name.
         cutoff: start of the hold-out window.
     """
@@ -133,6 +133,7 @@ def _evaluate_window(models, metrics, cutoff, end, horizons, progress) -> Evalua
             if col not in frame:
                 continue
             mask = common if coverage[name] >= MIN_COVERAGE else known & have[name]
+            frame[f"scored_h{h}"] = mask
             scores = point_metrics(frame.loc[mask, y_col], frame.loc[mask, col], scale)
             rows.append({"model": name, "kind": fitted[name].kind, "horizon": h, **scores,
                          "coverage": coverage[name], "fit_s": timing[name][0], "predict_s": timing[name][1]})
@@ -140,19 +141,7 @@ def _evaluate_window(models, metrics, cutoff, end, horizons, progress) -> Evalua
     for base in BASELINES:
         ref = scores.loc[scores["model"] == base].set_index("horizon")["mae"]
         scores[f"vs_{base}"] = scores["mae"] / scores["horizon"].map(ref)
-    for name in forecasts:
-        forecasts[name] = forecasts[name].loc[common_rows(forecasts[name], horizons)].reset_index(drop=True)
     return Evaluation(scores=scores, forecasts=forecasts, models=fitted, cutoff=cutoff)
-
-
-def common_rows(frame: pd.DataFrame, horizons) -> np.ndarray:
-    """Rows of a joined forecast/actual frame with at least one forecast and its actual."""
-    mask = np.zeros(len(frame), dtype=bool)
-    for h in horizons:
-        col = forecast_column(h)
-        if col in frame:
-            mask |= (frame[col].notna() & frame[target_column(h)].notna()).to_numpy()
-    return mask
 
 
 def _pooled_seasonal_scale(grid, season: int) -> float:

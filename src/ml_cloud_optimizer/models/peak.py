@@ -11,7 +11,8 @@ operator would write without a model: "alert when the current load is above the 
   the focal loss.
 * ``peak_report``: both variants and the rule on one time split, as one table.
 
-The per-entity threshold is computed on the training window only and stored with the model.
+The per-entity threshold is the quantile over the training window (everything ``fit`` is
+given), stored with the model; test labels use the same thresholds (``peak_report``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from ml_cloud_optimizer.models.sequence import (
     RecurrentNet,
     autocast_dtype,
     fit_recurrent,
+    idle_cores,
     select_device,
     torch_threads,
 )
@@ -118,13 +120,13 @@ class BasePeakModel(BaseEstimator):
         seconds = epoch_seconds(metrics["ts"])
         self.split_ts_ = pd.Timestamp(int(np.quantile(seconds, 1.0 - self.validation)), unit="s", tz="UTC")
         cutoff = self.split_ts_.timestamp()
-        # Training labels must not look past the cut-off into the validation window.
+        # The label's threshold is defined on the whole training window, as the labels of any
+        # later test window are; training labels must not look past the cut-off into validation.
+        self.thresholds_ = peak_thresholds(metrics, self.quantile)
+        self.fallback_threshold_ = float(metrics[TARGET].quantile(self.quantile))
         train_rows = seconds + self.horizon * STEP_SECONDS < cutoff
-        reference = metrics.loc[train_rows]
-        if reference.empty:
+        if not train_rows.any():
             raise ValueError(f"{self.kind}: no training rows before {self.split_ts_}; give more history")
-        self.thresholds_ = peak_thresholds(reference, self.quantile)
-        self.fallback_threshold_ = float(reference[TARGET].quantile(self.quantile))
         labels = peak_labels(metrics, self.horizon, threshold=self._threshold_map(metrics["entity_id"]))
         labelled = labels.notna().to_numpy()
         train, val = train_rows & labelled, (seconds >= cutoff) & labelled
@@ -274,6 +276,7 @@ class PeakClassifier(BasePeakModel):
             n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
             min_child_samples=self.min_child_samples, colsample_bytree=self.colsample_bytree,
             class_weight=None if self.use_smote else "balanced", random_state=self.seed, verbose=-1,
+            n_jobs=idle_cores(),
         )
         early = {}
         if len(X_val) and 0 < y_val.sum() < len(y_val):
@@ -288,7 +291,7 @@ class PeakClassifier(BasePeakModel):
         if X.empty:
             return np.zeros(0)
         values = X[self.feature_columns_].fillna(self.fill_values_)
-        return self.booster_.predict(values, num_iteration=self.best_iteration_)
+        return self.booster_.predict(values, num_iteration=self.best_iteration_, num_threads=idle_cores())
 
     def _scores(self, metrics):
         rows = self._feature_rows(metrics)

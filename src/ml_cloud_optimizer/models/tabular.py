@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 TARGET_MODES = ("delta", "level")
+_log = logging.getLogger(__name__)
 _P90 = 0.9
 
 
@@ -185,7 +188,10 @@ class TabularForecaster(Forecaster):
                 raise ValueError(f"{self.kind}: only {len(rows)} training rows with a known value {h} steps ahead")
             losses = ("p50", "p90") if self.quantile else ("p50",)
             for loss in losses:
+                started = time.perf_counter()
                 booster, rounds = self.fit_booster(params, loss, X[rows], y[rows], anchor[rows], ts.iloc[rows], h)
+                _log.info("%s %s: %d rounds on %d rows in %.1fs", self.kind, forecast_column(h, loss), rounds,
+                          len(rows), time.perf_counter() - started)
                 self.boosters_[forecast_column(h, loss)] = booster
                 self.rounds_[forecast_column(h, loss)] = int(rounds)
         return self

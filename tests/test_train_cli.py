@@ -1,0 +1,71 @@
+"""`mlco train`, driven through its own argparse registration: sources, output, and user errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from contextlib import closing
+
+import pytest
+
+from ml_cloud_optimizer.cli import UserError
+from ml_cloud_optimizer.cli import train as train_cli
+from ml_cloud_optimizer.data.io import write_fleet
+from ml_cloud_optimizer.data.synthetic import generate_fleet
+from ml_cloud_optimizer.models.bundle import ModelBundle
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mlco")
+    train_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLCO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    (tmp_path / "home").mkdir()
+    return tmp_path
+
+
+def test_train_from_a_saved_fleet_prints_the_leaderboard_and_champion(home, capsys):
+    fleet = generate_fleet(5_000, entities=3, seed=8)
+    path = home / "fleet.parquet"
+    write_fleet(fleet, path)
+    out = home / "out"
+    code = _run(["train", "--source", str(path), "--models", "lightgbm", "--jobs", "1", "--out", str(out),
+                 "--no-peak", "--no-tracking"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "| persistence" in captured.out and "| seasonal_naive" in captured.out and "| lightgbm" in captured.out
+    assert f"champion directory: {out / 'champion'}" in captured.out
+    assert "[lightgbm] fitting" in captured.err  # progress per model on stderr
+    bundle = ModelBundle.load(out / "champion")
+    assert bundle.peak is None and len(bundle.predict(fleet.metrics)) == 3
+    assert json.loads((out / "champion" / "bundle.json").read_text())["source"]
+
+
+def test_train_from_the_warehouse_registers_the_champion(home, warehouse_dsn, monkeypatch, capsys):
+    from ml_cloud_optimizer.warehouse import connect, load_fleet
+
+    fleet = generate_fleet(4_000, entities=2, seed=9)
+    with closing(connect(warehouse_dsn)) as conn:
+        load_fleet(conn, fleet)
+    monkeypatch.setenv("DATABASE_URL", warehouse_dsn)
+    code = _run(["train", "--source", "warehouse", "--models", "xgboost", "--jobs", "1", "--no-peak",
+                 "--out", str(home / "out")])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "registered: mlco-forecaster version 1 (alias champion)" in captured.out
+    assert "data: warehouse, 2 entities" in captured.err
+
+
+def test_user_mistakes_are_one_line_errors(home):
+    with pytest.raises(UserError, match="no such file"):
+        _run(["train", "--source", str(home / "missing.csv"), "--models", "lightgbm"])
+    with pytest.raises(UserError, match="unknown model kind"):
+        _run(["train", "--records", "3000", "--models", "prophet", "--no-tracking"])
+    with pytest.raises(UserError, match="--holdout"):
+        _run(["train", "--holdout", "2", "--models", "lightgbm"])
