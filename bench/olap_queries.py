@@ -9,8 +9,8 @@ client-side around execute + fetch. Baselines measured in the same run:
   every row pays; each query's ``x_full_scan`` is its time over that.
 * ``one_day_scan_ms``: the same over the one-day window, which partition pruning and the
   BRIN index shrink; compare it with ``full_scan_ms``.
-* ``read_metrics_ms`` (COPY out + pyarrow CSV) beside ``fetchall_ms`` (the same SELECT through
-  a psycopg2 cursor into a DataFrame), the naive way to read the fact table from Python.
+* ``read_metrics_ms`` (binary COPY viewed by numpy, then validate_fleet) beside ``fetchall_ms``
+  (the same rows through a psycopg2 cursor into a DataFrame), the naive way to read them.
 
 Uses DATABASE_URL when set, else an embedded server in a temporary directory.
 Last stdout line: JSON {"rows", "queries": {name: {"ms", "one_day_ms", "rows_out", ...}}, ...}.

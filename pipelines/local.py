@@ -13,6 +13,7 @@ progress stream gets one line per task start and end, plus the steps' own ``[mlc
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -34,6 +35,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([^']+)'")
 _FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _STEP_LINE = "[mlco] "
+_LOCAL_PARALLELISM = 2  # loop iterations kfp.local runs at once
 
 
 class LocalRunError(RuntimeError):
@@ -117,16 +119,31 @@ def run_local(arguments: dict, *, home: str | Path | None = None, progress: Text
     log_path = home / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
 
-    env = {"MLCO_HOME": str(home), "DATABASE_URL": ensure_warehouse(home)}
+    env = {
+        "MLCO_HOME": str(home),
+        "DATABASE_URL": ensure_warehouse(home),
+        # kfp.local runs two loop iterations at once; each gets its share of the cores, since
+        # OpenMP workers that outnumber the cores spend their time waiting for each other.
+        "MLCO_THREADS": str(max(1, (os.cpu_count() or 2) // _LOCAL_PARALLELISM)),
+    }
     before = set(pipeline_root.iterdir())
     started = time.perf_counter()
     tee = _ProgressTee(log_path, progress)
-    with _environment(env), contextlib.redirect_stdout(tee), warnings.catch_warnings():
-        # The project's image name has no "python" in it; kfp.local warns about that for every task.
-        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False)
-        workload_pipeline(**arguments)
-    tee.close()
+    # kfp.local indents task logs by swapping builtins.print; two loop iterations doing so at
+    # once can leave the swap in place after the run, so put the real one back afterwards.
+    real_print = builtins.print
+    try:
+        with _environment(env), contextlib.redirect_stdout(tee), warnings.catch_warnings():
+            # The project's image name has no "python" in it; kfp.local warns about that for every task.
+            warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+            # Resources, accelerators and retries are the cluster's business (see the compiled YAML).
+            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+                       raise_on_error=False)
+            workload_pipeline(**arguments)
+    finally:
+        builtins.print = real_print
+        tee.close()
     seconds = time.perf_counter() - started
 
     run_dir = _new_run_dir(pipeline_root, before)
@@ -169,6 +186,8 @@ class _ProgressTee:
         self.failed: list[str] = []
 
     def write(self, text: str) -> int:
+        if self._log.closed:  # a logging handler created during the run may still hold this stream
+            return sys.__stdout__.write(text)
         buffered = getattr(self._pending, "text", "") + text
         *lines, self._pending.text = buffered.split("\n")
         for line in lines:
@@ -177,7 +196,8 @@ class _ProgressTee:
 
     def flush(self) -> None:
         with self._lock:
-            self._log.flush()
+            if not self._log.closed:
+                self._log.flush()
 
     def isatty(self) -> bool:
         return False

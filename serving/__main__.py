@@ -8,15 +8,12 @@ here as it does for KServe's lgbserver.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from kserve import model_server
 from kserve.errors import ModelMissingError
 from kserve.utils.utils import strtobool
-
-from serving.model import ForecastModel
-from serving.schema import RequestLimits
-from serving.server import build_model_server
 
 __all__ = ["build_parser", "main"]
 
@@ -37,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Utilisation the capacity recommendation aims at unless a request says otherwise.")
     parser.add_argument("--peak_threshold", type=float, default=0.5,
                         help="Peak probability from which a forecast row counts as a predicted peak.")
+    parser.add_argument("--nthread", type=int, default=1,
+                        help="Threads per prediction (OpenMP: LightGBM, XGBoost, torch). One per process serves"
+                             " concurrent small requests best; raise it for large batches on idle cores.")
     parser.add_argument("--enable_access_log", type=strtobool, default=False,
                         help="Log one line per request (uvicorn access log, KServe timing and gRPC lines).")
     return parser
@@ -47,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.target_utilization <= 1:
         print(f"--target_utilization must be in (0, 1], got {args.target_utilization}", file=sys.stderr)
         return 2
+    # Before the model libraries load: OpenMP reads it once. Many threads per tiny request only
+    # fight each other (KServe's lgbserver defaults to one as well).
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.nthread))
+    from serving.model import ForecastModel
+    from serving.schema import RequestLimits
+    from serving.server import build_model_server
+
     model = ForecastModel(
         args.model_name, args.model_dir,
         limits=RequestLimits(max_entities=args.max_batch_entities, max_history_rows=args.max_history_rows),

@@ -123,3 +123,33 @@ def test_saved_backtest_holds_the_summary_and_the_replayed_capacity(tmp_path):
     e1 = capacity[capacity["entity_id"] == "e1"]
     np.testing.assert_allclose(e1["vpa"], result.capacity["vpa"][300:, 1])
     assert "| policy" in paths[1].read_text()
+
+
+def test_replay_fleet_fits_on_history_only_and_scores_every_policy():
+    from ml_cloud_optimizer.data.schema import Fleet, validate_fleet
+    from ml_cloud_optimizer.data.synthetic import generate_fleet
+    from ml_cloud_optimizer.models.tabular import LightGBMForecaster
+    from ml_cloud_optimizer.optimizer.backtest import replay_fleet
+
+    fleet = generate_fleet(288 * 6 * 3, entities=3, seed=1)
+
+    def replay(f):
+        model = LightGBMForecaster(horizons=(1,), n_estimators=40, n_jobs=1)
+        return replay_fleet(f, model, replay_fraction=1 / 3, calibration_steps=144)
+
+    result = replay(fleet)
+    names = result.summary["policy"].tolist()
+    assert names == ["static", "reactive_hpa", "vpa", "forecast", "forecast_persistence"]
+    assert pd.Timestamp(result.params["train_end"]) == result.replay_start - pd.Timedelta(minutes=5 * 144)
+    assert {"p50_h1", "p90_h1"} <= set(result.forecasts.columns)
+
+    # Rewrite the second half of the replay: nothing decided before it may change.
+    metrics = fleet.metrics.copy()
+    cut = result.grid.ts[result.start + (len(result.grid.ts) - result.start) // 2]
+    late = metrics["ts"] >= cut
+    metrics.loc[late, "cpu_util"] = np.random.default_rng(3).uniform(0, 1, int(late.sum()))
+    altered = replay(validate_fleet(Fleet(metrics, fleet.entities)))
+    upto = result.grid.index_of(cut) + 1
+    for name in names:
+        np.testing.assert_array_equal(result.capacity[name][:upto], altered.capacity[name][:upto], err_msg=name)
+    assert not np.array_equal(result.capacity["forecast"], altered.capacity["forecast"])

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ml_cloud_optimizer import cli
 from ml_cloud_optimizer.cli import main
 from ml_cloud_optimizer.data.io import write_fleet
 from ml_cloud_optimizer.data.synthetic import generate_fleet
@@ -18,14 +19,15 @@ from ml_cloud_optimizer.models.baselines import PersistenceForecaster
 from ml_cloud_optimizer.optimizer.capacity import read_recommendations
 from ml_cloud_optimizer.warehouse import load_fleet
 
+OPTIMIZE = "ml_cloud_optimizer.cli.optimize"
+REGISTERED = OPTIMIZE in cli.COMMAND_MODULES  # before any fixture patches the list
+
 
 @pytest.fixture(autouse=True)
 def _register_optimize_commands(monkeypatch, tmp_path):
     """Until cli/__init__ lists it, make `mlco` know the optimizer commands; keep runs in tmp."""
-    from ml_cloud_optimizer import cli
-
-    if "ml_cloud_optimizer.cli.optimize" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "ml_cloud_optimizer.cli.optimize"])
+    if not REGISTERED:
+        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, OPTIMIZE])
     monkeypatch.setenv("MLCO_HOME", str(tmp_path / "home"))
 
 
@@ -120,10 +122,8 @@ def test_monitor_writes_a_verdict(tmp_path, fleet_file, model_dir, capsys):
 
 def test_a_fresh_process_exits_2_with_one_line(tmp_path):
     """Through the installed `mlco` once cli/__init__ lists the module; until then through the same main()."""
-    from ml_cloud_optimizer import cli
-
     argv = ["backtest", "--trace", str(tmp_path / "missing.csv")]
-    if "ml_cloud_optimizer.cli.optimize" in cli.COMMAND_MODULES:
+    if REGISTERED:
         command = [str(Path(sys.executable).with_name("mlco")), *argv]
     else:
         script = (
@@ -134,3 +134,19 @@ def test_a_fresh_process_exits_2_with_one_line(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "missing.csv" in done.stderr
+
+
+def test_default_directories_chain_into_the_report(tmp_path, fleet_file, model_dir, capsys):
+    import shutil
+
+    home = tmp_path / "home"  # MLCO_HOME, set by the autouse fixture
+    shutil.copytree(model_dir, home / "train" / "champion")
+    assert main(["recommend", "--source", str(fleet_file), "--no-store", "--hours", "3"]) == 0
+    assert main(["backtest", "--trace", str(fleet_file), "--forecaster", "persistence"]) == 0
+    assert (home / "recommend" / "recommendations.csv").is_file()
+    assert (home / "backtest" / "backtest_summary.csv").is_file()
+    capsys.readouterr()
+    assert main(["report"]) == 0
+    assert str(home / "report.html") in capsys.readouterr().out
+    html = (home / "report.html").read_text()
+    assert "Forecast-driven against VPA-style" in html and "Latest hour, 3 entities" in html

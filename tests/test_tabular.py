@@ -16,7 +16,7 @@ from ml_cloud_optimizer.models.tabular import CatBoostForecaster, LightGBMForeca
 from ml_cloud_optimizer.models.tuning import time_folds
 
 SMALL_FEATURES = {"windows": ("6h", "24h"), "seasonal_lags": ("1d",), "scale_window": "24h"}
-FAST = {"features": SMALL_FEATURES, "n_estimators": 100, "learning_rate": 0.15, "n_jobs": 1,
+FAST = {"features": SMALL_FEATURES, "n_estimators": 100, "learning_rate": 0.15, "n_jobs": 1, "refit": False,
         "max_train_rows": 10_000}
 TABULAR = [LightGBMForecaster, XGBoostForecaster, CatBoostForecaster]
 
@@ -104,7 +104,9 @@ def test_last_origin_and_ready_made_feature_rows_agree_with_predict(fitted, spli
     expected = full.groupby("entity_id", observed=True).tail(1).reset_index(drop=True)
     pd.testing.assert_frame_equal(last, expected)
     rows = build_features(history, model.feature_spec)
-    pd.testing.assert_frame_equal(model.predict_features(rows), full)
+    pd.testing.assert_frame_equal(model.predict_features(rows, check_history=True), full)
+    last_rows = rows.sort_values("ts").groupby("entity_id", observed=True).tail(1)
+    pd.testing.assert_frame_equal(model.predict_features(last_rows), last)
     with pytest.raises(ValueError, match="lack"):
         model.predict_features(rows.drop(columns=["cpu_util_lag_3"]))
 

@@ -69,3 +69,13 @@ def test_user_mistakes_are_one_line_errors(home):
         _run(["train", "--records", "3000", "--models", "prophet", "--no-tracking"])
     with pytest.raises(UserError, match="--holdout"):
         _run(["train", "--holdout", "2", "--models", "lightgbm"])
+    with pytest.raises(UserError, match="--backtest"):
+        _run(["train", "--backtest", "1", "--models", "lightgbm"])
+
+
+def test_backtest_table_covers_every_fold(tmp_path):
+    metrics = generate_fleet(5_000, entities=2, seed=1).metrics
+    table = train_cli._backtest(metrics, {}, folds=3, holdout=0.3, out=tmp_path)
+    assert table.startswith("rolling-origin backtest:")
+    assert "mae_h12_fold3" in table and "persistence" in table and "seasonal_naive" in table
+    assert (tmp_path / "backtest.csv").read_text().count("\n") == 1 + 3 * 2 * 2  # header, folds x models x horizons

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import closing
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +13,10 @@ from conftest import make_known_fleet
 from ml_cloud_optimizer.warehouse import (
     HOURLY_COLUMNS,
     QueryError,
+    apply_schema,
+    connect,
+    create_database,
+    drop_database,
     load_fleet,
     load_queries,
     read_hourly,
@@ -21,14 +28,21 @@ NO_WINDOW = {}
 ONE_DAY = {"start": START, "end": END}
 
 
-@pytest.fixture
-def loaded(warehouse):
-    """The known fleet loaded into a fresh warehouse, and the frame pandas computes from."""
-    fleet = make_known_fleet(days=3)
-    load_fleet(warehouse, fleet)
-    joined = fleet.metrics.merge(fleet.entities, on="entity_id")
-    joined["cost"] = joined["hourly_price"] / 12
-    return warehouse, joined
+@pytest.fixture(scope="module")
+def loaded(warehouse_url):
+    """The known fleet in a warehouse shared by this module's read-only tests, and its pandas frame."""
+    name = f"mlco_test_{os.getpid()}_queries"
+    dsn = create_database(warehouse_url, name)
+    try:
+        with closing(connect(dsn)) as conn:
+            apply_schema(conn)
+            fleet = make_known_fleet(days=3)
+            load_fleet(conn, fleet)
+            joined = fleet.metrics.merge(fleet.entities, on="entity_id")
+            joined["cost"] = joined["hourly_price"] / 12
+            yield conn, joined
+    finally:
+        drop_database(warehouse_url, name)
 
 
 def _window(frame: pd.DataFrame, params: dict) -> pd.DataFrame:

@@ -4,8 +4,8 @@ It reads whatever a run directory holds, each part found by file name anywhere b
 (the newest file wins, as the dashboard does; see ``dashboard.data``):
 
 * ``leaderboard.csv`` (``mlco train``): the table and a bar chart of the one-hour MAE;
-* ``*.png`` (``mlco train``'s evaluation plots, e.g. forecast against actual and error by
-  horizon): embedded as they are, under "Forecasts";
+* ``*.png`` beside the leaderboard (``mlco train``'s ``plots/``: forecast against actual,
+  error by horizon): embedded as they are, under "Forecasts";
 * ``forecasts.*`` (``mlco train``'s hold-out forecasts): drawn when no forecast PNG exists;
 * ``backtest_summary.csv`` and ``backtest_capacity.csv.gz`` (``mlco backtest``): the table,
   cost and risk per policy, demand against capacity;
@@ -127,10 +127,13 @@ def _leaderboard_section(run_dir: Path) -> dict:
 
 
 def _forecast_section(run_dir: Path) -> dict:
-    pngs = sorted(p for p in run_dir.rglob("*.png") if p.name not in _OWN_PNGS)
+    # Only the training run's own plots: a whole $MLCO_HOME also holds MLflow's artifact copies.
+    board = find_part(run_dir, "leaderboard")
+    base = board.parent if board is not None else None
+    pngs = sorted(p for p in base.rglob("*.png") if p.name not in _OWN_PNGS) if base is not None else []
     section = _section("Forecasts")
     for path in pngs:
-        section["images"].append({"caption": str(path.relative_to(run_dir)), "data": _png_file(path)})
+        section["images"].append({"caption": str(path.relative_to(base)), "data": _png_file(path)})
     if pngs:
         return section
     forecasts = load_part(run_dir, "forecasts")

@@ -1,8 +1,10 @@
 """`mlco recommend | backtest | monitor | report`: forecasts turned into capacity, cost and checks.
 
-Each command writes its files into a run directory (``--out``; default the newest run under
-``$MLCO_HOME/runs``, where ``mlco train`` leaves its own), so that ``mlco report`` and the
-dashboard find every part of a run in one place.
+Like ``mlco train`` (``$MLCO_HOME/train``), each command writes its files into its own
+directory under ``$MLCO_HOME`` unless ``--out`` says otherwise: ``recommend/``, ``backtest/``,
+``monitor/``. ``mlco report`` and the dashboard look for each part by file name below the run
+directory (``$MLCO_RUN_DIR``, else the newest ``$MLCO_HOME/runs/*``, else ``$MLCO_HOME``), so
+they find all of them. ``--model`` defaults to the champion that ``mlco train`` exported.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ml_cloud_optimizer.cli import UserError
 from ml_cloud_optimizer.data.io import CANONICAL
 from ml_cloud_optimizer.data.traces import FORMATS
 
-__all__ = ["register", "default_out_dir", "load_forecaster"]
+__all__ = ["register", "default_model_dir", "default_out_dir", "load_forecaster"]
 
 _MODEL_MODULES = ("baselines", "tabular", "sequence")
 
@@ -29,7 +31,8 @@ def register(subparsers) -> None:
     formats = [CANONICAL, *FORMATS]
 
     rec = subparsers.add_parser("recommend", help="capacity per entity and hour from a model's p50/p90 forecasts")
-    rec.add_argument("--model", required=True, help="a model directory (mlco train's champion, or any saved forecaster)")
+    rec.add_argument("--model", type=Path, default=None,
+                     help="a model directory (default: mlco train's champion, $MLCO_HOME/train/champion)")
     rec.add_argument("--source", default="warehouse", help="'warehouse' (default) or a fleet/trace path")
     rec.add_argument("--format", choices=formats, default=None, help="input format of --source (default: detected)")
     rec.add_argument("--hours", type=int, default=24, help="recommend for the last N hours of origins (default 24)")
@@ -37,7 +40,7 @@ def register(subparsers) -> None:
     rec.add_argument("--granularity", type=float, default=0.25, help="request step in cores (default 0.25)")
     rec.add_argument("--top", type=int, default=20, help="rows printed (the largest savings first)")
     rec.add_argument("--no-store", action="store_true", help="do not write the run to the warehouse")
-    rec.add_argument("--out", type=Path, default=None, help="run directory for recommendations.csv")
+    rec.add_argument("--out", type=Path, default=None, help="directory for recommendations.csv ($MLCO_HOME/recommend)")
     rec.set_defaults(func=_guarded(_recommend))
 
     bt = subparsers.add_parser("backtest", help="replay a trace under static, HPA, VPA and forecast-driven scaling")
@@ -48,16 +51,19 @@ def register(subparsers) -> None:
     bt.add_argument("--horizon", type=int, default=1, help="steps ahead capacity is decided (default 1)")
     bt.add_argument("--coverage", type=float, default=0.98, help="residual quantile added as margin (default 0.98)")
     bt.add_argument("--granularity", type=float, default=0.25, help="capacity step in cores (default 0.25)")
-    bt.add_argument("--out", type=Path, default=None, help="run directory for the summary, capacities and plots")
+    bt.add_argument("--out", type=Path, default=None,
+                    help="directory for the summary, capacities and plots ($MLCO_HOME/backtest)")
     bt.set_defaults(func=_guarded(_backtest))
 
     mon = subparsers.add_parser("monitor", help="feature drift and forecast accuracy; says whether to retrain")
-    mon.add_argument("--model", required=True, help="the model directory in service")
+    mon.add_argument("--model", type=Path, default=None,
+                     help="the model directory in service (default: $MLCO_HOME/train/champion)")
     mon.add_argument("--source", default="warehouse", help="'warehouse' (default) or a fleet/trace path")
     mon.add_argument("--format", choices=formats, default=None, help="input format of --source")
     mon.add_argument("--recent-hours", type=int, default=24, help="the recent window (default 24 h)")
     mon.add_argument("--reference-days", type=float, default=7, help="the reference window before it (default 7 d)")
-    mon.add_argument("--out", type=Path, default=None, help="run directory for monitoring.json and drift.csv")
+    mon.add_argument("--out", type=Path, default=None,
+                     help="directory for monitoring.json and drift.csv ($MLCO_HOME/monitor)")
     mon.set_defaults(func=_guarded(_monitor))
 
     rep = subparsers.add_parser("report", help="one HTML file with the last run's leaderboard, forecasts, backtest")
@@ -66,24 +72,27 @@ def register(subparsers) -> None:
     rep.set_defaults(func=_guarded(_report))
 
 
-def default_out_dir() -> Path:
-    """The newest run directory under ``$MLCO_HOME/runs``, or a new one named by the UTC time."""
+def default_out_dir(command: str) -> Path:
+    """Where ``command`` writes by default: ``$MLCO_HOME/<command>``."""
     from ml_cloud_optimizer.warehouse.server import mlco_home
 
-    runs = mlco_home() / "runs"
-    existing = [p for p in runs.glob("*") if p.is_dir()] if runs.is_dir() else []
-    if existing:
-        return max(existing, key=lambda p: p.stat().st_mtime)
-    return runs / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return mlco_home() / command
+
+
+def default_model_dir() -> Path:
+    """The champion directory ``mlco train`` exports by default."""
+    from ml_cloud_optimizer.warehouse.server import mlco_home
+
+    return mlco_home() / "train" / "champion"
 
 
 def load_forecaster(path: str | Path):
     """The fitted forecaster saved in ``path`` (any registered kind)."""
     from ml_cloud_optimizer.models.base import Forecaster
 
-    path = Path(path)
+    path = Path(path) if path is not None else default_model_dir()
     if not path.is_dir():
-        raise UserError(f"--model {path}: no such model directory")
+        raise UserError(f"--model {path}: no such model directory (train one with `mlco train`)")
     for name in _MODEL_MODULES:
         try:
             importlib.import_module(f"ml_cloud_optimizer.models.{name}")
@@ -147,7 +156,8 @@ def _recommend(args) -> int:
         raise UserError(f"--target-utilisation: target utilisation must be in (0, 1], got {args.target_utilisation}")
     if args.granularity <= 0:
         raise UserError(f"--granularity must be positive, got {args.granularity}")
-    model = load_forecaster(args.model)
+    model_dir = Path(args.model or default_model_dir())
+    model = load_forecaster(model_dir)
     history_steps = int(getattr(model, "full_history", model.min_history)) + args.hours * 12 + 12
     conn = connect() if (args.source == "warehouse" or not args.no_store) else None
     try:
@@ -171,14 +181,13 @@ def _recommend(args) -> int:
         if not args.no_store:
             params = {"hours": args.hours, "target_utilisation": args.target_utilisation, "granularity": args.granularity}
             run_id = store_recommendations(
-                conn, recs, forecasts, model=f"{model.kind}:{Path(args.model).resolve()}", source=args.source,
-                params=params,
+                conn, recs, forecasts, model=f"{model.kind}:{model_dir.resolve()}", source=args.source, params=params
             )
     finally:
         if conn is not None:
             conn.close()
 
-    out = args.out or default_out_dir()
+    out = args.out or default_out_dir("recommend")
     out.mkdir(parents=True, exist_ok=True)
     recs.to_csv(out / "recommendations.csv", index=False)
     print(_recommendation_table(recs, args.top))
@@ -222,7 +231,7 @@ def _backtest(args) -> int:
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    out = args.out or default_out_dir()
+    out = args.out or default_out_dir("backtest")
     paths = result.save(out)
     capacity = result.capacity_frame()
     paths.append(save_figure(backtest_summary_figure(result.summary), out / "backtest_summary.png"))
@@ -262,7 +271,7 @@ def _monitor(args) -> int:
     finally:
         if conn is not None:
             conn.close()
-    out = args.out or default_out_dir()
+    out = args.out or default_out_dir("monitor")
     paths = report.save(out)
     print(report.describe())
     print(f"wrote {', '.join(str(p) for p in paths)}")
@@ -270,9 +279,10 @@ def _monitor(args) -> int:
 
 
 def _report(args) -> int:
+    from ml_cloud_optimizer.dashboard.data import default_run_dir
     from ml_cloud_optimizer.report import build_report
 
-    run_dir = args.run_dir or default_out_dir()
+    run_dir = args.run_dir or default_run_dir()
     if not run_dir.is_dir():
         raise UserError(f"no run directory at {run_dir}; run `mlco train` or `mlco backtest` first")
     path = build_report(run_dir, args.out)

@@ -32,6 +32,8 @@ def register(subparsers) -> None:
     train.add_argument("--trials", type=int, default=0, help="Optuna trials per tabular model (default 0: defaults)")
     train.add_argument("--epochs", type=int, default=None, help="epochs for lstm/gru (default: theirs)")
     train.add_argument("--holdout", type=float, default=0.2, help="share of time held out (default 0.2)")
+    train.add_argument("--backtest", type=int, default=0, metavar="FOLDS",
+                       help="also run a rolling-origin backtest with this many folds (default 0: none)")
     train.add_argument("--out", default=None, help="output directory (default $MLCO_HOME/train)")
     train.add_argument("--jobs", type=int, default=None, help="threads per model (default: all cores)")
     train.add_argument("--no-peak", action="store_true", help="do not bundle a peak classifier")
@@ -98,6 +100,18 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _backtest(metrics, candidates: dict, folds: int, holdout: float, out: Path) -> str:
+    """Rolling-origin backtest: per-fold 1-hour MAE of every model, saved as backtest.csv."""
+    from ml_cloud_optimizer.evaluation import rolling_origin
+
+    scores = rolling_origin(candidates, metrics, folds=folds, holdout=holdout, progress=_progress)
+    scores.to_csv(out / "backtest.csv", index=False)
+    table = scores.loc[scores["horizon"] == 12].pivot_table(index="model", columns="fold", values="mae")
+    table.columns = [f"mae_h12_fold{c + 1}" for c in table.columns]
+    table["vs_persistence"] = table.mean(axis=1) / table.loc["persistence"].mean()
+    return "rolling-origin backtest:\n" + table.sort_values("vs_persistence").to_markdown(floatfmt=".4g")
+
+
 def run(args: argparse.Namespace) -> int:
     """Body of ``mlco train``."""
     from ml_cloud_optimizer.evaluation import to_markdown
@@ -108,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--models: give at least one model kind")
     if not 0 < args.holdout < 1:
         raise UserError(f"--holdout {args.holdout}: expected a share between 0 and 1")
+    if args.backtest < 0 or args.backtest == 1:
+        raise UserError(f"--backtest {args.backtest}: expected 0 (none) or at least 2 folds")
     fleet = load_metrics(args.source, args.format, args.records, args.seed)
     _progress(f"data: {fleet.source}, {fleet.metrics['entity_id'].nunique()} entities, {len(fleet.metrics):,} rows")
     candidates = build_candidates(kinds, args.trials, args.epochs, args.jobs, args.seed, _progress)
@@ -124,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     result = train_and_export(fleet.metrics, candidates, out, holdout=args.holdout, tracker=tracker,
                               peak=peak, source=str(fleet.source), progress=_progress)
     print(to_markdown(result.leaderboard))
+    if args.backtest:
+        print(_backtest(fleet.metrics, candidates, args.backtest, args.holdout, out))
     print(f"champion: {result.champion}")
     print(f"champion directory: {result.champion_dir}")
     print(f"leaderboard: {result.leaderboard_paths[0]} and {result.leaderboard_paths[1]}")

@@ -12,7 +12,7 @@ that serving rebuilds exactly the columns the model was trained on.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -32,15 +32,16 @@ class FeatureSpec:
     Attributes:
         step: the grid step of the input ("5min" for metrics, "1h" for the hourly view).
         target: the column forecast, and the one given the full set of features.
-        inputs: other metric columns, given their current value and rolling means.
+        inputs: other metric columns, given as their current value.
         lags: lags of ``target`` in steps.
         seasonal_lags: seasonal periods ("same time yesterday, last week").
         horizons: steps ahead the models forecast; each adds the seasonal value at ``t + h``.
-        windows: rolling windows; ``target`` gets mean, std, min and max, ``inputs`` the mean.
+        windows: rolling windows; ``target`` gets mean, std, min, max and its distance from the mean.
         median_windows: rolling medians of ``target`` (robust recent level).
         ewm_halflives: exponentially weighted means of ``target``.
         scale_window: window of the per-entity scale (rolling std) used to standardise.
         timezone: calendar features are local to it.
+        rolling_inputs: inputs that also get a rolling mean per window.
     """
 
     step: str = "5min"
@@ -55,7 +56,7 @@ class FeatureSpec:
     ewm_halflives: tuple[str, ...] = ("15min", "1h", "6h")
     scale_window: str = "7d"
     timezone: str = "UTC"
-    rolling_inputs: tuple[str, ...] = field(default=("mem_util", "net_in_kbps", "net_out_kbps"))
+    rolling_inputs: tuple[str, ...] = ("mem_util", "net_in_kbps", "net_out_kbps")
 
     def __post_init__(self):
         for name in ("inputs", "lags", "seasonal_lags", "horizons", "windows", "median_windows",

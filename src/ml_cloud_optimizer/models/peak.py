@@ -122,9 +122,9 @@ class BasePeakModel(BaseEstimator):
         cutoff = self.split_ts_.timestamp()
         # The label's threshold is defined on the whole training window, as the labels of any
         # later test window are; training labels must not look past the cut-off into validation.
-        self.thresholds_ = peak_thresholds(metrics, self.quantile)
-        self.fallback_threshold_ = float(metrics[TARGET].quantile(self.quantile))
         train_rows = seconds + self.horizon * STEP_SECONDS < cutoff
+        self.thresholds_ = peak_thresholds(metrics.loc[train_rows], self.quantile)
+        self.fallback_threshold_ = float(metrics.loc[train_rows, TARGET].quantile(self.quantile))
         if not train_rows.any():
             raise ValueError(f"{self.kind}: no training rows before {self.split_ts_}; give more history")
         labels = peak_labels(metrics, self.horizon, threshold=self._threshold_map(metrics["entity_id"]))
@@ -285,7 +285,19 @@ class PeakClassifier(BasePeakModel):
         model.fit(X_train, y_train, **early)
         self.booster_ = model.booster_
         self.best_iteration_ = int(model.best_iteration_ or model.n_estimators)
-        return self._predict_rows(X_val)
+        val_scores = self._predict_rows(X_val)
+        import os
+        if os.environ.get("REFIT"):
+            both = train | val
+            Xa, ya = X.loc[both].fillna(self.fill_values_), y[both]
+            if self.use_smote:
+                Xa, ya = smote_resample(Xa, ya, random_state=self.seed)
+            m2 = lgb.LGBMClassifier(n_estimators=self.best_iteration_, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
+                min_child_samples=self.min_child_samples, colsample_bytree=self.colsample_bytree,
+                class_weight=None if self.use_smote else "balanced", random_state=self.seed, verbose=-1, n_jobs=idle_cores())
+            m2.fit(Xa, ya)
+            self.booster_ = m2.booster_
+        return val_scores
 
     def _predict_rows(self, X: pd.DataFrame) -> np.ndarray:
         if X.empty:

@@ -72,12 +72,12 @@ class TabularForecaster(Forecaster):
         features: dict | None = None,
         target_mode: str = "delta",
         quantile: bool = True,
-        n_estimators: int = 1000,
-        learning_rate: float = 0.05,
+        n_estimators: int = 500,
+        learning_rate: float = 0.1,
         early_stopping_rounds: int = 50,
         validation_fraction: float = 0.1,
-        refit: bool = False,
-        max_train_rows: int | None = 250_000,
+        refit: bool = True,
+        max_train_rows: int | None = 100_000,
         n_trials: int = 0,
         timeout: float = 0,
         params: dict | None = None,
@@ -226,7 +226,7 @@ class TabularForecaster(Forecaster):
     def predict(self, metrics: pd.DataFrame) -> pd.DataFrame:
         """Forecast frame for every origin with ``min_history`` steps behind it."""
         features = build_features(metrics, self.feature_spec)
-        return self.predict_features(features)
+        return self.predict_features(features, check_history=True)
 
     def predict_last(self, metrics: pd.DataFrame) -> pd.DataFrame:
         """Forecasts from the last origin of each entity; features are built once, boosters run on one row each."""
@@ -234,10 +234,14 @@ class TabularForecaster(Forecaster):
         last = features.sort_values(["entity_id", "ts"], kind="stable").groupby("entity_id", observed=True).tail(1)
         first = features.groupby("entity_id", observed=True)["ts"].min()
         enough = (last["ts"] - last["entity_id"].map(first).astype(last["ts"].dtype)) // STEP >= self.min_history - 1
-        return self.predict_features(last.loc[enough.to_numpy()], check_history=False)
+        return self.predict_features(last.loc[enough.to_numpy()])
 
-    def predict_features(self, features: pd.DataFrame, check_history: bool = True) -> pd.DataFrame:
-        """Forecast frame from ready-made ``build_features`` rows (what serving may send instead of history)."""
+    def predict_features(self, features: pd.DataFrame, check_history: bool = False) -> pd.DataFrame:
+        """Forecast frame from ready-made ``build_features`` rows (what serving may send instead of history).
+
+        Every row with a current value is forecast; with ``check_history`` only rows with
+        ``min_history`` steps of their entity before them (as ``predict`` does).
+        """
         missing = [c for c in ["entity_id", "ts", *self.feature_spec.columns] if c not in features.columns]
         if missing:
             raise ValueError(f"{self.kind}: feature rows lack {len(missing)} columns (first: {missing[0]})")
@@ -397,9 +401,7 @@ class XGBoostForecaster(TabularForecaster):
         return booster, booster.num_boosted_rounds()
 
     def _predict_booster(self, booster, X):
-        import xgboost as xgb
-
-        return booster.inplace_predict(X) if len(X) else np.empty(0)
+        return booster.inplace_predict(X)
 
     def _save_booster(self, booster, path):
         booster.save_model(str(path))

@@ -110,9 +110,11 @@ class DemandGrid:
         return ~np.isnan(self.demand)
 
     def filled(self) -> np.ndarray:
-        """Demand with each gap carried forward from the last sample: what a controller would still see."""
-        frame = pd.DataFrame(self.demand).ffill().bfill()
-        return frame.to_numpy()
+        """Demand with each gap carried forward from the last sample: what a controller would still see.
+
+        Before an entity's first sample nothing has been seen, so demand reads as zero there.
+        """
+        return pd.DataFrame(self.demand).ffill().fillna(0.0).to_numpy()
 
     def index_of(self, when: pd.Timestamp) -> int:
         """Position of the first step at or after ``when``."""

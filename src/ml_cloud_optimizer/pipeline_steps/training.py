@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import time
 from pathlib import Path
 
 from ml_cloud_optimizer.data.schema import Fleet
 from ml_cloud_optimizer.models.base import Forecaster, forecaster_class
 
-__all__ = ["FIT_INFO", "MODEL_MODULES", "SEQUENCE_KINDS", "TABULAR_KINDS", "save_model", "train_forecaster"]
+__all__ = ["FIT_INFO", "MODEL_MODULES", "SEQUENCE_KINDS", "TABULAR_KINDS", "THREADS_ENV", "save_model",
+           "train_forecaster"]
 
+# Threads a training task may use; unset (a cluster pod sized for the task) keeps the models' defaults.
+THREADS_ENV = "MLCO_THREADS"
 # Written beside the model's own files: what evaluation's tie rule (the faster fit) needs to know.
 FIT_INFO = "fit.json"
 
@@ -40,10 +44,12 @@ def train_forecaster(kind: str, train: Fleet, *, horizons, trials: int = 0, epoc
         raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_MODULES)}")
     importlib.import_module(MODEL_MODULES[kind])
     params: dict = {"horizons": tuple(int(h) for h in horizons)}
+    threads = int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV) else None
     if kind in TABULAR_KINDS:
-        params.update(n_trials=int(trials), random_state=int(seed))
+        params.update(n_trials=int(trials), random_state=int(seed), **({"n_jobs": threads} if threads else {}))
     else:
-        params.update(seed=int(seed), **({} if epochs is None else {"epochs": int(epochs)}))
+        params.update(seed=int(seed), **({} if epochs is None else {"epochs": int(epochs)}),
+                      **({"num_threads": threads} if threads else {}))
     started = time.perf_counter()
     model = forecaster_class(kind)(**params).fit(train.metrics, train.entities)
     model.fit_seconds_ = time.perf_counter() - started

@@ -1,0 +1,330 @@
+"""Load test of the model server against MLServer serving the same LightGBM booster.
+
+    python bench/serving_load.py [--model_dir DIR] [--duration S] [--connections N]
+
+With no ``--model_dir`` it first trains a small LightGBM champion (forecaster with p90
+boosters, plus the peak classifier) on generated data, so it runs on a fresh clone. Then:
+
+1. starts our server (``python -m serving``) and drives it from a separate process
+   (``wrk``, or a Python asyncio driver where wrk is absent) with ``--connections``
+   concurrent connections, for single-entity and 100-entity requests over v1 and v2 REST,
+   both with ready-made feature rows and with history (the samples of the last
+   ``--history_steps`` 5-minute steps per entity);
+2. installs MLServer + mlserver-lightgbm in ``.venv-mlserver`` (``tools/install_mlserver.sh``)
+   and serves the champion's ``p50_h{12}`` booster file with it, then drives it with the
+   very same v2 feature-row bodies (byte for byte) the same way;
+3. prints one JSON line last: requests/s, rows/s, p50 and p99 latency per case, and
+   ``vs_mlserver`` = our rows/s / MLServer rows/s on the same feature-row payloads.
+
+Both servers get ``OMP_NUM_THREADS=1`` and one process each for HTTP (MLServer keeps its
+default of one extra inference worker process). They run one after the other, never together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_NAME = "workload-forecaster"
+MLSERVER_MODEL = "lightgbm-booster"
+HEADLINE = 12
+BATCHES = (1, 100)
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("MLCO_BODY_FILE"), "rb"); wrk.body = f:read("*a"); f:close()
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %.1f %.1f %d\\n", summary.requests, e.status,
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99), summary.duration))
+end
+"""
+
+
+def log(message: str) -> None:
+    print(f"[serving_load {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- the champion and the payloads ----------------------------------------------------------
+
+
+def train_champion(directory: Path) -> Path:
+    """A small LightGBM champion (p50 and p90 boosters per horizon, plus the peak classifier)."""
+    from ml_cloud_optimizer.data.synthetic import generate_fleet
+    from ml_cloud_optimizer.models.bundle import ModelBundle
+    from ml_cloud_optimizer.models.peak import PeakClassifier
+    from ml_cloud_optimizer.models.tabular import LightGBMForecaster
+
+    fleet = generate_fleet(20 * 288 * 10, entities=20, seed=1)
+    log(f"training a LightGBM champion on {len(fleet.metrics):,} generated rows")
+    forecaster = LightGBMForecaster(n_estimators=300, max_train_rows=60_000, n_jobs=2).fit(fleet.metrics)
+    peak = PeakClassifier(n_estimators=100).fit(fleet.metrics)
+    return ModelBundle(forecaster, peak, {"source": "bench/serving_load.py"}).save(directory)
+
+
+def make_payloads(model_dir: Path, history_steps: int) -> tuple[dict[str, bytes], np.ndarray]:
+    """Request bodies per case, and the 100 feature rows (for the cross-check with MLServer)."""
+    import pandas as pd
+
+    import ml_cloud_optimizer.models.tabular  # noqa: F401 - registers the tabular kinds
+    from ml_cloud_optimizer.data.schema import VALUE_COLUMNS
+    from ml_cloud_optimizer.data.synthetic import generate_fleet
+    from ml_cloud_optimizer.features import build_features
+    from ml_cloud_optimizer.models.bundle import ModelBundle
+
+    spec = ModelBundle.load(model_dir).forecaster.feature_spec
+    # Entities the champion never saw, with enough history for every window to be complete.
+    metrics = generate_fleet(100 * 288 * 9, entities=100, seed=99, start="2026-04-06T00:00:00Z").metrics
+    rows = build_features(metrics, spec).groupby("entity_id").tail(1)
+    matrix = rows[spec.columns].to_numpy(dtype="float64")
+    if np.isnan(matrix).any():
+        raise RuntimeError("the benchmark's feature rows hold NaN; MLServer's JSON would not take them")
+    ids = rows["entity_id"].astype(str).tolist()
+    history = metrics.groupby("entity_id").tail(history_steps)[["entity_id", "ts", *VALUE_COLUMNS]]
+    payloads = {}
+    for n in BATCHES:
+        block = matrix[:n]
+        payloads[f"v2_features_{n}"] = json.dumps({"inputs": [
+            {"name": "features", "datatype": "FP64", "shape": list(block.shape), "data": block.ravel().tolist()},
+        ]}).encode()
+        payloads[f"v1_features_{n}"] = json.dumps({"instances": [
+            {"entity_id": e, "features": row} for e, row in zip(ids[:n], block.tolist())
+        ]}).encode()
+        part = history[history["entity_id"].isin(ids[:n])]
+        epoch = (pd.to_datetime(part["ts"], utc=True).astype("int64") // 10**9)
+        payloads[f"v2_history_{n}"] = json.dumps({"inputs": [
+            {"name": "entity_id", "datatype": "BYTES", "shape": [len(part)], "data": part["entity_id"].astype(str).tolist()},
+            {"name": "ts", "datatype": "INT64", "shape": [len(part)], "data": epoch.tolist()},
+            *({"name": c, "datatype": "FP64", "shape": [len(part)], "data": part[c].tolist()} for c in VALUE_COLUMNS),
+        ]}).encode()
+        instances = []
+        for entity, g in part.groupby("entity_id", sort=False):
+            series = {"ts": epoch.loc[g.index].tolist(), **{c: g[c].tolist() for c in VALUE_COLUMNS}}
+            instances.append({"entity_id": str(entity), "history": series})
+        payloads[f"v1_history_{n}"] = json.dumps({"instances": instances}).encode()
+    return payloads, matrix
+
+
+# -- servers ------------------------------------------------------------------------------
+
+
+def post(url: str, body: bytes, timeout: float = 120) -> dict:
+    request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def start_mlserver(model_dir: Path, workdir: Path, env: dict) -> tuple[subprocess.Popen, str]:
+    """MLServer with mlserver-lightgbm serving the champion's headline p50 booster file."""
+    from serving.local import free_port
+
+    subprocess.run([str(ROOT / "tools" / "install_mlserver.sh")], check=True, stdout=sys.stderr)
+    repo = workdir / "mlserver"
+    (repo / MLSERVER_MODEL).mkdir(parents=True, exist_ok=True)
+    booster = repo / MLSERVER_MODEL / "model.bst"
+    shutil.copy(model_dir / f"p50_h{HEADLINE}.txt", booster)
+    (repo / MLSERVER_MODEL / "model-settings.json").write_text(json.dumps({
+        "name": MLSERVER_MODEL, "implementation": "mlserver_lightgbm.LightGBMModel",
+        "parameters": {"uri": "./model.bst"},
+    }))
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    (repo / "settings.json").write_text(json.dumps({
+        "debug": False, "http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port,
+        "host": "127.0.0.1",
+    }))
+    process = subprocess.Popen([str(ROOT / ".venv-mlserver" / "bin" / "mlserver"), "start", "."], cwd=repo,
+                               stdout=open(workdir / "mlserver.log", "wb"), stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{http_port}"
+    wait_ready(f"{url}/v2/models/{MLSERVER_MODEL}/ready", process)
+    return process, url
+
+
+# -- load --------------------------------------------------------------------------------
+
+
+def drive(url: str, body: bytes, connections: int, duration: float, workdir: Path) -> dict:
+    """Drive ``url`` with ``body`` from a separate process; requests/s and latency percentiles in ms."""
+    body_file = workdir / "body.json"
+    body_file.write_bytes(body)
+    if shutil.which("wrk"):
+        script = workdir / "post.lua"
+        script.write_text(_WRK_SCRIPT)
+        threads = min(2, connections)
+        out = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:.0f}s", "--timeout", "60s", "-s", str(script), url],
+            capture_output=True, text=True, env={**os.environ, "MLCO_BODY_FILE": str(body_file)}, check=True,
+        ).stdout
+        line = next(x for x in out.splitlines() if x.startswith("RESULT"))
+        requests, status_errors, socket_errors, p50_us, p99_us, duration_us = (float(v) for v in line.split()[1:])
+        seconds = duration_us / 1e6
+        return {"rps": requests / seconds, "p50_ms": p50_us / 1e3, "p99_ms": p99_us / 1e3,
+                "requests": int(requests), "errors": int(status_errors + socket_errors), "driver": "wrk"}
+    out = subprocess.run(
+        [sys.executable, __file__, "--drive", url, str(body_file), str(connections), str(duration)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+async def _python_driver(url: str, body: bytes, connections: int, duration: float) -> dict:
+    import httpx
+
+    latencies, errors = [], 0
+    deadline = time.perf_counter() + duration
+
+    async def worker(client):
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            response = await client.post(url, content=body, headers={"content-type": "application/json"})
+            latencies.append(time.perf_counter() - started)
+            errors += response.status_code != 200
+
+    limits = httpx.Limits(max_connections=connections)
+    started = time.perf_counter()
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        await asyncio.gather(*(worker(client) for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    ms = np.array(latencies) * 1e3
+    return {"rps": len(ms) / elapsed, "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "requests": len(ms), "errors": errors, "driver": "python-httpx"}
+
+
+def run_cases(base_url: str, paths: dict[str, str], payloads: dict[str, bytes], args, workdir: Path) -> dict:
+    results = {}
+    for case, path in paths.items():
+        body = payloads[case.split(":")[-1]]
+        for _ in range(3):  # warm up: first calls load code paths and caches
+            post(base_url + path, body)
+        rows = int(case.rsplit("_", 1)[-1])
+        duration = args.duration if "features" in case else args.history_duration
+        result = drive(base_url + path, body, args.connections, duration, workdir)
+        result["rows_per_s"] = result["rps"] * rows
+        results[case] = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
+        log(f"{case}: {result['rps']:.1f} req/s, {result['rows_per_s']:.0f} rows/s,"
+            f" p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, errors {result['errors']}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_dir", default=None, help="champion directory (default: train a small one)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per feature-row case")
+    parser.add_argument("--history_duration", type=float, default=10.0, help="seconds per history case")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
+    parser.add_argument("--history_steps", type=int, default=288, help="history samples per entity (default 288)")
+    parser.add_argument("--skip_mlserver", action="store_true", help="measure our server only")
+    parser.add_argument("--drive", nargs=4, metavar=("URL", "BODY", "CONNECTIONS", "SECONDS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.drive:
+        url, body_file, connections, seconds = args.drive
+        print(json.dumps(asyncio.run(_python_driver(url, Path(body_file).read_bytes(), int(connections),
+                                                    float(seconds)))))
+        return 0
+
+    sys.path.insert(0, str(ROOT))
+    from serving.local import LocalServer
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory(prefix="mlco-serving-load-") as tmp:
+        workdir = Path(tmp)
+        model_dir = Path(args.model_dir) if args.model_dir else train_champion(workdir / "champion")
+        payloads, matrix = make_payloads(model_dir, args.history_steps)
+        log("payload sizes: " + ", ".join(f"{k} {len(v) / 1024:.0f} KiB" for k, v in payloads.items()))
+
+        ours_paths = {}
+        for n in BATCHES:
+            ours_paths[f"v2_features_{n}"] = f"/v2/models/{MODEL_NAME}/infer"
+            ours_paths[f"v1_features_{n}"] = f"/v1/models/{MODEL_NAME}:predict"
+        for n in BATCHES:
+            ours_paths[f"v2_history_{n}"] = f"/v2/models/{MODEL_NAME}/infer"
+            ours_paths[f"v1_history_{n}"] = f"/v1/models/{MODEL_NAME}:predict"
+        log("starting our server")
+        with LocalServer(model_dir, MODEL_NAME, log_path=workdir / "ours.log",
+                         env={"OMP_NUM_THREADS": "1"}) as server:
+            ours_answer = post(server.http_url + ours_paths["v2_features_100"], payloads["v2_features_100"])
+            ours = run_cases(server.http_url, ours_paths, payloads, args, workdir)
+
+        result = {"connections": args.connections, "duration_s": args.duration, "history_steps": args.history_steps,
+                  "ours": ours}
+        if not args.skip_mlserver:
+            log("starting MLServer")
+            process, url = start_mlserver(model_dir, workdir, env)
+            try:
+                answer = post(f"{url}/v2/models/{MLSERVER_MODEL}/infer", payloads["v2_features_100"])
+                result["same_answers_max_abs_diff"] = _cross_check(ours_answer, answer, matrix, model_dir)
+                ml_paths = {f"v2_features_{n}": f"/v2/models/{MLSERVER_MODEL}/infer" for n in BATCHES}
+                mlserver = run_cases(url, ml_paths, payloads, args, workdir)
+            finally:
+                stop(process)
+            result["mlserver"] = mlserver
+            result["vs_mlserver"] = {
+                f"v2_features_{n}": round(ours[f"v2_features_{n}"]["rows_per_s"] / mlserver[f"v2_features_{n}"]["rows_per_s"], 3)
+                for n in BATCHES
+            }
+            result["vs_mlserver_v1"] = {
+                f"v1_features_{n}": round(ours[f"v1_features_{n}"]["rows_per_s"] / mlserver[f"v2_features_{n}"]["rows_per_s"], 3)
+                for n in BATCHES
+            }
+            result["history_vs_mlserver_features"] = {
+                f"v2_history_{n}": round(ours[f"v2_history_{n}"]["rows_per_s"] / mlserver[f"v2_features_{n}"]["rows_per_s"], 4)
+                for n in BATCHES
+            }
+    print(json.dumps(result))
+    return 0
+
+
+def _cross_check(ours: dict, theirs: dict, matrix: np.ndarray, model_dir: Path) -> float:
+    """Both servers ran the same booster: our p50 is the last value plus MLServer's raw (delta) output."""
+    from ml_cloud_optimizer.data.schema import UTIL_MAX
+    from ml_cloud_optimizer.models.bundle import ModelBundle
+
+    forecaster = ModelBundle.load(model_dir).forecaster
+    anchor = matrix[:, forecaster.feature_spec.columns.index(forecaster.feature_spec.target)]
+    raw = np.asarray(theirs["outputs"][0]["data"], dtype="float64")
+    level = raw if forecaster.target_mode == "level" else anchor + raw
+    ours_p50 = np.asarray(next(o["data"] for o in ours["outputs"] if o["name"] == f"p50_h{HEADLINE}"))
+    diff = float(np.max(np.abs(np.clip(level, 0.0, UTIL_MAX) - ours_p50)))
+    log(f"cross-check: our p50_h{HEADLINE} vs last value + MLServer's booster output: max |diff| {diff:.2e}")
+    return diff
+
+
+if __name__ == "__main__":
+    sys.exit(main())
