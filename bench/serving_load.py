@@ -87,10 +87,12 @@ def make_payloads(model_dir: Path, history_steps: int) -> tuple[dict[str, bytes]
     spec = ModelBundle.load(model_dir).forecaster.feature_spec
     # Entities the champion never saw, with enough history for every window to be complete.
     metrics = generate_fleet(100 * 288 * 9, entities=100, seed=99, start="2026-04-06T00:00:00Z").metrics
-    rows = build_features(metrics, spec).groupby("entity_id").tail(1)
+    features = build_features(metrics, spec)
+    # The latest row of each entity with every feature present: JSON (and MLServer) has no NaN.
+    rows = features.loc[features[spec.columns].notna().all(axis=1)].groupby("entity_id").tail(1)
     matrix = rows[spec.columns].to_numpy(dtype="float64")
-    if np.isnan(matrix).any():
-        raise RuntimeError("the benchmark's feature rows hold NaN; MLServer's JSON would not take them")
+    if len(matrix) < max(BATCHES):
+        raise RuntimeError(f"only {len(matrix)} complete feature rows; need {max(BATCHES)}")
     ids = rows["entity_id"].astype(str).tolist()
     history = metrics.groupby("entity_id").tail(history_steps)[["entity_id", "ts", *VALUE_COLUMNS]]
     payloads = {}

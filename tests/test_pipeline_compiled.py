@@ -96,6 +96,7 @@ def test_retries_where_failures_are_transient(spec):
     assert retries["train-tabular"] >= 1 and retries["train-sequence"] >= 1
     assert tasks["olap-load"]["retryPolicy"]["backoffDuration"] == "30s"
     assert "record-status" not in retries  # the exit handler runs once, whatever happened
+    assert "datagen" not in retries  # generating or reading a file fails the same way twice
 
 
 def test_model_loops_fan_out_and_are_collected_by_evaluate(spec):

@@ -11,8 +11,8 @@ operator would write without a model: "alert when the current load is above the 
   the focal loss.
 * ``peak_report``: both variants and the rule on one time split, as one table.
 
-The per-entity threshold is the quantile over the training window (everything ``fit`` is
-given), stored with the model; test labels use the same thresholds (``peak_report``).
+The per-entity threshold is the quantile over the rows a model is trained on (before its
+validation window), stored with the model, so no validation or test load defines it.
 """
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ class BasePeakModel(BaseEstimator):
         seconds = epoch_seconds(metrics["ts"])
         self.split_ts_ = pd.Timestamp(int(np.quantile(seconds, 1.0 - self.validation)), unit="s", tz="UTC")
         cutoff = self.split_ts_.timestamp()
-        # The label's threshold is defined on the whole training window, as the labels of any
-        # later test window are; training labels must not look past the cut-off into validation.
+        # Thresholds come from the training rows only, and training labels (which look
+        # ``horizon`` steps ahead) must not reach past the cut-off into the validation window.
         train_rows = seconds + self.horizon * STEP_SECONDS < cutoff
         self.thresholds_ = peak_thresholds(metrics.loc[train_rows], self.quantile)
         self.fallback_threshold_ = float(metrics.loc[train_rows, TARGET].quantile(self.quantile))
@@ -285,19 +285,7 @@ class PeakClassifier(BasePeakModel):
         model.fit(X_train, y_train, **early)
         self.booster_ = model.booster_
         self.best_iteration_ = int(model.best_iteration_ or model.n_estimators)
-        val_scores = self._predict_rows(X_val)
-        import os
-        if os.environ.get("REFIT"):
-            both = train | val
-            Xa, ya = X.loc[both].fillna(self.fill_values_), y[both]
-            if self.use_smote:
-                Xa, ya = smote_resample(Xa, ya, random_state=self.seed)
-            m2 = lgb.LGBMClassifier(n_estimators=self.best_iteration_, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
-                min_child_samples=self.min_child_samples, colsample_bytree=self.colsample_bytree,
-                class_weight=None if self.use_smote else "balanced", random_state=self.seed, verbose=-1, n_jobs=idle_cores())
-            m2.fit(Xa, ya)
-            self.booster_ = m2.booster_
-        return val_scores
+        return self._predict_rows(X_val)
 
     def _predict_rows(self, X: pd.DataFrame) -> np.ndarray:
         if X.empty:
