@@ -39,8 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="epochs for lstm/gru (default: theirs)")
     parser.add_argument("--holdout", type=float, default=0.2, help="held-out share of the time span")
     parser.add_argument("--jobs", type=int, default=1, help="threads per model (default 1: the machine is shared)")
+    parser.add_argument("--max-entities", type=int, default=0,
+                        help="score a seeded random subset of this many entities (default 0: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="  %(message)s", stream=sys.stderr)
+
+    import pandas as pd
 
     from ml_cloud_optimizer.cli.train import build_candidates, load_metrics
     from ml_cloud_optimizer.evaluation import evaluate_holdout, leaderboard, stderr_progress, to_markdown
@@ -52,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     fleet = load_metrics(args.trace, args.format, args.records)
     metrics = fleet.metrics
+    if args.max_entities and metrics["entity_id"].nunique() > args.max_entities:
+        chosen = pd.Series(metrics["entity_id"].unique()).sample(args.max_entities, random_state=0)
+        metrics = metrics.loc[metrics["entity_id"].isin(chosen)].reset_index(drop=True)
     _say(f"data: {fleet.source}: {metrics['entity_id'].nunique()} entities, {len(metrics):,} rows")
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
     candidates = build_candidates(kinds, trials=args.trials, epochs=args.epochs, jobs=args.jobs, progress=_say)

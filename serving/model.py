@@ -29,6 +29,7 @@ from ml_cloud_optimizer.models.base import Forecaster, forecast_column
 from ml_cloud_optimizer.models.bundle import ModelBundle
 from ml_cloud_optimizer.models.tabular import TabularForecaster
 from serving.capacity import recommend_capacity
+from serving.feature_rows import FeatureRowForecaster
 from serving.metrics import ERRORS, LATENCY, PEAKS, REQUESTS, ROWS, claim_error
 from serving.schema import ForecastRequest, RequestError, RequestLimits, RequestParser
 
@@ -63,6 +64,7 @@ class ForecastModel(kserve.Model):
         self.target_utilization = target_utilization
         self.peak_threshold = peak_threshold
         self.bundle: ModelBundle | None = None
+        self.row_forecaster: FeatureRowForecaster | None = None
         self.parser: RequestParser | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -77,7 +79,8 @@ class ForecastModel(kserve.Model):
         self.has_quantiles = "p90" in self.bundle.quantiles
         # Tabular forecasters also take ready-made feature rows; sequence models read history only.
         forecaster = self.bundle.forecaster
-        self.feature_names = forecaster.feature_spec.columns if isinstance(forecaster, TabularForecaster) else []
+        self.row_forecaster = FeatureRowForecaster(forecaster) if isinstance(forecaster, TabularForecaster) else None
+        self.feature_names = self.row_forecaster.columns if self.row_forecaster else []
         self.parser = RequestParser(
             feature_names=self.feature_names, horizons=self.horizons, min_history=self.bundle.min_history,
             output_names=self.output_names, limits=self.limits, target_utilization=self.target_utilization,
@@ -122,11 +125,11 @@ class ForecastModel(kserve.Model):
             if isinstance(payload, InferRequest):
                 request = self.parser.parse_v2(payload)
                 answer = self.forecast(request)
-                response = self._v2_response(payload, request, answer)
+                response = self._v2_response(payload, answer)
             else:
                 request = self.parser.parse_v1(payload)
                 answer = self.forecast(request)
-                response = self._v1_response(answer)
+                response = _v1_response(answer)
         except RequestError as exc:
             ERRORS.labels(model_name=self.name, kind=exc.kind).inc()
             claim_error()
@@ -136,83 +139,86 @@ class ForecastModel(kserve.Model):
             claim_error()
             raise InferenceError(f"forecast failed: {type(exc).__name__}: {exc}") from exc
         REQUESTS.labels(model_name=self.name, protocol=protocol, input=request.form).inc()
-        ROWS.labels(model_name=self.name, protocol=protocol).inc(len(answer))
-        peaks = int((answer["peak_prob"].to_numpy() >= self.peak_threshold).sum())
+        ROWS.labels(model_name=self.name, protocol=protocol).inc(len(request.entity_id))
+        peaks = int(np.count_nonzero(answer["peak_prob"] >= self.peak_threshold))
         if peaks:
             PEAKS.labels(model_name=self.name).inc(peaks)
         LATENCY.labels(model_name=self.name, protocol=protocol).observe(time.perf_counter() - started)
         return response
 
-    def forecast(self, request: ForecastRequest) -> pd.DataFrame:
-        """The answer frame: one row per entity (or feature row) of ``request``, in its order."""
+    def forecast(self, request: ForecastRequest) -> dict[str, np.ndarray]:
+        """The answer, column by column: one row per entity (or feature row) of ``request``, in its order.
+
+        Columns: ``entity_id``, ``ts`` (the origin, where known), ``p50_h{h}`` and ``p90_h{h}``
+        for the horizons asked for, ``peak_prob``, ``recommended_vcpus``, ``recommended_replicas``.
+        """
+        wanted = set(request.outputs) if request.outputs is not None else set(self.output_names)
+        capacity = bool(wanted & set(_CAPACITY))
+        p90_asked = any(forecast_column(h, "p90") in wanted for h in request.horizons)
+        quantiles = ("p50", "p90") if self.has_quantiles and (capacity or p90_asked) else ("p50",)
         if request.history is not None:
-            raw = self.bundle.predict(request.history)
-            raw = raw.drop_duplicates("entity_id", keep="last").set_index("entity_id")
-            raw = raw.reindex(pd.Index(request.entity_id, dtype=raw.index.dtype, name="entity_id"))
-            if raw[forecast_column(self.horizons[0])].isna().any():
-                missing = raw.index[raw[forecast_column(self.horizons[0])].isna()][0]
-                raise RequestError("history", f"entity {missing!r} has no forecastable last sample", "history_too_short")
-            answer = raw.reset_index()
+            forecast = self._forecast_history(request)
         else:
-            answer = self._forecast_features(request)
-        keep = [forecast_column(h) for h in request.horizons]
-        if self.has_quantiles:
-            keep += [forecast_column(h, "p90") for h in request.horizons]
-        upper = [forecast_column(h, "p90" if self.has_quantiles else "p50") for h in request.horizons]
-        peak_util = answer[upper].to_numpy(dtype="float64").max(axis=1)
-        vcpus, replicas = recommend_capacity(peak_util, request.vcpus, request.replicas, request.target_utilization)
-        out = answer[[c for c in ("entity_id", "ts") if c in answer.columns] + keep + ["peak_prob"]].copy()
-        out["recommended_vcpus"] = vcpus
-        out["recommended_replicas"] = replicas
+            forecast = self._forecast_features(request, quantiles)
+        answer = {"entity_id": request.entity_id}
+        if "ts" in forecast:
+            answer["ts"] = forecast["ts"]
+        for quantile in quantiles:
+            for h in request.horizons:
+                answer[forecast_column(h, quantile)] = forecast[forecast_column(h, quantile)]
+        answer["peak_prob"] = forecast["peak_prob"]
+        if capacity:
+            upper = np.column_stack([answer[forecast_column(h, quantiles[-1])] for h in request.horizons])
+            answer["recommended_vcpus"], answer["recommended_replicas"] = recommend_capacity(
+                upper.max(axis=1), request.vcpus, request.replicas, request.target_utilization
+            )
+        return answer
+
+    def _forecast_history(self, request: ForecastRequest) -> dict[str, np.ndarray]:
+        """The bundle's own forecast from history (features, boosters and peak classifier), in request order."""
+        raw = self.bundle.predict(request.history).drop_duplicates("entity_id", keep="last")
+        raw = raw.set_index(raw["entity_id"].astype(str)).reindex(request.entity_id)
+        first = forecast_column(self.horizons[0])
+        if raw[first].isna().any():
+            missing = raw.index[raw[first].isna()][0]
+            raise RequestError("history", f"entity {missing!r} has no forecastable last sample", "history_too_short")
+        out = {c: raw[c].to_numpy(dtype="float64") for c in raw.columns if c not in ("entity_id", "ts")}
+        out["ts"] = raw["ts"].to_numpy()
         return out
 
-    def _forecast_features(self, request: ForecastRequest) -> pd.DataFrame:
-        """Forecasts from ready-made feature rows, through the forecaster's own ``predict_features``.
+    def _forecast_features(self, request: ForecastRequest, quantiles: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Forecasts from ready-made feature rows (see ``FeatureRowForecaster``), for the horizons asked only.
 
         The bundle's peak classifier reads history (it adds per-entity threshold features), so
         feature-row answers carry ``peak_prob`` NaN (JSON null).
         """
-        anchor = self.feature_names.index(self.bundle.forecaster.feature_spec.target)
+        anchor = self.row_forecaster.target_index
         missing = np.isnan(request.features[:, anchor])
         if missing.any():
             row = int(np.argmax(missing))
             raise RequestError(f"features[{row}].{self.feature_names[anchor]}",
                                "missing; the forecast starts from the current value", "missing_field")
-        keys = np.arange(len(request.features)).astype(str)
-        rows = pd.DataFrame(request.features, columns=self.feature_names)
-        rows.insert(0, "ts", request.ts.to_numpy() if request.ts is not None else pd.Timestamp(0, tz="UTC"))
-        rows.insert(0, "entity_id", keys)
-        raw = self.bundle.forecaster.predict_features(rows, check_history=False).set_index("entity_id").loc[keys]
-        answer = raw.reset_index(drop=True).drop(columns="ts")
-        answer.insert(0, "entity_id", request.entity_id)
+        out = self.row_forecaster.predict(request.features, request.horizons, quantiles)
+        out["peak_prob"] = np.full(len(request.features), np.nan)
         if request.ts is not None:
-            answer.insert(1, "ts", request.ts.to_numpy())
-        answer["peak_prob"] = np.nan
-        return answer
+            out["ts"] = request.ts.to_numpy()
+        return out
 
-    def _v1_response(self, answer: pd.DataFrame) -> dict:
-        records = answer.copy()
-        if "ts" in records.columns:
-            records["ts"] = pd.to_datetime(records["ts"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-        records["entity_id"] = records["entity_id"].astype(object)
-        return {"predictions": records.to_dict(orient="records")}
-
-    def _v2_response(self, payload: InferRequest, request: ForecastRequest, answer: pd.DataFrame) -> InferResponse:
-        n = len(answer)
+    def _v2_response(self, payload: InferRequest, answer: dict[str, np.ndarray]) -> InferResponse:
+        wanted = None if payload.request_outputs is None else {o.name for o in payload.request_outputs}
         outputs = []
-        for name in answer.columns:
-            if request.outputs is not None and name not in request.outputs:
+        for name, values in answer.items():
+            if wanted is not None and name not in wanted:
                 continue
-            values = answer[name]
             if name == "entity_id":
-                data, datatype = values.to_numpy(dtype=object), "BYTES"
+                data, datatype = np.asarray(values, dtype=object), "BYTES"
             elif name == "ts":
-                data, datatype = pd.to_datetime(values, utc=True).astype("int64").to_numpy() // 10**9, "INT64"
+                data, datatype = _epoch_seconds(values), "INT64"
             elif name == "recommended_replicas":
-                data, datatype = values.to_numpy(dtype=np.int64), "INT64"
+                data, datatype = np.asarray(values, dtype=np.int64), "INT64"
             else:
-                data, datatype = values.to_numpy(dtype=np.float64), "FP64"
-            outputs.append(InferOutput(name=name, shape=[n], datatype=datatype, data=data))
+                data, datatype = np.asarray(values, dtype=np.float64), "FP64"
+            outputs.append(InferOutput(name=name, shape=[len(data)], datatype=datatype, data=data))
         return InferResponse(
             response_id=payload.id or str(uuid.uuid4()),
             model_name=self.name,
@@ -220,6 +226,29 @@ class ForecastModel(kserve.Model):
             use_binary_outputs=payload.use_binary_outputs,
             requested_outputs=payload.request_outputs,
         )
+
+
+def _v1_response(answer: dict[str, np.ndarray]) -> dict:
+    """``{"predictions": [{column: value, ...}, ...]}``, timestamps as ISO-8601 UTC, NaN as null."""
+    columns = {}
+    for name, values in answer.items():
+        if name == "ts":
+            columns[name] = [f"{t}Z" for t in np.datetime_as_string(_epoch_seconds(values).astype("datetime64[s]"))]
+        elif name == "entity_id":
+            columns[name] = list(values)
+        else:
+            array = np.asarray(values)
+            columns[name] = array.tolist() if array.dtype.kind != "f" or not np.isnan(array).any() else [
+                None if np.isnan(v) else v for v in array.tolist()
+            ]
+    names = list(columns)
+    return {"predictions": [dict(zip(names, row)) for row in zip(*columns.values())]}
+
+
+def _epoch_seconds(values) -> np.ndarray:
+    """Timestamps (UTC datetimes of any resolution) as int64 epoch seconds."""
+    stamps = pd.to_datetime(pd.Series(values), utc=True)
+    return (stamps.astype("int64") // 10**9).to_numpy()
 
 
 def _register_forecasters() -> None:

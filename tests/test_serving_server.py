@@ -264,3 +264,36 @@ def test_metrics_count_requests_errors_peaks_and_latency(http, history):
     assert delta("mlco_inference_latency_seconds_count", model_name=MODEL_NAME, protocol="v1") == 1
     # KServe's own series stay beside ours.
     assert delta("request_predict_seconds_count", model_name=MODEL_NAME) == 2
+
+
+def test_feature_row_forecaster_matches_the_core_bit_for_bit(model_dir):
+    """The serving shortcut gives exactly what ``TabularForecaster.predict_features`` gives, NaNs included."""
+    from serving.feature_rows import FeatureRowForecaster
+
+    forecaster = ModelBundle.load(model_dir).forecaster
+    rows = feature_rows(model_dir, history_sample(entities=5, steps=40))
+    rows = pd.concat([rows, rows.assign(mem_util=np.nan, cpu_util_lag_24=np.nan)], ignore_index=True)
+    rows["entity_id"] = [f"row{i}" for i in range(len(rows))]
+    core = forecaster.predict_features(rows, check_history=False).set_index("entity_id").loc[rows["entity_id"]]
+    served = FeatureRowForecaster(forecaster).predict(rows[forecaster.feature_spec.columns].to_numpy("float64"))
+    assert set(served) == set(FORECAST)
+    for column in FORECAST:
+        np.testing.assert_array_equal(served[column], core[column].to_numpy())
+    only = FeatureRowForecaster(forecaster).predict(rows[forecaster.feature_spec.columns].to_numpy("float64"),
+                                                    horizons=(12,), quantiles=("p50",))
+    assert set(only) == {"p50_h12"}
+    np.testing.assert_array_equal(only["p50_h12"], core["p50_h12"].to_numpy())
+
+
+def test_asking_for_one_output_returns_one_output(http, model_dir, history, offline):
+    rows = feature_rows(model_dir, history)
+    matrix = rows[ModelBundle.load(model_dir).forecaster.feature_spec.columns].fillna(0.0).to_numpy("float64")
+    body = {"inputs": [{"name": "features", "datatype": "FP64", "shape": list(matrix.shape),
+                        "data": matrix.ravel().tolist()}],
+            "parameters": {"horizons": "12"}, "outputs": [{"name": "p50_h12"}]}
+    response = http.post(f"/v2/models/{MODEL_NAME}/infer", json=body)
+    assert response.status_code == 200, response.text
+    outputs = response.json()["outputs"]
+    assert [o["name"] for o in outputs] == ["p50_h12"] and len(outputs[0]["data"]) == len(rows)
+    body["outputs"] = [{"name": "p90_h1"}]  # a horizon the parameters left out
+    assert http.post(f"/v2/models/{MODEL_NAME}/infer", json=body).status_code == 400

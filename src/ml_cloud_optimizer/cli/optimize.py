@@ -93,25 +93,26 @@ def load_forecaster(path: str | Path):
     path = Path(path) if path is not None else default_model_dir()
     if not path.is_dir():
         raise UserError(f"--model {path}: no such model directory (train one with `mlco train`)")
-    for name in _MODEL_MODULES:
-        try:
-            importlib.import_module(f"ml_cloud_optimizer.models.{name}")
-        except ImportError:
-            continue  # a kind whose library is absent cannot be loaded, and says so below
+    _register_model_kinds()
     try:
         return Forecaster.load(path)
     except (ValueError, KeyError, OSError) as exc:
         raise UserError(f"--model {path}: {exc}") from None
 
 
-def _new_forecaster(kind: str, horizon: int):
-    from ml_cloud_optimizer.models.base import forecaster_class
-
+def _register_model_kinds() -> None:
+    """Import the model modules, which register their kinds; one whose library is absent is skipped."""
     for name in _MODEL_MODULES:
         try:
             importlib.import_module(f"ml_cloud_optimizer.models.{name}")
         except ImportError:
             continue
+
+
+def _new_forecaster(kind: str, horizon: int):
+    from ml_cloud_optimizer.models.base import forecaster_class
+
+    _register_model_kinds()
     try:
         cls = forecaster_class(kind)
     except ValueError as exc:
@@ -134,7 +135,9 @@ def _read_source(source: str, fmt: str | None, conn=None, start=None):
 
 
 def _last_metric_ts(conn) -> pd.Timestamp:
-    with conn.cursor() as cur:
+    from ml_cloud_optimizer.warehouse import transaction
+
+    with transaction(conn), conn.cursor() as cur:
         cur.execute("SELECT max(ts) FROM metrics")
         (last,) = cur.fetchone()
     if last is None:

@@ -4,7 +4,8 @@ Each model reads a window of the last ``window`` 5-minute steps (scaled metrics,
 position and the value one day earlier, see ``windows``) and predicts, for every horizon
 at once, the change of ``cpu_util`` from the last value in the entity's own scale: a
 network that outputs zero is persistence, so it only has to learn what persistence misses.
-The loss is L1 because MAE is what forecasts are judged on.
+The loss is L1 weighted by the entity's scale, i.e. the MAE that forecasts are judged on,
+and the output layer starts at zero, so training starts from persistence.
 
 Training samples windows without a missing slot, keeps the last ``validation`` share of
 time for early stopping and restores the best checkpoint. It runs on CUDA with bf16
@@ -35,6 +36,7 @@ from ml_cloud_optimizer.models.windows import INPUT_CHANNELS, EntityScaler, Pane
 __all__ = [
     "RecurrentNet",
     "TrainingLog",
+    "WeightedL1Loss",
     "select_device",
     "autocast_dtype",
     "idle_cores",
@@ -60,10 +62,26 @@ class RecurrentNet(nn.Module):
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
         self.rnn = rnn(n_inputs, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
         self.head = nn.Linear(hidden + n_inputs, n_outputs)
+        # Start from "no change": a forecaster begins as persistence and moves away where it pays.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)
         return self.head(torch.cat([out[:, -1], x[:, -1]], dim=1))
+
+
+class WeightedL1Loss(nn.Module):
+    """Mean absolute error per sample weighted by the last column of the targets.
+
+    The forecasters predict changes in each entity's own scale, which keeps the network's
+    inputs and outputs of one size; weighting each sample by its entity's scale makes the
+    loss the plain MAE in utilisation units, the metric forecasts are judged on, instead of
+    letting near-constant entities (tiny scale, large scaled noise) dominate it.
+    """
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ((output - target[:, :-1]).abs() * target[:, -1:]).mean()
 
 
 def select_device(device: str | torch.device = "auto") -> torch.device:
@@ -306,10 +324,12 @@ class SequenceForecaster(Forecaster):
                     f"{self.kind}: no training window; each entity needs at least"
                     f" {self.min_history + max(self.horizons)} consecutive 5-minute slots"
                 )
+            weight = panel.scale / panel.scale[train_rows].mean()
+            targets = torch.from_numpy(np.column_stack([y, weight]).astype(np.float32)).to(device)
             torch.manual_seed(self.seed)
             self.net_ = self._network().to(device)
             log = fit_recurrent(
-                self.net_, panel, torch.from_numpy(y).to(device), train_rows, val_rows, nn.L1Loss(),
+                self.net_, panel, targets, train_rows, val_rows, WeightedL1Loss(),
                 window=self.window, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                 patience=self.patience, samples_per_epoch=self.samples_per_epoch, seed=self.seed, device=device,
             )

@@ -12,8 +12,9 @@ tasks, so the same work is cut in three:
    threshold on the validation rows, returned as a fitted ``PeakClassifier`` that saves, loads
    and predicts like any other.
 
-Given the same data and seed the result equals ``PeakClassifier(use_smote=True).fit`` (a test
-holds this), so a ``fit_rows``-style method in ``models.peak`` would make this module three lines.
+Given the same data and seed, LightGBM gets exactly the problem ``PeakClassifier(use_smote=True).fit``
+would give it: the same resampled rows, labels, validation rows and settings (a test holds
+this). A ``fit_rows``-style method in ``models.peak`` would make this module three lines.
 """
 
 from __future__ import annotations
