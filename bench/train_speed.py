@@ -7,7 +7,7 @@ HistGradientBoostingRegressor with the same rounds, loss and threads.
 
 Sequence: ``sequence.train_epoch`` with ``sequence.RecurrentNet`` (the step loop and network
 ``LSTMForecaster.fit`` uses: bf16 autocast on CUDA, gradient clipping, loss kept on the
-device) at the reference shape (window 48, 16 features, hidden 128, 2 layers, batch 1024),
+device, scale-weighted L1) at the reference shape (window 48, 16 features, hidden 128, 2 layers, batch 1024),
 beside a plain loop over ``nn.LSTM``/``nn.GRU`` + ``nn.Linear`` of the same shape, fed the
 same tensors, alternated in rounds. Each figure is the best round (the machine is shared).
 Target: ours / plain >= 0.5.
@@ -28,7 +28,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml_cloud_optimizer.models.sequence import RecurrentNet, autocast_dtype, idle_cores, select_device, train_epoch
+from ml_cloud_optimizer.models.sequence import (
+    RecurrentNet,
+    WeightedL1Loss,
+    autocast_dtype,
+    idle_cores,
+    select_device,
+    train_epoch,
+)
 from ml_cloud_optimizer.models.tabular import CatBoostForecaster, LightGBMForecaster, XGBoostForecaster
 
 TARGET_RATIO = 0.5
@@ -100,7 +107,9 @@ def plain_steps(model, optimizer, x, y, steps: int, amp_dtype) -> None:
 
 
 def ours_steps(model, optimizer, x, y, steps: int, amp_dtype) -> None:
-    train_epoch(model, optimizer, [(x, y)] * steps, nn.L1Loss(), amp_dtype=amp_dtype)  # reads the loss: syncs
+    # The forecasters' targets carry a per-sample weight column (see WeightedL1Loss).
+    weighted = torch.cat([y, torch.ones_like(y[:, :1])], dim=1)
+    train_epoch(model, optimizer, [(x, weighted)] * steps, WeightedL1Loss(), amp_dtype=amp_dtype)  # syncs
 
 
 def sequence_speed(cell: str, device: torch.device, seconds: float, rounds: int) -> dict[str, float]:

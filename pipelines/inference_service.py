@@ -164,7 +164,7 @@ def deploy_champion(
     namespace: str = settings.ISVC_NAMESPACE,
     compare: Callable[[dict], tuple[float, float] | None],
     timeout_s: int = 600,
-    poll_s: float = 10.0,
+    poll_s: float = 5.0,
 ) -> DeployResult:
     """Create the InferenceService, patch it to the candidate, or skip, then wait for ready.
 

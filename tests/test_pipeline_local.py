@@ -167,3 +167,58 @@ def test_a_failing_run_is_recorded_and_names_the_task(tmp_path, database):
     (record,) = client.search_runs([client.get_experiment_by_name("mlco-pipeline-runs").experiment_id])
     assert record.data.tags["state"] == "FAILED" and record.info.status == "FAILED"
     assert "missing.csv" in record.data.tags["error_message"] or record.data.tags["task"] == "exit-handler-1"
+
+
+def test_deploy_component_replaces_a_worse_deployed_model(run, tmp_path):
+    """The deploy task itself: MLflow's registered models, the real kserve SDK, a fake API server."""
+    from kfp import dsl, local
+    from kserve import KServeClient  # noqa: F401 - what the component uses; fails here if absent
+    from kubernetes.client import ApiClient
+
+    import ml_cloud_optimizer.models.baselines  # noqa: F401
+    from components.deploy import deploy
+    from fakes.kube_api import FakeKubeApi
+    from ml_cloud_optimizer.models.baselines import PersistenceForecaster
+    from ml_cloud_optimizer.models.bundle import ModelBundle
+    from ml_cloud_optimizer.pipeline_steps.artifacts import load_fleet
+    from ml_cloud_optimizer.tracking import Tracker
+    from pipelines.inference_service import MODEL_URI_ANNOTATION, Candidate, build_inference_service
+
+    home = run["home"]
+    history_dir = next(home.glob("pipeline_runs/*/features/history"))
+    bundle_dir = next(home.glob("pipeline_runs/*/register/bundle"))
+    registered = json.loads(next(home.glob("pipeline_runs/*/register/executor_output.json")).read_text())
+    champion_uri = registered["parameterValues"]["model_uri"]
+    # What is serving: a persistence model, registered as the next version.
+    with environment(MLCO_HOME=str(home), MLFLOW_TRACKING_URI=None):
+        tracker = Tracker(model_name="mlco-forecaster")
+        history = load_fleet(history_dir).metrics
+        weak_dir = ModelBundle(PersistenceForecaster().fit(history)).save(tmp_path / "weak")
+        run_id = tracker.log_candidate("persistence", params={}, metrics={})
+        weak_uri = f"models:/mlco-forecaster/{tracker.register_champion(run_id, weak_dir)}"
+
+    @dsl.pipeline(name="deploy-only")
+    def deploy_only():
+        bundle = dsl.importer(artifact_uri=str(bundle_dir), artifact_class=dsl.Model,
+                              metadata={"holdout_mae": 0.05, "kind": "catboost"})
+        hist = dsl.importer(artifact_uri=str(history_dir), artifact_class=dsl.Dataset)
+        deploy(bundle=bundle.output, history=hist.output, model_uri=champion_uri, holdout_fraction=0.2,
+               horizons=[1, 12], namespace="mlco", isvc_name="workload-forecaster", tracking_uri="", timeout_s=30)
+
+    with FakeKubeApi() as kube:
+        serving = build_inference_service("workload-forecaster", "mlco",
+                                          Candidate("s3://models/weak", weak_uri, 0.09, "persistence"))
+        kube.put(ApiClient().sanitize_for_serialization(serving))
+        with environment(MLCO_HOME=str(home), MLFLOW_TRACKING_URI=None,
+                         KUBECONFIG=str(kube.kubeconfig(tmp_path))):
+            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
+                       workspace_root=str(tmp_path / "workspace"), raise_on_error=True)
+            deploy_only()
+        stored = kube.objects[("mlco", "workload-forecaster")]
+        assert kube.writes() == ["PATCH"]
+    assert stored["metadata"]["annotations"][MODEL_URI_ANNOTATION] == champion_uri
+    assert stored["spec"]["predictor"]["model"]["storageUri"].endswith("bundle")
+    assert stored["metadata"]["generation"] == 2
+    (output,) = (tmp_path / "root").glob("deploy-only-*/deploy/executor_output.json")
+    values = json.loads(output.read_text())["parameterValues"]
+    assert values == {"action": "patched", "url": "http://workload-forecaster.mlco.example.com"}

@@ -13,6 +13,7 @@ from ml_cloud_optimizer.models.sequence import (
     GRUForecaster,
     LSTMForecaster,
     RecurrentNet,
+    WeightedL1Loss,
     fit_recurrent,
     mean_loss,
     torch_threads,
@@ -137,6 +138,20 @@ def test_changing_the_future_leaves_past_forecasts_unchanged(fitted, fleet_metri
     assert past.sum() > 1000
     pd.testing.assert_frame_equal(before[past], after[after["ts"] <= t0])
     assert not before[~past].reset_index(drop=True).equals(after[after["ts"] > t0].reset_index(drop=True))
+
+
+def test_an_untrained_network_forecasts_no_change():
+    net = RecurrentNet("lstm", len(INPUT_CHANNELS), 16, 2, 3)
+    assert torch.equal(net(torch.randn(5, 12, len(INPUT_CHANNELS))), torch.zeros(5, 3))
+
+
+def test_weighted_l1_is_mae_in_utilisation_units():
+    output = torch.tensor([[0.5, 1.0], [2.0, -1.0]])
+    change = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    ones = torch.cat([change, torch.ones(2, 1)], dim=1)
+    assert WeightedL1Loss()(output, ones).item() == pytest.approx(nn.L1Loss()(output, change).item())
+    scales = torch.cat([change, torch.tensor([[2.0], [0.0]])], dim=1)
+    assert WeightedL1Loss()(output, scales).item() == pytest.approx((0.5 + 1.0) * 2 / 4)
 
 
 def test_kinds_are_registered():

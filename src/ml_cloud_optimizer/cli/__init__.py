@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "ml_cloud_optimizer.cli.data",
     "ml_cloud_optimizer.cli.db",
     "ml_cloud_optimizer.cli.demo",
+    "ml_cloud_optimizer.cli.train",
     "ml_cloud_optimizer.cli.dashboard",
 ]
 

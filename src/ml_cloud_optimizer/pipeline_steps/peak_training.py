@@ -19,6 +19,8 @@ this). A ``fit_rows``-style method in ``models.peak`` would make this module thr
 
 from __future__ import annotations
 
+import inspect
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -29,6 +31,7 @@ from ml_cloud_optimizer.features import FeatureSpec, peak_labels
 from ml_cloud_optimizer.features.targets import TARGET, peak_thresholds
 from ml_cloud_optimizer.imbalance import smote_resample
 from ml_cloud_optimizer.models.peak import PeakClassifier, choose_threshold
+from ml_cloud_optimizer.models.sequence import idle_cores
 from ml_cloud_optimizer.models.windows import epoch_seconds
 
 __all__ = [
@@ -134,15 +137,16 @@ def fit_peak_classifier(balanced: pd.DataFrame, state: dict) -> PeakClassifier:
     y_val = balanced.loc[~fit, LABEL].to_numpy(dtype=bool)
     model.n_train_rows_ = int((fit & ~balanced[SYNTHETIC].to_numpy(dtype=bool)).sum())
     model.n_train_resampled_ = int(fit.sum())
-    classifier = lgb.LGBMClassifier(
-        n_estimators=model.n_estimators, learning_rate=model.learning_rate, num_leaves=model.num_leaves,
-        class_weight=None, random_state=model.seed, verbose=-1,
-    )
-    eval_set, callbacks = None, []
+    # The classifier's LightGBM settings are those of its parameters LightGBM also has, by name.
+    lightgbm_names = lgb.LGBMClassifier().get_params()
+    settings = {k: v for k, v in model.get_params().items() if k in lightgbm_names}
+    classifier = lgb.LGBMClassifier(**settings, class_weight=None, random_state=model.seed, verbose=-1,
+                                    n_jobs=idle_cores())
+    early = {}
     if len(X_val) and 0 < y_val.sum() < len(y_val):
-        eval_set = [(X_val, y_val)]
-        callbacks.append(lgb.early_stopping(model.early_stopping_rounds, verbose=False))
-    classifier.fit(X_train, y_train, eval_set=eval_set, eval_metric="average_precision", callbacks=callbacks)
+        early = {**_validation_data(X_val, y_val), "eval_metric": "average_precision",
+                 "callbacks": [lgb.early_stopping(model.early_stopping_rounds, verbose=False)]}
+    classifier.fit(X_train, y_train, **early)
     model.booster_ = classifier.booster_
     model.best_iteration_ = int(classifier.best_iteration_ or classifier.n_estimators)
     scores = model._predict_rows(X_val)
@@ -163,3 +167,10 @@ def peak_summary(model: PeakClassifier) -> dict:
         "validation_pr_auc": pr_auc if np.isfinite(pr_auc) else None,
         "best_iteration": int(model.best_iteration_),
     }
+
+
+def _validation_data(X: pd.DataFrame, y: np.ndarray) -> dict:
+    """Early-stopping data as this LightGBM takes it (``eval_X``/``eval_y`` from 4.6, ``eval_set`` before)."""
+    if "eval_X" in inspect.signature(lgb.LGBMClassifier.fit).parameters:
+        return {"eval_X": (X,), "eval_y": (y,)}
+    return {"eval_set": [(X, y)]}
