@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -107,10 +108,7 @@ def run_local(arguments: dict, *, home: str | Path | None = None, progress: Text
     Raises:
         LocalRunError: a task failed (the message names it and the log file).
     """
-    from kfp import local
-
-    from ml_cloud_optimizer.pipeline_steps.environment import ensure_warehouse
-    from pipelines.workload_pipeline import workload_pipeline
+    from ml_cloud_optimizer.pipeline_steps.environment import local_warehouse
 
     progress = progress or sys.stderr
     home = Path(home or os.environ.get("MLCO_HOME") or ".mlco").absolute()
@@ -119,31 +117,19 @@ def run_local(arguments: dict, *, home: str | Path | None = None, progress: Text
     log_path = home / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
 
-    env = {
-        "MLCO_HOME": str(home),
-        "DATABASE_URL": ensure_warehouse(home),
-        # kfp.local runs two loop iterations at once; each gets its share of the cores, since
-        # OpenMP workers that outnumber the cores spend their time waiting for each other.
-        "MLCO_THREADS": str(max(1, (os.cpu_count() or 2) // _LOCAL_PARALLELISM)),
-    }
     before = set(pipeline_root.iterdir())
     started = time.perf_counter()
     tee = _ProgressTee(log_path, progress)
-    # kfp.local indents task logs by swapping builtins.print; two loop iterations doing so at
-    # once can leave the swap in place after the run, so put the real one back afterwards.
-    real_print = builtins.print
-    try:
-        with _environment(env), contextlib.redirect_stdout(tee), warnings.catch_warnings():
-            # The project's image name has no "python" in it; kfp.local warns about that for every task.
-            warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-            # Resources, accelerators and retries are the cluster's business (see the compiled YAML).
-            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-                       raise_on_error=False)
-            workload_pipeline(**arguments)
-    finally:
-        builtins.print = real_print
-        tee.close()
+    with local_warehouse(home) as database_url:
+        env = {
+            "MLCO_HOME": str(home),
+            "DATABASE_URL": database_url,
+            # kfp.local runs two loop iterations at once; each gets its share of the cores, since
+            # OpenMP workers that outnumber the cores spend their time waiting for each other.
+            "MLCO_THREADS": str(max(1, (os.cpu_count() or 2) // _LOCAL_PARALLELISM)),
+        }
+        with _environment(env):
+            _execute(arguments, pipeline_root, tee)
     seconds = time.perf_counter() - started
 
     run_dir = _new_run_dir(pipeline_root, before)
@@ -169,6 +155,33 @@ def run_local(arguments: dict, *, home: str | Path | None = None, progress: Text
         seconds=seconds,
         task_seconds=dict(tee.task_seconds),
     )
+
+
+def _execute(arguments: dict, pipeline_root: Path, tee: "_ProgressTee") -> None:
+    """``workload_pipeline(**arguments)`` through kfp.local, its stdout into ``tee``."""
+    from kfp import local
+
+    from pipelines.workload_pipeline import workload_pipeline
+
+    # kfp.local swaps builtins.print and the root logger's handlers around each task; two loop
+    # iterations doing so at once can leave a swap in place after the run, so restore both.
+    real_print = builtins.print
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        with contextlib.redirect_stdout(tee), warnings.catch_warnings():
+            # The project's image name has no "python" in it; kfp.local warns about that for every task.
+            warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+            # Resources and accelerators are the cluster's business (see the compiled YAML).
+            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+                       raise_on_error=False)
+            workload_pipeline(**arguments)
+    finally:
+        builtins.print = real_print
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        tee.close()
 
 
 class _ProgressTee:

@@ -1,9 +1,11 @@
 """KServe's ModelServer around the forecaster, hardened for clients that make mistakes.
 
 KServe serves v1 and v2 REST on one port and v2 gRPC on another, with health, readiness
-and ``/metrics``. Three things are added here, all through FastAPI's and Starlette's own
+and ``/metrics``. Four things are added here, all through FastAPI's and Starlette's own
 hooks on KServe's application object:
 
+* the v2 REST infer route is answered by ``serving.rest.V2InferHandler``: KServe's own
+  steps on its DataPlane, with orjson in place of the standard library's JSON;
 * a v2 body that is not an inference request is answered 400 naming the field, not
   FastAPI's 422 (KServe answers its own decoding errors 400; one status for one mistake),
   and FastAPI's own HTTP errors use KServe's ``{"error": ...}`` body;
@@ -24,6 +26,7 @@ from kserve import model_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.metrics import RejectedRequestCounter
+from serving.rest import V2InferHandler
 
 __all__ = ["build_model_server", "http_error_handler", "validation_error_handler"]
 
@@ -89,6 +92,9 @@ def build_model_server(
         app.add_exception_handler(StarletteHTTPException, http_error_handler)
         app.add_middleware(RejectedRequestCounter, model_names=tuple(model_names))
         app.max_body_size = max_body_bytes
+        # Registered before KServe adds its routes at start, so this one answers the path.
+        app.add_api_route("/v2/models/{model_name}/infer", V2InferHandler(server.dataplane),
+                          methods=["POST"], response_model=None, tags=["V2"])
     if not access_log:
         logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
         logging.getLogger("kserve.trace").setLevel(logging.WARNING)

@@ -14,7 +14,6 @@ import io
 import json
 import os
 from contextlib import closing
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -172,10 +171,8 @@ def test_a_failing_run_is_recorded_and_names_the_task(tmp_path, database):
 def test_deploy_component_replaces_a_worse_deployed_model(run, tmp_path):
     """The deploy task itself: MLflow's registered models, the real kserve SDK, a fake API server."""
     from kfp import dsl, local
-    from kserve import KServeClient  # noqa: F401 - what the component uses; fails here if absent
     from kubernetes.client import ApiClient
 
-    import ml_cloud_optimizer.models.baselines  # noqa: F401
     from components.deploy import deploy
     from fakes.kube_api import FakeKubeApi
     from ml_cloud_optimizer.models.baselines import PersistenceForecaster

@@ -110,8 +110,12 @@ def _register_model_kinds() -> None:
 
 
 def _new_forecaster(kind: str, horizon: int):
+    """An unfitted forecaster of ``kind`` for the one horizon the policy needs, with a p90 head where it has one."""
     from ml_cloud_optimizer.models.base import forecaster_class
+    from ml_cloud_optimizer.optimizer.backtest import default_forecaster
 
+    if kind == "lightgbm":
+        return default_forecaster(horizon)
     _register_model_kinds()
     try:
         cls = forecaster_class(kind)

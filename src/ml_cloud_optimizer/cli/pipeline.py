@@ -91,6 +91,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     if args.source != "synthetic" and not Path(args.source).exists():
         raise UserError(f"--source {args.source}: no such file or directory")
+    if not 0 < args.holdout < 1:
+        raise UserError(f"--holdout wants a share between 0 and 1, got {args.holdout}")
+    if arguments["records"] < 1 or arguments["epochs"] < 1 or arguments["trials"] < 0:
+        raise UserError("--records and --epochs want positive numbers, --trials zero or more")
     models = arguments["tabular_models"] + arguments["sequence_models"]
     print(f"mlco run: {arguments['records']:,} records, models {', '.join(models)}, epochs {arguments['epochs']},"
           f" trials {arguments['trials']} (logs under {home / 'logs'})", file=sys.stderr)

@@ -178,10 +178,14 @@ def default_policies(forecasts: pd.DataFrame | None = None, **forecast_options) 
 
 
 def default_forecaster(horizon: int = 1) -> Forecaster:
-    """LightGBM with a p90 head for the one horizon the forecast-driven policy decides on."""
+    """LightGBM with a p90 head, for the one horizon the forecast-driven policy decides on.
+
+    No refit after early stopping: the policy's own margin corrects what calibration the
+    last tenth of the history would add, at half the training time.
+    """
     from ml_cloud_optimizer.models.tabular import LightGBMForecaster
 
-    return LightGBMForecaster(horizons=(int(horizon),), quantile=True)
+    return LightGBMForecaster(horizons=(int(horizon),), quantile=True, refit=False)
 
 
 def replay_fleet(

@@ -8,13 +8,14 @@ parameter empty, which means mlco's local store under ``$MLCO_HOME`` (see ``trac
 from __future__ import annotations
 
 import os
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from ml_cloud_optimizer.warehouse.schema import apply_schema
-from ml_cloud_optimizer.warehouse.server import connect, pgdata_dir, start_embedded
+from ml_cloud_optimizer.warehouse.server import connect, embedded_url, pgdata_dir, start_embedded, stop_embedded
 
-__all__ = ["ensure_warehouse", "local_tracking_uri", "use_tracking_uri"]
+__all__ = ["ensure_warehouse", "local_tracking_uri", "local_warehouse", "use_tracking_uri"]
 
 
 def ensure_warehouse(home: Path) -> str:
@@ -23,6 +24,20 @@ def ensure_warehouse(home: Path) -> str:
     with closing(connect(url)) as conn:
         apply_schema(conn)
     return url
+
+
+@contextmanager
+def local_warehouse(home: Path) -> Iterator[str]:
+    """``ensure_warehouse(home)`` for the block; an embedded server started here is stopped after it.
+
+    Its data stay in ``home/pgdata``, and the next ``mlco db`` command starts it again.
+    """
+    started_here = not os.environ.get("DATABASE_URL") and embedded_url(pgdata_dir(home)) is None
+    try:
+        yield ensure_warehouse(home)
+    finally:
+        if started_here:
+            stop_embedded(pgdata_dir(home))
 
 
 def local_tracking_uri() -> str:

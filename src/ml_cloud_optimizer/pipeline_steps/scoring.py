@@ -151,6 +151,7 @@ def score_candidates(
         metrics[f"{row['model']}_{headline}"] = float(row[headline])
         metrics[f"{row['model']}_vs_persistence_h{HEADLINE_HORIZON}"] = float(row[f"vs_persistence_h{HEADLINE_HORIZON}"])
     metrics[f"champion_{headline}"] = champion_mae
+    metrics = {k: v for k, v in metrics.items() if np.isfinite(v)}  # KFP metrics are JSON numbers
     result = ScoringResult(board, to_markdown(board), champion, evaluation.models[champion].kind, champion_mae, metrics)
     _score_peaks(BasePeakModel.load(peak_model_dir), history.metrics, pd.Timestamp(cutoff), result)
     print(f"[mlco] champion: {champion} (1-hour MAE {champion_mae:.4f});"
