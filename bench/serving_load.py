@@ -115,7 +115,8 @@ def make_payloads(model_dir: Path, history_steps: int) -> tuple[dict[str, bytes]
         part = history[history["entity_id"].isin(ids[:n])]
         epoch = (pd.to_datetime(part["ts"], utc=True).astype("int64") // 10**9)
         payloads[f"v2_history_{n}"] = json.dumps({"inputs": [
-            {"name": "entity_id", "datatype": "BYTES", "shape": [len(part)], "data": part["entity_id"].astype(str).tolist()},
+            {"name": "entity_id", "datatype": "BYTES", "shape": [len(part)],
+             "data": part["entity_id"].astype(str).tolist()},
             {"name": "ts", "datatype": "INT64", "shape": [len(part)], "data": epoch.tolist()},
             *({"name": c, "datatype": "FP64", "shape": [len(part)], "data": part[c].tolist()} for c in VALUE_COLUMNS),
         ]}).encode()
@@ -198,7 +199,8 @@ def drive(url: str, body: bytes, connections: int, duration: float, workdir: Pat
         script.write_text(_WRK_SCRIPT)
         threads = min(2, connections)
         out = subprocess.run(
-            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:.0f}s", "--timeout", "60s", "-s", str(script), url],
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:.0f}s", "--timeout", "60s",
+             "-s", str(script), url],
             capture_output=True, text=True, env={**os.environ, "MLCO_BODY_FILE": str(body_file)}, check=True,
         ).stdout
         line = next(x for x in out.splitlines() if x.startswith("RESULT"))

@@ -80,7 +80,7 @@ def local_arguments(
         known = ", ".join(settings.TABULAR_MODELS + settings.SEQUENCE_MODELS)
         raise ValueError(f"unknown model kind(s) {', '.join(unknown)}; known: {known}")
     return {
-        "source": source,
+        "source": source if source == "synthetic" else str(Path(source).resolve()),
         "records": int(records),
         "seed": int(seed),
         "horizons": list(horizons or [1, 12]),

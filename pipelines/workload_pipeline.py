@@ -7,10 +7,12 @@
                                       +-> smote -> train_peak ------------------------+
     (all inside an ExitHandler whose record_status task logs how the run ended)
 
-Cluster settings live on the tasks here and only matter on a cluster (``kfp.local`` ignores
-them): the database secret on the tasks that use the warehouse, the GPU request, node selector
-and toleration on ``train_sequence``, per-task caching and retries, a non-root security context.
-Defaults are sized for a cluster; ``mlco run`` passes a budget that fits two CPU cores.
+Cluster settings live on the tasks here: the database secret on the tasks that use the
+warehouse, the GPU request, node selector and toleration on ``train_sequence``, resources, a
+non-root security context (``kfp.local`` ignores all these), and per-task caching and retries.
+Tasks whose outputs depend only on their inputs are cached; tasks that read or write the
+warehouse, the registry or the cluster always run. Defaults are sized for a cluster; ``mlco run``
+passes a budget that fits two CPU cores.
 """
 
 # No `from __future__ import annotations`: kfp reads the parameter annotations as types.
@@ -29,12 +31,7 @@ from components.train_sequence import train_sequence
 from components.train_tabular import train_tabular
 from pipelines import settings
 
-__all__ = ["workload_pipeline", "CACHED_TASKS", "DATABASE_TASKS"]
-
-# Tasks whose outputs depend only on their inputs are cached; tasks that read or write the
-# warehouse, the registry or the cluster always run.
-CACHED_TASKS = ("datagen", "smote", "train-peak", "train-tabular", "train-sequence", "evaluate")
-DATABASE_TASKS = ("olap-load", "features")
+__all__ = ["workload_pipeline"]
 
 
 def _runs_as_image_user(task: dsl.PipelineTask) -> dsl.PipelineTask:

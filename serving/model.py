@@ -66,6 +66,10 @@ class ForecastModel(kserve.Model):
         self.bundle: ModelBundle | None = None
         self.row_forecaster: FeatureRowForecaster | None = None
         self.parser: RequestParser | None = None
+        self.horizons: tuple[int, ...] = ()
+        self.has_quantiles = False
+        self.feature_names: list[str] = []
+        self.output_names: list[str] = []
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -81,6 +85,7 @@ class ForecastModel(kserve.Model):
         forecaster = self.bundle.forecaster
         self.row_forecaster = FeatureRowForecaster(forecaster) if isinstance(forecaster, TabularForecaster) else None
         self.feature_names = self.row_forecaster.columns if self.row_forecaster else []
+        self.output_names = self._output_names()
         self.parser = RequestParser(
             feature_names=self.feature_names, horizons=self.horizons, min_history=self.bundle.min_history,
             output_names=self.output_names, limits=self.limits, target_utilization=self.target_utilization,
@@ -88,8 +93,8 @@ class ForecastModel(kserve.Model):
         self.ready = True
         return self.ready
 
-    @property
-    def output_names(self) -> list[str]:
+    def _output_names(self) -> list[str]:
+        """Every v2 output tensor, in answer order."""
         names = ["entity_id", "ts"]
         names += [forecast_column(h) for h in self.horizons]
         if self.has_quantiles:

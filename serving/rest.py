@@ -82,11 +82,13 @@ def _checked_binary(body: bytes, length: str) -> bytes:
     for i, tensor in enumerate(inputs):
         if not isinstance(tensor, dict) or not {"name", "shape", "datatype"} <= set(tensor):
             raise InvalidInput(f"inputs[{i}]: expected an object with name, shape and datatype")
-        size = (tensor.get("parameters") or {}).get("binary_data_size") if isinstance(tensor.get("parameters"), dict) else None
+        parameters = tensor.get("parameters")
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
         if tensor.get("data") is None and not isinstance(size, int):
             raise InvalidInput(f"inputs[{i}]: neither data nor parameters.binary_data_size")
     outputs = header.get("outputs")
-    if outputs is not None and not (isinstance(outputs, list) and all(isinstance(o, dict) and "name" in o for o in outputs)):
+    named = isinstance(outputs, list) and all(isinstance(o, dict) and "name" in o for o in outputs)
+    if outputs is not None and not named:
         raise InvalidInput("outputs: expected a list of objects with a name")
     return body
 

@@ -311,8 +311,8 @@ class RequestParser:
             outputs = tuple(o.name for o in request.request_outputs)
             unknown = [o for o in outputs if o not in self.output_names]
             if unknown:
-                raise RequestError(f"outputs.{unknown[0]}", f"unknown output; the model returns {', '.join(self.output_names)}",
-                                   "unknown_field")
+                raise RequestError(f"outputs.{unknown[0]}",
+                                   f"unknown output; the model returns {', '.join(self.output_names)}", "unknown_field")
         inputs: dict[str, InferInput] = {}
         for inp in request.inputs:
             if inp.name in inputs:
@@ -499,7 +499,8 @@ class RequestParser:
             row = int(np.argmax(codes == e))
             raise RequestError(
                 locate("ts", row),
-                f"the histories span {int(steps.sum())} 5-minute steps (entity {entity_rows[row]!r}: {int(steps.max())}),"
+                f"the histories span {int(steps.sum())} 5-minute steps"
+                f" (entity {entity_rows[row]!r}: {int(steps.max())}),"
                 f" at most {self.limits.max_history_rows} per request",
                 "oversized",
             )

@@ -45,7 +45,8 @@ def history_sample(entities: int = 3, steps: int = HISTORY_STEPS) -> pd.DataFram
     """The last ``steps`` samples of ``entities`` unseen entities, canonical columns."""
     metrics = _unseen_fleet()
     keep = metrics["entity_id"].isin(metrics["entity_id"].unique()[:entities])
-    return metrics.loc[keep].groupby("entity_id").tail(steps)[["entity_id", "ts", *VALUE_COLUMNS]].reset_index(drop=True)
+    rows = metrics.loc[keep].groupby("entity_id").tail(steps)
+    return rows[["entity_id", "ts", *VALUE_COLUMNS]].reset_index(drop=True)
 
 
 def _epoch(ts: pd.Series) -> list[int]:

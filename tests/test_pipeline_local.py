@@ -168,6 +168,7 @@ def test_a_failing_run_is_recorded_and_names_the_task(tmp_path, database):
     assert "missing.csv" in record.data.tags["error_message"] or record.data.tags["task"] == "exit-handler-1"
 
 
+@pytest.mark.filterwarnings("ignore:You may be attemping to run a task that uses custom or non-Python base image")
 def test_deploy_component_replaces_a_worse_deployed_model(run, tmp_path):
     """The deploy task itself: MLflow's registered models, the real kserve SDK, a fake API server."""
     from kfp import dsl, local

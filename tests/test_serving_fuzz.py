@@ -1,8 +1,9 @@
 """Property-based fuzzing of a live model server: random and malformed payloads never get a 5xx.
 
 Over 1,000 payloads go to one server process on a loopback port: arbitrary JSON and bytes
-to the v1 and v2 endpoints, valid requests with one field deleted or replaced by an
-arbitrary value, and malformed gRPC tensors. Every HTTP answer must be below 500 (a 4xx
+to the v1 and v2 endpoints, bodies in KServe's binary tensor extension with arbitrary
+headers and lengths, valid requests with one field deleted or replaced by an arbitrary
+value, and malformed gRPC tensors. Every HTTP answer must be below 500 (a 4xx
 carries an ``error`` message); no gRPC call may end INTERNAL or UNKNOWN; the server's
 ``internal`` error counter must not move; and a valid request still succeeds afterwards.
 """
@@ -47,7 +48,8 @@ json_objects = st.dictionaries(field_names | st.text(max_size=8), json_values, m
 def server(tmp_path_factory):
     model_dir = champion(tmp_path_factory.getbasetemp())
     log = tmp_path_factory.mktemp("fuzz") / "server.log"
-    with LocalServer(model_dir, MODEL_NAME, args=("--max_batch_entities", "8", "--max_history_rows", "5000"), log_path=log) as running:
+    args = ("--max_batch_entities", "8", "--max_history_rows", "5000")
+    with LocalServer(model_dir, MODEL_NAME, args=args, log_path=log) as running:
         yield running
 
 
@@ -99,7 +101,7 @@ def test_random_and_malformed_payloads_never_get_a_5xx(server, http):
         next(sent)
         assert response.status_code < 500, (path, response.status_code, response.text[:500])
         if response.status_code >= 400:
-            assert isinstance(response.json().get("error"), str), response.text[:500]
+            assert isinstance(response.json().get("error"), str), (response.status_code, response.text[:500])
 
     @settings(SETTINGS, max_examples=350)
     @given(path=st.sampled_from([V1, V2]), body=json_values | json_objects)
@@ -112,6 +114,19 @@ def test_random_and_malformed_payloads_never_get_a_5xx(server, http):
     def arbitrary_bytes(path, raw, content_type):
         check(path, http.post(path, content=raw, headers={"content-type": content_type}))
 
+    @settings(SETTINGS, max_examples=120)
+    @given(header=json_objects | st.just({"inputs": [{"name": "cpu_util", "shape": [2], "datatype": "FP64",
+                                                      "parameters": {"binary_data_size": 16}}]}),
+           tail=st.binary(max_size=40), declared=st.integers(-5, 400) | st.text("0123456789ab -", max_size=6))
+    def binary_extension(header, tail, declared):
+        """KServe's binary tensor extension: a JSON header of a declared length, then raw tensor bytes."""
+        head = json.dumps(header).encode()
+        length = str(len(head) if declared == 0 else declared).strip() or "x"
+        response = http.post(V2, content=head + tail,
+                             headers={"content-type": "application/octet-stream",
+                                      "inference-header-content-length": length})
+        check(V2, response)
+
     @settings(SETTINGS, max_examples=400)
     @given(protocol=st.sampled_from(["v1", "v2"]), data=st.data(), replacement=json_values, delete=st.booleans())
     def one_field_broken(protocol, data, replacement, delete):
@@ -119,7 +134,7 @@ def test_random_and_malformed_payloads_never_get_a_5xx(server, http):
         where = data.draw(st.sampled_from(paths))
         check(path, http.post(path, json=_mutated(valid, where, replacement, delete and bool(where))))
 
-    for prop in (arbitrary_json, arbitrary_bytes, one_field_broken):
+    for prop in (arbitrary_json, arbitrary_bytes, binary_extension, one_field_broken):
         started = time.perf_counter()
         prop()
         print(f"{prop.__name__}: {time.perf_counter() - started:.1f} s")

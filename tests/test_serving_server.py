@@ -199,7 +199,8 @@ def test_feature_rows_answer_as_the_history_does(http, model_dir, history, offli
     body = {"inputs": [
         {"name": "features", "datatype": "FP64", "shape": list(matrix.shape),
          "data": [None if math.isnan(v) else v for v in matrix.ravel().tolist()]},
-        {"name": "entity_id", "datatype": "BYTES", "shape": [len(rows)], "data": rows["entity_id"].astype(str).tolist()},
+        {"name": "entity_id", "datatype": "BYTES", "shape": [len(rows)],
+         "data": rows["entity_id"].astype(str).tolist()},
     ]}
     response = http.post(f"/v2/models/{MODEL_NAME}/infer", json=body)
     assert response.status_code == 200, response.text
@@ -215,7 +216,8 @@ def test_client_mistakes_get_a_400_that_names_the_field(http, history):
     cases = [
         (v1, b"{not json", "Unrecognized request format"),
         (v2, b"{not json", "body"),
-        (v2, b'{"inputs": [{"name": "cpu_util", "shape": ["a"], "datatype": "FP64", "data": [1]}]}', "inputs[0].shape[0]"),
+        (v2, b'{"inputs": [{"name": "cpu_util", "shape": ["a"], "datatype": "FP64", "data": [1]}]}',
+         "inputs[0].shape[0]"),
         (v1, b'{"instances": [{"entity_id": "a"}]}', "instances[0]"),
         (v1, short, "instances[0].history.ts"),
         (v1, unknown_horizon, "parameters.horizons"),

@@ -1,15 +1,16 @@
 """`mlco serve`: serve the local champion with the project's KServe model server.
 
 A thin wrapper over ``python -m serving`` (the entry point the ServingRuntime runs), with
-the local champion directory that ``mlco train`` exports as the default model directory.
+the champion directory that ``mlco train`` exports (``$MLCO_HOME/train/champion``) as the
+default model directory.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ml_cloud_optimizer.cli import UserError
+from ml_cloud_optimizer.warehouse.server import mlco_home
 
 __all__ = ["default_champion_dir", "register"]
 
@@ -17,8 +18,8 @@ DEFAULT_MODEL_NAME = "workload-forecaster"
 
 
 def default_champion_dir() -> Path:
-    """``$MLCO_HOME/champion`` (``MLCO_HOME`` defaults to ``./.mlco``)."""
-    return Path(os.environ.get("MLCO_HOME", ".mlco")) / "champion"
+    """Where ``mlco train`` exports the champion: ``$MLCO_HOME/train/champion`` (``MLCO_HOME``: ``./.mlco``)."""
+    return mlco_home() / "train" / "champion"
 
 
 def register(subparsers) -> None:
@@ -27,7 +28,7 @@ def register(subparsers) -> None:
         "serve", help="serve the champion over KServe v1, v2 REST and v2 gRPC (health, readiness, /metrics)"
     )
     serve.add_argument("--model_dir", default=None,
-                       help="champion directory (default: $MLCO_HOME/champion, i.e. .mlco/champion)")
+                       help="champion directory (default: mlco train's, $MLCO_HOME/train/champion)")
     serve.add_argument("--model_name", default=DEFAULT_MODEL_NAME,
                        help=f"name in the URL, /v2/models/NAME/infer (default {DEFAULT_MODEL_NAME})")
     serve.add_argument("--http_port", type=int, default=8080, help="REST port (default 8080)")
