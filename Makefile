@@ -9,7 +9,7 @@ TORCH  := torch==2.13.0
 .PHONY: run test venv test-tools clean-db clean
 
 run: $(STAMP)
-	$(VENV)/bin/mlco demo
+	$(VENV)/bin/mlco run
 
 test: $(STAMP) test-tools
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,27 +1,30 @@
 """Load test of the model server against MLServer serving the same LightGBM booster.
 
-    python bench/serving_load.py [--model_dir DIR] [--duration S] [--connections N]
+    python bench/serving_load.py [--model_dir DIR] [--duration S] [--rounds N] [--connections N]
 
 With no ``--model_dir`` it first trains a small LightGBM champion (forecaster with p90
 boosters, plus the peak classifier) on generated data, so it runs on a fresh clone. Then:
 
-1. starts our server (``python -m serving``) and drives it from a separate process
-   (``wrk``, or a Python asyncio driver where wrk is absent) with ``--connections``
-   concurrent connections, for single-entity and 100-entity requests over v1 and v2 REST,
-   both with ready-made feature rows and with history (the samples of the last
-   ``--history_steps`` 5-minute steps per entity);
-2. installs MLServer + mlserver-lightgbm in ``.venv-mlserver`` (``tools/install_mlserver.sh``)
-   and serves the champion's ``p50_h{12}`` booster file with it, then drives it with the
-   very same v2 feature-row bodies (byte for byte) the same way;
+1. starts our server (``python -m serving``) and MLServer + mlserver-lightgbm (installed in
+   ``.venv-mlserver`` by ``tools/install_mlserver.sh``) serving the champion's ``p50_h12``
+   booster file, and checks that both give the same forecast for the same rows;
+2. drives them from a separate process (``wrk``, or a Python asyncio driver where wrk is
+   absent) with ``--connections`` concurrent connections, one server at a time, with
+   single-row and 100-row feature-row requests over v2 (byte-identical bodies for both
+   servers) and v1 (ours only), then our server alone with history requests (the last
+   ``--history_steps`` 5-minute samples of 1 and 100 entities) over v1 and v2;
 3. prints one JSON line last: requests/s, rows/s, p50 and p99 latency per case, and
    ``vs_mlserver`` = our rows/s / MLServer rows/s on the same feature-row payloads, per batch
-   size: headline on byte-identical bodies that ask for the booster's one forecast
-   (``parameters.horizons`` and ``outputs``, which MLServer ignores), and
-   ``vs_mlserver_full_answer`` on plain bodies, where we answer every horizon and quantile
-   (four boosters) plus capacity while MLServer runs its one booster.
+   size: headline on bodies that ask for the booster's one forecast (``parameters.horizons``
+   and ``outputs``, which MLServer ignores), and ``vs_mlserver_full_answer`` on plain bodies,
+   where we answer every horizon and quantile (four boosters) plus capacity while MLServer
+   runs its one booster.
 
 Both servers get ``OMP_NUM_THREADS=1`` and one process each for HTTP (MLServer keeps its
-default of one extra inference worker process). They run one after the other, never together.
+default of one extra inference worker process). Both stay up, but only one is driven at a
+time: each feature-row case runs ``--rounds`` times, alternating our server and MLServer, and
+each ratio is the median of the per-round ratios, so a change in the machine's background
+load hits both sides of a pair alike.
 """
 
 from __future__ import annotations
@@ -239,26 +242,28 @@ async def _python_driver(url: str, body: bytes, connections: int, duration: floa
             "requests": len(ms), "errors": errors, "driver": "python-httpx"}
 
 
-def run_cases(base_url: str, paths: dict[str, str], payloads: dict[str, bytes], args, workdir: Path) -> dict:
-    results = {}
-    for case, path in paths.items():
-        body = payloads[case]
-        for _ in range(3):  # warm up: first calls load code paths and caches
-            post(base_url + path, body)
-        rows = int(case.rsplit("_", 1)[-1])
-        duration = args.duration if "features" in case else args.history_duration
-        result = drive(base_url + path, body, args.connections, duration, workdir)
-        result["rows_per_s"] = result["rps"] * rows
-        results[case] = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
-        log(f"{case}: {result['rps']:.1f} req/s, {result['rows_per_s']:.0f} rows/s,"
-            f" p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, errors {result['errors']}")
-    return results
+def measure(url: str, body: bytes, rows: int, seconds: float, args, workdir: Path) -> dict:
+    """One driven run of ``body`` against ``url`` after a short warm-up."""
+    for _ in range(3):  # first calls load code paths and caches
+        post(url, body)
+    result = drive(url, body, args.connections, seconds, workdir)
+    result["rows_per_s"] = result["rps"] * rows
+    return result
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Median requests/s, rows/s and latencies over the rounds of one case, and the error total."""
+    out = {key: round(float(np.median([r[key] for r in runs])), 3) for key in ("rps", "rows_per_s", "p50_ms", "p99_ms")}
+    out.update(rounds=len(runs), errors=sum(r["errors"] for r in runs), driver=runs[0]["driver"])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_dir", default=None, help="champion directory (default: train a small one)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per feature-row case")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per feature-row run (default 5)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="paired rounds per feature-row case, alternating our server and MLServer (default 3)")
     parser.add_argument("--history_duration", type=float, default=10.0, help="seconds per history case")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
     parser.add_argument("--history_steps", type=int, default=288, help="history samples per entity (default 288)")
@@ -275,55 +280,69 @@ def main(argv: list[str] | None = None) -> int:
     from serving.local import LocalServer
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ours_v2, ours_v1 = f"/v2/models/{MODEL_NAME}/infer", f"/v1/models/{MODEL_NAME}:predict"
+    theirs_v2 = f"/v2/models/{MLSERVER_MODEL}/infer"
     with tempfile.TemporaryDirectory(prefix="mlco-serving-load-") as tmp:
         workdir = Path(tmp)
         model_dir = Path(args.model_dir) if args.model_dir else train_champion(workdir / "champion")
         payloads, matrix = make_payloads(model_dir, args.history_steps)
         log("payload sizes: " + ", ".join(f"{k} {len(v) / 1024:.0f} KiB" for k, v in payloads.items()))
-
-        ours_paths = {}
-        for n in BATCHES:
-            ours_paths[f"v2_p50h{HEADLINE}_{n}"] = f"/v2/models/{MODEL_NAME}/infer"
-            ours_paths[f"v2_features_{n}"] = f"/v2/models/{MODEL_NAME}/infer"
-            ours_paths[f"v1_features_{n}"] = f"/v1/models/{MODEL_NAME}:predict"
-        for n in BATCHES:
-            ours_paths[f"v2_history_{n}"] = f"/v2/models/{MODEL_NAME}/infer"
-            ours_paths[f"v1_history_{n}"] = f"/v1/models/{MODEL_NAME}:predict"
         log("starting our server")
-        with LocalServer(model_dir, MODEL_NAME, log_path=workdir / "ours.log",
-                         env={"OMP_NUM_THREADS": "1"}) as server:
-            ours_answer = post(server.http_url + ours_paths["v2_features_100"], payloads["v2_features_100"])
-            ours = run_cases(server.http_url, ours_paths, payloads, args, workdir)
-
-        result = {"connections": args.connections, "duration_s": args.duration, "history_steps": args.history_steps,
-                  "ours": ours}
-        if not args.skip_mlserver:
-            log("starting MLServer")
-            process, url = start_mlserver(model_dir, workdir, env)
+        with LocalServer(model_dir, MODEL_NAME, log_path=workdir / "ours.log", env={"OMP_NUM_THREADS": "1"}) as ours:
+            mlserver = None
+            if not args.skip_mlserver:
+                log("starting MLServer (idle while our server is driven, and the other way round)")
+                mlserver, theirs_url = start_mlserver(model_dir, workdir, env)
             try:
-                answer = post(f"{url}/v2/models/{MLSERVER_MODEL}/infer", payloads["v2_features_100"])
-                result["same_answers_max_abs_diff"] = _cross_check(ours_answer, answer, matrix, model_dir)
-                ml_paths = {}
+                result = {"connections": args.connections, "duration_s": args.duration, "rounds": args.rounds,
+                          "history_steps": args.history_steps}
+                if mlserver is not None:
+                    result["same_answers_max_abs_diff"] = _cross_check(
+                        post(ours.http_url + ours_v2, payloads["v2_features_100"]),
+                        post(theirs_url + theirs_v2, payloads["v2_features_100"]), matrix, model_dir)
+                runs: dict[str, dict[str, list]] = {}
+                for round_ in range(1, args.rounds + 1):
+                    for n in BATCHES:
+                        for body in (f"v2_p50h{HEADLINE}_{n}", f"v2_features_{n}", f"v1_features_{n}"):
+                            path = ours_v1 if body.startswith("v1") else ours_v2
+                            targets = [("ours", ours.http_url + path)]
+                            if mlserver is not None and body.startswith("v2"):
+                                targets.append(("mlserver", theirs_url + theirs_v2))
+                            for server, url in targets:
+                                run = measure(url, payloads[body], n, args.duration, args, workdir)
+                                runs.setdefault(server, {}).setdefault(body, []).append(run)
+                                log(f"round {round_} {server} {body}: {run['rps']:.1f} req/s, {run['rows_per_s']:.0f}"
+                                    f" rows/s, p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms,"
+                                    f" errors {run['errors']}")
                 for n in BATCHES:
-                    ml_paths[f"v2_p50h{HEADLINE}_{n}"] = f"/v2/models/{MLSERVER_MODEL}/infer"
-                    ml_paths[f"v2_features_{n}"] = f"/v2/models/{MLSERVER_MODEL}/infer"
-                mlserver = run_cases(url, ml_paths, payloads, args, workdir)
+                    for body, path in ((f"v2_history_{n}", ours_v2), (f"v1_history_{n}", ours_v1)):
+                        run = measure(ours.http_url + path, payloads[body], n, args.history_duration, args, workdir)
+                        runs.setdefault("ours", {})[body] = [run]
+                        log(f"ours {body}: {run['rps']:.2f} req/s, {run['rows_per_s']:.1f} rows/s,"
+                            f" p50 {run['p50_ms']:.0f} ms, p99 {run['p99_ms']:.0f} ms, errors {run['errors']}")
             finally:
-                stop(process)
-            result["mlserver"] = mlserver
+                if mlserver is not None:
+                    stop(mlserver)
+    for server, cases in runs.items():
+        result[server] = {case: summarize(case_runs) for case, case_runs in cases.items()}
+    if "mlserver" in runs:
+        def paired(ours_case: str, their_case: str, digits: int = 3) -> float:
+            """Median over rounds of the ratio within each round: drift in the machine's load cancels."""
+            ratios = [a["rows_per_s"] / b["rows_per_s"]
+                      for a, b in zip(runs["ours"][ours_case], runs["mlserver"][their_case])]
+            return round(float(np.median(ratios)), digits)
 
-            def ratio(ours_case: str, their_case: str, digits: int = 3) -> float:
-                return round(ours[ours_case]["rows_per_s"] / mlserver[their_case]["rows_per_s"], digits)
-
-            # Headline: byte-identical bodies asking both servers for the same booster's forecast.
-            result["vs_mlserver"] = {n: ratio(f"v2_p50h{HEADLINE}_{n}", f"v2_p50h{HEADLINE}_{n}") for n in BATCHES}
-            # Our full answer (4 boosters, capacity) against MLServer's one booster, same plain bodies.
-            result["vs_mlserver_full_answer"] = {n: ratio(f"v2_features_{n}", f"v2_features_{n}") for n in BATCHES}
-            result["vs_mlserver_v1_full_answer"] = {n: ratio(f"v1_features_{n}", f"v2_features_{n}") for n in BATCHES}
-            # History in (features computed by the server) beside MLServer on ready-made rows.
-            result["history_vs_mlserver_features"] = {
-                n: ratio(f"v2_history_{n}", f"v2_features_{n}", 4) for n in BATCHES
-            }
+        # Headline: byte-identical bodies asking both servers for the same booster's forecast.
+        result["vs_mlserver"] = {n: paired(f"v2_p50h{HEADLINE}_{n}", f"v2_p50h{HEADLINE}_{n}") for n in BATCHES}
+        # Our full answer (4 boosters, capacity) against MLServer's one booster, same plain bodies.
+        result["vs_mlserver_full_answer"] = {n: paired(f"v2_features_{n}", f"v2_features_{n}") for n in BATCHES}
+        result["vs_mlserver_v1_full_answer"] = {n: paired(f"v1_features_{n}", f"v2_features_{n}") for n in BATCHES}
+        # History in (the server computes the features) beside MLServer on ready-made rows.
+        ours_rows, their_rows = result["ours"], result["mlserver"]
+        result["history_vs_mlserver_features"] = {
+            n: round(ours_rows[f"v2_history_{n}"]["rows_per_s"] / their_rows[f"v2_features_{n}"]["rows_per_s"], 4)
+            for n in BATCHES
+        }
     print(json.dumps(result))
     return 0
 

@@ -41,7 +41,12 @@ def _forecasts_from(grid: DemandGrid, values: np.ndarray, horizon: int = 1) -> p
         origin = grid.ts[:-horizon]
         frames.append(
             pd.DataFrame(
-                {"entity_id": entity, "ts": origin, f"p50_h{horizon}": util[horizon:, j], f"p90_h{horizon}": util[horizon:, j]}
+                {
+                    "entity_id": entity,
+                    "ts": origin,
+                    f"p50_h{horizon}": util[horizon:, j],
+                    f"p90_h{horizon}": util[horizon:, j],
+                }
             )
         )
     return pd.concat(frames, ignore_index=True)
@@ -176,3 +181,19 @@ def test_forecast_matrix_aligns_forecasts_to_their_target_step():
     np.testing.assert_allclose(got[12:], demand[12:])
     with pytest.raises(ValueError, match="p90_h1"):
         forecast_matrix(frame, grid, horizon=1)
+
+
+def test_an_hour_ahead_forecast_policy_decides_with_what_it_knew_an_hour_before():
+    demand = _noisy_demand(steps=700)
+    grid = _grid(demand)
+    rng = np.random.default_rng(2)
+    forecasts = _forecasts_from(grid, demand + rng.normal(0, 0.5, demand.shape), horizon=12)
+    policy = ForecastPolicy(forecasts, horizon=12, window_steps=24, calibrate_from=grid.ts[100])
+    before = policy.plan(grid, 400, G)
+    altered = demand.copy()
+    cut = 500
+    altered[cut:] += 25.0
+    after = policy.plan(_grid(altered), 400, G)
+    # the margin of step s is learnt from residuals up to s - 12: the first 12 steps from the cut are blind to it
+    np.testing.assert_array_equal(before[: cut + 12], after[: cut + 12])
+    assert (after[cut + 12 : cut + 30] > before[cut + 12 : cut + 30]).any()

@@ -87,7 +87,9 @@ def test_report_of_a_full_run_has_every_section_with_real_images(tmp_path):
     assert path == run_dir / "report.html"
     html = path.read_text()
     parsed = _parse(html)
-    assert parsed.headings == ["Leaderboard", "Forecasts", "Autoscaling backtest", "Capacity recommendations", "Monitoring"]
+    assert parsed.headings == [
+        "Leaderboard", "Forecasts", "Autoscaling backtest", "Capacity recommendations", "Monitoring"
+    ]
     # leaderboard bar chart, train's own PNG, backtest summary and capacity, recommendations
     assert len(parsed.sources) == 5
     for src in parsed.sources:

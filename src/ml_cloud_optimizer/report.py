@@ -63,7 +63,8 @@ _TEMPLATE = jinja2.Template(
 {% for text in section.notes %}<p class="note">{{ text }}</p>{% endfor %}
 {% for table in section.tables %}{{ table | safe }}{% endfor %}
 {% for image in section.images %}
-<figure><img alt="{{ image.caption }}" src="data:image/png;base64,{{ image.data }}"><figcaption class="note">{{ image.caption }}</figcaption></figure>
+<figure><img alt="{{ image.caption }}" src="data:image/png;base64,{{ image.data }}">
+<figcaption class="note">{{ image.caption }}</figcaption></figure>
 {% endfor %}
 {% endfor %}
 </body></html>
@@ -165,18 +166,17 @@ def _backtest_section(run_dir: Path) -> dict:
         )
     rows = summary.set_index("policy")
     if {"forecast", "vpa", "static"} <= set(rows.index):
+        cost, under = rows["core_hours"], rows["underprovisioned_share"]
         section["notes"].append(
-            f"Forecast-driven against VPA-style: core-hours x{rows.loc['forecast', 'core_hours'] / rows.loc['vpa', 'core_hours']:.3f},"
-            f" under-provisioned share {rows.loc['forecast', 'underprovisioned_share']:.4f} against"
-            f" {rows.loc['vpa', 'underprovisioned_share']:.4f}; against static: core-hours"
-            f" x{rows.loc['forecast', 'core_hours'] / rows.loc['static', 'core_hours']:.3f}."
+            f"Forecast-driven against VPA-style: core-hours x{cost['forecast'] / cost['vpa']:.3f},"
+            f" under-provisioned share {under['forecast']:.4f} against {under['vpa']:.4f};"
+            f" against static: core-hours x{cost['forecast'] / cost['static']:.3f}."
         )
     section["tables"].append(_table(summary))
     section["images"].append({"caption": "cost and risk per policy", "data": _png(backtest_summary_figure(summary))})
     if backtest["capacity"] is not None:
-        section["images"].append(
-            {"caption": "demand against capacity, busiest entities", "data": _png(capacity_figure(backtest["capacity"]))}
-        )
+        figure = capacity_figure(backtest["capacity"])
+        section["images"].append({"caption": "demand against capacity, busiest entities", "data": _png(figure)})
     return section
 
 

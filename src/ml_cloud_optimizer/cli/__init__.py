@@ -20,8 +20,10 @@ __all__ = ["UserError", "main", "build_parser"]
 COMMAND_MODULES = [
     "ml_cloud_optimizer.cli.data",
     "ml_cloud_optimizer.cli.db",
-    "ml_cloud_optimizer.cli.demo",
     "ml_cloud_optimizer.cli.train",
+    "ml_cloud_optimizer.cli.pipeline",
+    "ml_cloud_optimizer.cli.serve",
+    "ml_cloud_optimizer.cli.optimize",
     "ml_cloud_optimizer.cli.dashboard",
 ]
 

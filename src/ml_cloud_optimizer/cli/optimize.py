@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -186,7 +185,8 @@ def _recommend(args) -> int:
             raise UserError(str(exc)) from None
         run_id = None
         if not args.no_store:
-            params = {"hours": args.hours, "target_utilisation": args.target_utilisation, "granularity": args.granularity}
+            params = {"hours": args.hours, "target_utilisation": args.target_utilisation,
+                      "granularity": args.granularity}
             run_id = store_recommendations(
                 conn, recs, forecasts, model=f"{model.kind}:{model_dir.resolve()}", source=args.source, params=params
             )
@@ -234,6 +234,7 @@ def _backtest(args) -> int:
             horizon=args.horizon,
             coverage=args.coverage,
             granularity=args.granularity,
+            compare_persistence=forecaster.kind != "persistence",
             log=_progress,
         )
     except ValueError as exc:

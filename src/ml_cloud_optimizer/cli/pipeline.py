@@ -96,7 +96,8 @@ def _run(args: argparse.Namespace) -> int:
     if arguments["records"] < 1 or arguments["epochs"] < 1 or arguments["trials"] < 0:
         raise UserError("--records and --epochs want positive numbers, --trials zero or more")
     models = arguments["tabular_models"] + arguments["sequence_models"]
-    print(f"mlco run: {arguments['records']:,} records, models {', '.join(models)}, epochs {arguments['epochs']},"
+    data = f"{arguments['records']:,} records" if args.source == "synthetic" else arguments["source"]
+    print(f"mlco run: {data}, models {', '.join(models)}, epochs {arguments['epochs']},"
           f" trials {arguments['trials']} (logs under {home / 'logs'})", file=sys.stderr)
     try:
         result = local.run_local(arguments, home=home)

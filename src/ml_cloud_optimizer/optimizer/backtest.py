@@ -166,7 +166,9 @@ def run_backtest(
         capacity[policy.name] = cap
         rows.append({"policy": policy.name, **score_capacity(grid, cap, start)})
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    return BacktestResult(summary=summary, capacity=capacity, grid=grid, start=start, params={"granularity": granularity})
+    return BacktestResult(
+        summary=summary, capacity=capacity, grid=grid, start=start, params={"granularity": granularity}
+    )
 
 
 def default_policies(forecasts: pd.DataFrame | None = None, **forecast_options) -> list[Policy]:

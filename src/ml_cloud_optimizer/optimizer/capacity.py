@@ -278,7 +278,8 @@ def read_recommendations(conn, run_id: int | None = None) -> pd.DataFrame:
             if run_id is None:
                 return pd.DataFrame(columns=RECOMMENDATION_COLUMNS)
         cur.execute(
-            f"SELECT {', '.join(RECOMMENDATION_COLUMNS)} FROM recommendations WHERE run_id = %s ORDER BY entity_id, hour",
+            f"SELECT {', '.join(RECOMMENDATION_COLUMNS)} FROM recommendations"
+            " WHERE run_id = %s ORDER BY entity_id, hour",
             (run_id,),
         )
         frame = pd.DataFrame.from_records(cur.fetchall(), columns=RECOMMENDATION_COLUMNS)

@@ -16,7 +16,20 @@ from matplotlib.figure import Figure
 
 __all__ = ["backtest_summary_figure", "capacity_figure", "recommendation_figure", "save_figure"]
 
-_POLICY_COLOURS = {"static": "#7f7f7f", "reactive_hpa": "#1f77b4", "vpa": "#ff7f0e", "forecast": "#2ca02c"}
+_POLICY_COLOURS = {
+    "static": "#7f7f7f",
+    "reactive_hpa": "#1f77b4",
+    "vpa": "#ff7f0e",
+    "forecast": "#2ca02c",
+    "forecast_persistence": "#9467bd",
+}
+_OTHER_COLOURS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22")
+
+
+def _colours(policies: list[str]) -> list[str]:
+    """One stable colour per policy: the known ones fixed, others from a spare palette."""
+    spare = iter(_OTHER_COLOURS * (len(policies) // len(_OTHER_COLOURS) + 1))
+    return [_POLICY_COLOURS.get(p) or next(spare) for p in policies]
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
@@ -32,7 +45,7 @@ def backtest_summary_figure(summary: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(9, 3.6))
     cost_ax, under_ax = fig.subplots(1, 2)
     policies = summary["policy"].tolist()
-    colours = [_POLICY_COLOURS.get(p, "#9467bd") for p in policies]
+    colours = _colours(policies)
     cost_ax.bar(policies, summary["core_hours"], color=colours)
     cost_ax.axhline(summary["demand_core_hours"].iloc[0], color="black", lw=1, ls="--", label="demand")
     cost_ax.set_ylabel("provisioned core-hours")
@@ -66,11 +79,11 @@ def capacity_figure(capacity: pd.DataFrame, entities: list[str] | None = None, d
         rows = window[window["entity_id"] == entity]
         when = pd.to_datetime(rows["ts"], utc=True)
         ax.fill_between(when, rows["demand_cores"], color="black", alpha=0.15, step="post", label="demand")
-        for policy in policies:
-            ax.step(when, rows[policy], where="post", lw=1.2, color=_POLICY_COLOURS.get(policy), label=policy)
+        for policy, colour in zip(policies, _colours(policies)):
+            ax.step(when, rows[policy], where="post", lw=1.2, color=colour, label=policy)
         ax.set_ylabel("cores")
         ax.set_title(str(entity), fontsize=10)
-    axes[0].legend(loc="upper right", fontsize=8, ncol=len(policies) + 1)
+    axes[0].legend(loc="lower left", bbox_to_anchor=(0, 1.12), fontsize=8, ncol=len(policies) + 1, frameon=False)
     fig.tight_layout()
     return fig
 
