@@ -222,6 +222,8 @@ class RequestParser:
                     raise RequestError(
                         f"{where}.history.{name}", f"{len(values)} values, but {n} in the columns before", "bad_shape"
                     )
+            if n == 0:
+                raise RequestError(f"{where}.history", "no samples", "history_too_short")
             lengths.append(n)
             for name in history:
                 columns.setdefault(name, {})[i] = history[name]

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_cloud_optimizer import cli
 from ml_cloud_optimizer.cli import main
 from ml_cloud_optimizer.data.io import write_fleet
 from ml_cloud_optimizer.data.synthetic import generate_fleet
@@ -19,15 +18,9 @@ from ml_cloud_optimizer.models.baselines import PersistenceForecaster
 from ml_cloud_optimizer.optimizer.capacity import read_recommendations
 from ml_cloud_optimizer.warehouse import load_fleet
 
-OPTIMIZE = "ml_cloud_optimizer.cli.optimize"
-REGISTERED = OPTIMIZE in cli.COMMAND_MODULES  # before any fixture patches the list
-
-
 @pytest.fixture(autouse=True)
-def _register_optimize_commands(monkeypatch, tmp_path):
-    """Until cli/__init__ lists it, make `mlco` know the optimizer commands; keep runs in tmp."""
-    if not REGISTERED:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, OPTIMIZE])
+def _runs_in_tmp(monkeypatch, tmp_path):
+    """Keep every command's output under the test's own MLCO_HOME."""
     monkeypatch.setenv("MLCO_HOME", str(tmp_path / "home"))
 
 
@@ -122,16 +115,8 @@ def test_monitor_writes_a_verdict(tmp_path, fleet_file, model_dir, capsys):
 
 
 def test_a_fresh_process_exits_2_with_one_line(tmp_path):
-    """Through the installed `mlco` once cli/__init__ lists the module; until then through the same main()."""
-    argv = ["backtest", "--trace", str(tmp_path / "missing.csv")]
-    if REGISTERED:
-        command = [str(Path(sys.executable).with_name("mlco")), *argv]
-    else:
-        script = (
-            "import sys; from ml_cloud_optimizer import cli;"
-            " cli.COMMAND_MODULES.append('ml_cloud_optimizer.cli.optimize'); sys.exit(cli.main(sys.argv[1:]))"
-        )
-        command = [sys.executable, "-c", script, *argv]
+    """Through the installed `mlco` console script."""
+    command = [str(Path(sys.executable).with_name("mlco")), "backtest", "--trace", str(tmp_path / "missing.csv")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "missing.csv" in done.stderr

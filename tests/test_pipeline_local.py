@@ -21,7 +21,6 @@ import pytest
 from ml_cloud_optimizer import cli
 from ml_cloud_optimizer.warehouse import connect, create_database, drop_database
 
-MODULE = "ml_cloud_optimizer.cli.pipeline"
 RECORDS = 3_600
 TASKS = {"datagen", "olap-load", "features", "smote", "train-peak", "train-tabular", "train-sequence", "evaluate",
          "register", "record-status"}
@@ -56,14 +55,9 @@ def run(tmp_path_factory, database):
     """``mlco run`` once, in-process, with its output captured."""
     home = tmp_path_factory.mktemp("mlco_home")
     out, err = io.StringIO(), io.StringIO()
-    commands = cli.COMMAND_MODULES if MODULE in cli.COMMAND_MODULES else [*cli.COMMAND_MODULES, MODULE]
     with environment(MLCO_HOME=str(home), DATABASE_URL=database, MLFLOW_TRACKING_URI=None), \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        saved, cli.COMMAND_MODULES = cli.COMMAND_MODULES, commands
-        try:
-            code = cli.main(["run", "--records", str(RECORDS), "--epochs", "1", "--trials", "0"])
-        finally:
-            cli.COMMAND_MODULES = saved
+        code = cli.main(["run", "--records", str(RECORDS), "--epochs", "1", "--trials", "0"])
     return {"code": code, "out": out.getvalue(), "err": err.getvalue(), "home": home, "dsn": database}
 
 

@@ -19,14 +19,11 @@ from ml_cloud_optimizer import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = str(ROOT / "pipelines" / "compiled" / "workload_pipeline.yaml")
-MODULE = "ml_cloud_optimizer.cli.pipeline"
 
 
 @pytest.fixture
-def mlco(monkeypatch):
-    """``mlco`` in-process, with the pipeline commands registered even before cli/__init__ lists them."""
-    if MODULE not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, MODULE])
+def mlco():
+    """``mlco`` in-process."""
     return cli.main
 
 
@@ -59,9 +56,7 @@ def test_submit_compiles_with_the_image_setting_when_no_package_is_given(api):
     # A fresh process, as a user would run it: the image setting is read when settings load.
     env = {**os.environ, "MLCO_IMAGE": "registry.example/mlco:7.0"}
     env.pop("MLCO_CUDA_IMAGE", None)
-    result = subprocess.run([sys.executable, "-c", "import sys; from ml_cloud_optimizer import cli;"
-                             f" cli.COMMAND_MODULES.append({MODULE!r}) if {MODULE!r} not in cli.COMMAND_MODULES else None;"
-                             " sys.exit(cli.main(sys.argv[1:]))", "submit", "--host", api.url],
+    result = subprocess.run([str(Path(sys.executable).with_name("mlco")), "submit", "--host", api.url],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     (run,) = api.state.runs.values()

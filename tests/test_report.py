@@ -8,7 +8,6 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
-import pytest
 from matplotlib.figure import Figure
 
 from ml_cloud_optimizer.cli import main
@@ -124,10 +123,3 @@ def test_mlco_report_writes_the_file_and_refuses_a_missing_directory(tmp_path, c
     assert len(err) == 1 and "no run directory" in err[0]
 
 
-@pytest.fixture(autouse=True)
-def _register_optimize_commands(monkeypatch):
-    """Until cli/__init__ lists it, make `mlco` know the optimizer commands."""
-    from ml_cloud_optimizer import cli
-
-    if "ml_cloud_optimizer.cli.optimize" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "ml_cloud_optimizer.cli.optimize"])

@@ -70,6 +70,15 @@ def test_v1_history_becomes_a_canonical_long_frame(parser):
     assert request.horizons == (1, 12) and request.target_utilization == 0.7
 
 
+def test_a_metric_one_instance_leaves_out_is_missing_there(parser):
+    body = history_body(2, 6)
+    del body["instances"][1]["history"]["mem_util"]
+    frame = parser.parse_v1(body).history
+    mem = frame.groupby("entity_id")["mem_util"]
+    assert mem.apply(lambda s: s.isna().all()).to_dict() == {"vm-0": False, "vm-1": True}
+    assert frame.loc[frame["entity_id"] == "vm-0", "mem_util"].eq(0.5).all()
+
+
 def test_v1_history_accepts_iso_timestamps_and_request_parameters(parser):
     body = history_body(1, 5)
     body["instances"][0]["history"]["ts"] = [
@@ -182,6 +191,8 @@ V1_MISTAKES = [
      "malformed"),
     ("history too short", _set(("instances", 1, "history"), {"ts": [T0, T0 + 300], "cpu_util": [0.1, 0.2]}),
      "instances[1].history", "history_too_short"),
+    ("empty history", _set(("instances", 0, "history"), {"ts": [], "cpu_util": []}), "instances[0].history",
+     "history_too_short"),
     ("zero vcpus", _set(("instances", 0, "vcpus"), 0), "instances[0].vcpus", "out_of_range"),
     ("fractional replicas", _set(("instances", 0, "replicas"), 1.5), "instances[0].replicas", "wrong_type"),
     ("unknown horizon", _set(("parameters",), {"horizons": [6]}), "parameters.horizons", "unknown_horizon"),

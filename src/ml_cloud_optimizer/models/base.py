@@ -15,6 +15,7 @@ models that have a quantile head, ``p90_h{h}``.
 from __future__ import annotations
 
 import abc
+import importlib
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -48,12 +49,28 @@ def register_forecaster(cls: type["Forecaster"]) -> type["Forecaster"]:
     return cls
 
 
+# Where each built-in kind is defined, imported on first use so that loading a LightGBM model
+# never pays for importing torch.
+_BUILTIN_MODULES = {
+    "persistence": "ml_cloud_optimizer.models.baselines",
+    "seasonal_naive": "ml_cloud_optimizer.models.baselines",
+    "lightgbm": "ml_cloud_optimizer.models.tabular",
+    "xgboost": "ml_cloud_optimizer.models.tabular",
+    "catboost": "ml_cloud_optimizer.models.tabular",
+    "lstm": "ml_cloud_optimizer.models.sequence",
+    "gru": "ml_cloud_optimizer.models.sequence",
+}
+
+
 def forecaster_class(kind: str) -> type["Forecaster"]:
     """The forecaster class registered for ``kind`` ("lightgbm", "lstm", ...)."""
+    if kind not in _REGISTRY and kind in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[kind])
     try:
         return _REGISTRY[kind]
     except KeyError:
-        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+        known = ", ".join(sorted({*_REGISTRY, *_BUILTIN_MODULES}))
+        raise ValueError(f"unknown model kind {kind!r}; known: {known}") from None
 
 
 class Forecaster(BaseEstimator, abc.ABC):
