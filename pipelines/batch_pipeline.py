@@ -13,50 +13,29 @@ Secret and retries like the training pipeline's warehouse tasks. Locally it runs
 """
 
 # No `from __future__ import annotations`: kfp reads the parameter annotations as types.
-import builtins
-import contextlib
-import logging
-import os
-import sys
-import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from kfp import compiler, dsl, kubernetes
+from kfp import dsl
 
 from components.fetch_champion import fetch_champion
 from components.score_fleet import score_fleet
 from pipelines import settings
+from pipelines.task_settings import runs_as_image_user, uses_database
 
 __all__ = [
     "BATCH_PIPELINE_NAME",
-    "COMPILED_PATH",
     "DEFAULT_CHAMPION",
     "BatchRunResult",
     "batch_pipeline",
-    "compile_batch_pipeline",
     "run_batch_local",
 ]
 
 BATCH_PIPELINE_NAME = "mlco-batch-scoring"
-COMPILED_PATH = Path(__file__).resolve().parent / "compiled" / "batch_pipeline.yaml"
 DEFAULT_CHAMPION = f"models:/{settings.REGISTERED_MODEL}@champion"
 # One week and an hour: the default tabular features reach back a week (the weekly seasonal lag).
 DEFAULT_LOOKBACK_HOURS = 169
-
-
-def _runs_as_image_user(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    return kubernetes.set_security_context(task, run_as_user=settings.RUN_AS_USER, run_as_non_root=True)
-
-
-def _uses_database(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    """Give ``task`` DATABASE_URL from the ``mlco-db`` Secret, with the warehouse tasks' retry policy."""
-    kubernetes.use_secret_as_env(
-        task, secret_name=settings.DB_SECRET, secret_key_to_env={settings.DB_SECRET_KEY: "DATABASE_URL"}
-    )
-    return task.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
 
 
 @dsl.pipeline(
@@ -90,19 +69,11 @@ def batch_pipeline(
         target_utilisation=target_utilisation,
         granularity=granularity,
     )
-    _uses_database(scored.set_caching_options(enable_caching=False))
+    uses_database(scored.set_caching_options(enable_caching=False))
     scored.set_cpu_request("1").set_memory_request("2G").set_memory_limit("4G")
 
     for task in (fetched, scored):
-        _runs_as_image_user(task)
-
-
-def compile_batch_pipeline(path: "str | Path" = COMPILED_PATH) -> Path:
-    """Compile ``batch_pipeline`` to ``path`` (the PipelineSpec, then the Kubernetes platform spec)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(pipeline_func=batch_pipeline, package_path=str(path))
-    return path
+        runs_as_image_user(task)
 
 
 @dataclass
@@ -130,58 +101,14 @@ def run_batch_local(arguments: dict, *, home: "str | Path | None" = None,
     Raises:
         pipelines.local.LocalRunError: a task failed (the message names it and the log file).
     """
-    from ml_cloud_optimizer.pipeline_steps.environment import local_warehouse
-    from pipelines.local import (
-        LocalRunError,
-        _environment,
-        _executor_output,
-        _ProgressTee,
-    )
+    from pipelines.local import LocalRunError, execute_locally, executor_output
 
-    arguments = {"mlflow_tracking_uri": "", **arguments}
-    home = Path(home or os.environ.get("MLCO_HOME") or ".mlco").absolute()
-    pipeline_root = home / "pipeline_runs"
-    pipeline_root.mkdir(parents=True, exist_ok=True)
-    log_path = home / "logs" / f"batch-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    before = set(pipeline_root.iterdir())
-    started = time.perf_counter()
-    tee = _ProgressTee(log_path, progress or sys.stderr)
-    with local_warehouse(home) as database_url, _environment({"MLCO_HOME": str(home), "DATABASE_URL": database_url}):
-        _execute(arguments, pipeline_root, tee)
-    seconds = time.perf_counter() - started
-
-    if tee.failed:
-        tail = tee.failure_tail(tee.failed[0])
-        raise LocalRunError(f"task {tee.failed[0]!r} failed; its log is in {log_path}" + (f"\n{tail}" if tail else ""))
-    new = [p for p in pipeline_root.iterdir() if p not in before and p.name.startswith(BATCH_PIPELINE_NAME)]
-    run_dir = max(new, key=lambda p: p.stat().st_mtime) if new else None
-    if run_dir is None or not (run_dir / "score-fleet" / "executor_output.json").exists():
-        raise LocalRunError(f"the batch pipeline ended without scoring; see {log_path}")
-    scored = _executor_output(run_dir / "score-fleet")["parameterValues"]
-    champion = _executor_output(run_dir / "fetch-champion")["artifacts"]["champion"]["artifacts"][0]
-    return BatchRunResult(run_dir=run_dir, log_path=log_path, optimizer_run_id=int(scored["run_id"]),
+    done = execute_locally(batch_pipeline, {"mlflow_tracking_uri": "", **arguments}, pipeline_name=BATCH_PIPELINE_NAME,
+                           home=home, log_prefix="batch", progress=progress)
+    if not (done.run_dir / "score-fleet" / "executor_output.json").exists():
+        raise LocalRunError(f"the batch pipeline ended without scoring; see {done.log_path}")
+    scored = executor_output(done.run_dir / "score-fleet")["parameterValues"]
+    champion = executor_output(done.run_dir / "fetch-champion")["artifacts"]["champion"]["artifacts"][0]
+    return BatchRunResult(run_dir=done.run_dir, log_path=done.log_path, optimizer_run_id=int(scored["run_id"]),
                           entities=int(scored["entities"]), model_uri=str(champion["metadata"]["model_uri"]),
-                          seconds=seconds, task_seconds=dict(tee.task_seconds))
-
-
-def _execute(arguments: dict, pipeline_root: Path, tee) -> None:
-    """``batch_pipeline(**arguments)`` through kfp.local, its stdout into ``tee`` (as ``pipelines.local`` does)."""
-    from kfp import local as kfp_local
-
-    # kfp.local swaps builtins.print and the root logger's handlers around each task; restore both.
-    real_print = builtins.print
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        with contextlib.redirect_stdout(tee), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-            kfp_local.init(runner=kfp_local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-                           raise_on_error=False)
-            batch_pipeline(**arguments)
-    finally:
-        builtins.print = real_print
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        tee.close()
+                          seconds=done.seconds, task_seconds=done.task_seconds)

@@ -30,7 +30,15 @@ from typing import TextIO
 
 from pipelines import settings
 
-__all__ = ["LocalRunError", "LocalRunResult", "run_local", "local_arguments"]
+__all__ = [
+    "LocalExecution",
+    "LocalRunError",
+    "LocalRunResult",
+    "execute_locally",
+    "executor_output",
+    "local_arguments",
+    "run_local",
+]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([^']+)'")
@@ -108,60 +116,91 @@ def run_local(arguments: dict, *, home: str | Path | None = None, progress: Text
     Raises:
         LocalRunError: a task failed (the message names it and the log file).
     """
-    from ml_cloud_optimizer.pipeline_steps.environment import local_warehouse
+    from pipelines.workload_pipeline import workload_pipeline
 
-    progress = progress or sys.stderr
-    home = Path(home or os.environ.get("MLCO_HOME") or ".mlco").absolute()
-    pipeline_root = home / "pipeline_runs"
-    pipeline_root.mkdir(parents=True, exist_ok=True)
-    log_path = home / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    home = _home(home)
+    # kfp.local runs two loop iterations at once; each gets its share of the cores, since
+    # OpenMP workers that outnumber the cores spend their time waiting for each other.
+    threads = {"MLCO_THREADS": str(max(1, (os.cpu_count() or 2) // _LOCAL_PARALLELISM))}
+    done = execute_locally(workload_pipeline, arguments, pipeline_name=settings.PIPELINE_NAME, home=home,
+                           log_prefix="run", progress=progress, env=threads)
+    if not (done.run_dir / "register" / "executor_output.json").exists():
+        raise LocalRunError(f"the pipeline ended without registering a champion; see {done.log_path}")
 
-    before = set(pipeline_root.iterdir())
-    started = time.perf_counter()
-    tee = _ProgressTee(log_path, progress)
-    with local_warehouse(home) as database_url:
-        env = {
-            "MLCO_HOME": str(home),
-            "DATABASE_URL": database_url,
-            # kfp.local runs two loop iterations at once; each gets its share of the cores, since
-            # OpenMP workers that outnumber the cores spend their time waiting for each other.
-            "MLCO_THREADS": str(max(1, (os.cpu_count() or 2) // _LOCAL_PARALLELISM)),
-        }
-        with _environment(env):
-            _execute(arguments, pipeline_root, tee)
-    seconds = time.perf_counter() - started
-
-    run_dir = _new_run_dir(pipeline_root, before)
-    if tee.failed:
-        raise LocalRunError(
-            f"task {tee.failed[0]!r} failed; its log is in {log_path}"
-            + (f"\n{tee.failure_tail(tee.failed[0])}" if tee.failure_tail(tee.failed[0]) else "")
-        )
-    if run_dir is None or not (run_dir / "register" / "executor_output.json").exists():
-        raise LocalRunError(f"the pipeline ended without registering a champion; see {log_path}")
-
-    registered = _executor_output(run_dir / "register")
-    scored = _executor_output(run_dir / "evaluate")
+    registered = executor_output(done.run_dir / "register")
+    scored = executor_output(done.run_dir / "evaluate")
     champion_dir = _publish(Path(_artifact_uri(registered, "bundle")), home / "champion")
     return LocalRunResult(
-        run_dir=run_dir,
-        log_path=log_path,
+        run_dir=done.run_dir,
+        log_path=done.log_path,
         champion_dir=champion_dir,
         champion_kind=scored["parameterValues"]["kind"],
         champion_mae=float(scored["parameterValues"]["holdout_mae"]),
         leaderboard=Path(_artifact_uri(scored, "leaderboard")).read_text(),
         model_uri=registered["parameterValues"]["model_uri"],
-        seconds=seconds,
-        task_seconds=dict(tee.task_seconds),
+        seconds=done.seconds,
+        task_seconds=done.task_seconds,
     )
 
 
-def _execute(arguments: dict, pipeline_root: Path, tee: "_ProgressTee") -> None:
-    """``workload_pipeline(**arguments)`` through kfp.local, its stdout into ``tee``."""
-    from kfp import local
+@dataclass
+class LocalExecution:
+    """Where a finished local pipeline run left its outputs."""
 
-    from pipelines.workload_pipeline import workload_pipeline
+    run_dir: Path
+    log_path: Path
+    seconds: float
+    task_seconds: dict[str, float]
+
+
+def execute_locally(
+    pipeline_func,
+    arguments: dict,
+    *,
+    pipeline_name: str,
+    home: str | Path | None = None,
+    log_prefix: str = "run",
+    progress: TextIO | None = None,
+    env: dict[str, str] | None = None,
+) -> LocalExecution:
+    """Run any mlco pipeline through kfp.local with the warehouse, MLflow store and logs under ``home``.
+
+    Raises:
+        LocalRunError: a task failed, or the run left no run directory.
+    """
+    from ml_cloud_optimizer.pipeline_steps.environment import local_warehouse
+
+    home = _home(home)
+    pipeline_root = home / "pipeline_runs"
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    log_path = home / "logs" / f"{log_prefix}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    before = set(pipeline_root.iterdir())
+    started = time.perf_counter()
+    tee = _ProgressTee(log_path, progress or sys.stderr)
+    with local_warehouse(home) as database_url:
+        with _environment({"MLCO_HOME": str(home), "DATABASE_URL": database_url, **(env or {})}):
+            _execute(pipeline_func, arguments, pipeline_root, tee)
+    seconds = time.perf_counter() - started
+
+    if tee.failed:
+        tail = tee.failure_tail(tee.failed[0])
+        raise LocalRunError(f"task {tee.failed[0]!r} failed; its log is in {log_path}" + (f"\n{tail}" if tail else ""))
+    new = [p for p in pipeline_root.iterdir() if p not in before and p.is_dir() and p.name.startswith(pipeline_name)]
+    if not new:
+        raise LocalRunError(f"the pipeline left no run directory under {pipeline_root}; see {log_path}")
+    run_dir = max(new, key=lambda p: p.stat().st_mtime)
+    return LocalExecution(run_dir=run_dir, log_path=log_path, seconds=seconds, task_seconds=dict(tee.task_seconds))
+
+
+def _home(home: str | Path | None) -> Path:
+    return Path(home or os.environ.get("MLCO_HOME") or ".mlco").absolute()
+
+
+def _execute(pipeline_func, arguments: dict, pipeline_root: Path, tee: "_ProgressTee") -> None:
+    """``pipeline_func(**arguments)`` through kfp.local, its stdout into ``tee``."""
+    from kfp import local
 
     # kfp.local swaps builtins.print and the root logger's handlers around each task; two loop
     # iterations doing so at once can leave a swap in place after the run, so restore both.
@@ -176,7 +215,7 @@ def _execute(arguments: dict, pipeline_root: Path, tee: "_ProgressTee") -> None:
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
             local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                        raise_on_error=False)
-            workload_pipeline(**arguments)
+            pipeline_func(**arguments)
     finally:
         builtins.print = real_print
         root.handlers[:] = handlers
@@ -265,12 +304,8 @@ def _environment(values: dict[str, str]):
                 os.environ[key] = value
 
 
-def _new_run_dir(root: Path, before: set[Path]) -> Path | None:
-    new = [p for p in root.iterdir() if p not in before and p.is_dir() and p.name.startswith(settings.PIPELINE_NAME)]
-    return max(new, key=lambda p: p.stat().st_mtime) if new else None
-
-
-def _executor_output(task_dir: Path) -> dict:
+def executor_output(task_dir: Path) -> dict:
+    """The outputs kfp.local recorded for one task."""
     return json.loads((task_dir / "executor_output.json").read_text())
 
 

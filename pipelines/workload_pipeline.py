@@ -30,20 +30,9 @@ from components.train_peak import train_peak
 from components.train_sequence import train_sequence
 from components.train_tabular import train_tabular
 from pipelines import settings
+from pipelines.task_settings import runs_as_image_user, uses_database
 
 __all__ = ["workload_pipeline"]
-
-
-def _runs_as_image_user(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    return kubernetes.set_security_context(task, run_as_user=settings.RUN_AS_USER, run_as_non_root=True)
-
-
-def _uses_database(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    """Give ``task`` DATABASE_URL from the ``mlco-db`` Secret; a local run inherits it instead."""
-    kubernetes.use_secret_as_env(
-        task, secret_name=settings.DB_SECRET, secret_key_to_env={settings.DB_SECRET_KEY: "DATABASE_URL"}
-    )
-    return task.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
 
 
 def _on_gpu_node(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -95,14 +84,14 @@ def workload_pipeline(
     """
     exit_task = record_status(tracking_uri=mlflow_tracking_uri)
     exit_task.set_caching_options(enable_caching=False)
-    _runs_as_image_user(exit_task)
+    runs_as_image_user(exit_task)
 
     with dsl.ExitHandler(exit_task, name="train-and-deploy"):
         data = datagen(source=source, records=records, seed=seed)
         data.set_caching_options(enable_caching=True)  # deterministic: a retry would fail the same way
 
         loaded = olap_load(fleet=data.outputs["fleet"])
-        _uses_database(loaded.set_caching_options(enable_caching=False))
+        uses_database(loaded.set_caching_options(enable_caching=False))
 
         split = features(
             fleet=data.outputs["fleet"],
@@ -112,7 +101,7 @@ def workload_pipeline(
             peak_horizon=12,
             seed=seed,
         )
-        _uses_database(split.set_caching_options(enable_caching=False))
+        uses_database(split.set_caching_options(enable_caching=False))
 
         balanced = smote(peak_rows=split.outputs["peak_rows"], seed=seed)
         balanced.set_caching_options(enable_caching=True)
@@ -167,4 +156,4 @@ def workload_pipeline(
             rollout.set_caching_options(enable_caching=False).set_retry(num_retries=2, backoff_duration="60s")
 
         for task in (data, loaded, split, balanced, peak, tabular, sequence, scored, registered, rollout):
-            _runs_as_image_user(task)
+            runs_as_image_user(task)

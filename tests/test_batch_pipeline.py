@@ -88,9 +88,8 @@ def test_typed_artifacts_pinned_image_and_parameters(spec):
 def test_committed_yaml_is_current(tmp_path):
     fresh = tmp_path / "batch.yaml"
     env = {k: v for k, v in os.environ.items() if k not in ("MLCO_IMAGE", "MLCO_CUDA_IMAGE")}
-    code = "import sys; from pipelines.batch_pipeline import compile_batch_pipeline; compile_batch_pipeline(sys.argv[1])"
-    result = subprocess.run([sys.executable, "-c", code, str(fresh)], check=False, cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "pipelines.compile", "--pipeline", "batch", "--out", str(fresh)],
+                            check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert fresh.read_text() == COMPILED.read_text(), "pipelines/compiled/batch_pipeline.yaml is stale: recompile it"
 
@@ -222,3 +221,11 @@ def test_fetch_champion_copies_a_directory_and_refuses_a_missing_one(tmp_path, c
     assert load_champion(tmp_path / "copy").horizons == (1, 12)
     with pytest.raises(FileNotFoundError, match="no such model directory"):
         fetch_champion(str(tmp_path / "absent"), tmp_path / "other")
+
+
+def test_mlco_run_batch_refuses_a_bad_target_in_one_line(capsys):
+    from ml_cloud_optimizer import cli
+
+    assert cli.main(["run", "--pipeline", "batch", "--target-utilisation", "1.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--target-utilisation" in err

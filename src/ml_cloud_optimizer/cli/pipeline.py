@@ -31,11 +31,18 @@ def register(subparsers) -> None:
     run.add_argument("--source", default="synthetic", help="'synthetic' or a trace path (default synthetic)")
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     run.add_argument("--holdout", type=float, default=0.2, help="share of time held out (default 0.2)")
+    _pipeline_argument(run)
+    batch = run.add_argument_group("batch pipeline (--pipeline batch)")
+    batch.add_argument("--champion", default=None,
+                       help="model dir or models:/ URI to score with (default models:/mlco-forecaster@champion)")
+    batch.add_argument("--lookback-hours", type=int, default=169, help="history read per entity (default 169)")
+    batch.add_argument("--target-utilisation", type=float, default=0.7, help="sizing target in (0, 1] (default 0.7)")
     run.set_defaults(func=_run)
 
     comp = subparsers.add_parser("compile", help="compile the pipeline to YAML (default pipelines/compiled/)")
     comp.add_argument("--out", type=Path, default=None, help="output YAML (default: the committed file)")
     comp.add_argument("--check", action="store_true", help="only check that the committed YAML is current")
+    comp.add_argument("--pipeline", choices=["workload", "batch"], default=None, help="one pipeline (default: both)")
     comp.set_defaults(func=_compile)
 
     submit = subparsers.add_parser("submit", help="start one pipeline run on a Kubeflow Pipelines server")
@@ -45,8 +52,9 @@ def register(subparsers) -> None:
 
     schedule = subparsers.add_parser("schedule", help="upload a pipeline version and (re)create a recurring run")
     _server_arguments(schedule)
-    schedule.add_argument("--cron", required=True, help='six-field cron, seconds first, e.g. "0 0 2 * * *"')
-    schedule.add_argument("--name", default=None, help="recurring run name (default mlco-nightly); replaced if it exists")
+    schedule.add_argument("--cron", required=True, help='six-field cron, seconds first: nightly training "0 0 2 * * *", hourly batch scoring "0 5 * * * *"')
+    schedule.add_argument("--name", default=None,
+                          help="recurring run name (default mlco-nightly, or mlco-batch-hourly); replaced if it exists")
     schedule.set_defaults(func=_schedule)
 
     runs = subparsers.add_parser("runs", help="list recent pipeline runs on a Kubeflow Pipelines server")
@@ -57,7 +65,13 @@ def register(subparsers) -> None:
     runs.set_defaults(func=_runs)
 
 
+def _pipeline_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pipeline", choices=["workload", "batch"], default="workload",
+                        help="workload: train and deploy (default); batch: score every entity with the champion")
+
+
 def _server_arguments(parser: argparse.ArgumentParser) -> None:
+    _pipeline_argument(parser)
     parser.add_argument("--host", required=True, help="KFP API URL, e.g. http://localhost:8080")
     parser.add_argument("--experiment", default=None, help="experiment (default mlco; created when missing)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -75,6 +89,8 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines import local, settings
 
     home = Path(os.environ.get("MLCO_HOME") or ".mlco").absolute()
+    if args.pipeline == "batch":
+        return _run_batch(args, home)
     try:
         arguments = local.local_arguments(
             records=args.records or settings.LOCAL_BUDGET["records"],
@@ -114,6 +130,26 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_batch(args: argparse.Namespace, home: Path) -> int:
+    from pipelines import local
+    from pipelines.batch_pipeline import DEFAULT_CHAMPION, run_batch_local
+
+    if not 0 < args.target_utilisation <= 1:
+        raise UserError(f"--target-utilisation wants a share in (0, 1], got {args.target_utilisation}")
+    if args.lookback_hours < 1:
+        raise UserError(f"--lookback-hours wants a positive number, got {args.lookback_hours}")
+    arguments = {"champion": args.champion or DEFAULT_CHAMPION, "lookback_hours": args.lookback_hours,
+                 "target_utilisation": args.target_utilisation}
+    try:
+        result = run_batch_local(arguments, home=home)
+    except local.LocalRunError as exc:
+        print(f"mlco run: {exc}", file=sys.stderr)
+        return 1
+    print(f"scored {result.entities} entities with {result.model_uri}: forecasts and recommendations stored as"
+          f" optimizer run {result.optimizer_run_id} ({result.seconds:.0f} s); log: {result.log_path}")
+    return 0
+
+
 def _int_list(text: str, flag: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -130,15 +166,18 @@ def _int_list(text: str, flag: str) -> list[int]:
 def _compile(args: argparse.Namespace) -> int:
     from pipelines import compile as pipeline_compile
 
-    target = args.out or pipeline_compile.COMPILED_PATH
-    if args.check:
-        if pipeline_compile.is_stale(target):
+    names = [args.pipeline or "workload"] if args.out or args.pipeline else list(pipeline_compile.PIPELINES)
+    stale = False
+    for name in names:
+        target = args.out or pipeline_compile.PIPELINES[name][1]
+        if not args.check:
+            print(pipeline_compile.compile_pipeline(target, name))
+        elif pipeline_compile.is_stale(target, name):
             print(f"mlco compile: {target} is stale; run `mlco compile` and commit it", file=sys.stderr)
-            return 1
-        print(f"{target} is up to date")
-        return 0
-    print(pipeline_compile.compile_pipeline(target))
-    return 0
+            stale = True
+        else:
+            print(f"{target} is up to date")
+    return 1 if stale else 0
 
 
 # -- submit / schedule / runs ----------------------------------------------------------------
@@ -147,7 +186,7 @@ def _compile(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from pipelines import remote
 
-    with _package(args.package) as package:
+    with _package(args.package, args.pipeline) as package:
         params = _params(args.param, package)
         with _server_errors(args.host):
             client = remote.connect(args.host, namespace=args.namespace)
@@ -166,13 +205,14 @@ def _schedule(args: argparse.Namespace) -> int:
         cron = validate_cron(args.cron)
     except CronError as exc:
         raise UserError(str(exc)) from None
-    with _package(args.package) as package:
+    default_name = remote.DEFAULT_SCHEDULE_NAME if args.pipeline == "workload" else "mlco-batch-hourly"
+    with _package(args.package, args.pipeline) as package:
         params = _params(args.param, package)
         with _server_errors(args.host):
             client = remote.connect(args.host, namespace=args.namespace)
             result = remote.schedule_pipeline(client, package, cron=cron, params=params,
                                               experiment=args.experiment or remote.DEFAULT_EXPERIMENT,
-                                              name=args.name or remote.DEFAULT_SCHEDULE_NAME)
+                                              name=args.name or default_name)
     replaced = f", replacing {', '.join(result.replaced)}" if result.replaced else ""
     print(f"scheduled recurring run {result.recurring_run_id} on '{cron}' with pipeline version"
           f" {result.pipeline_version_id}{replaced}")
@@ -211,8 +251,9 @@ def _params(pairs: list[str], package: Path) -> dict:
 class _package:
     """The given compiled pipeline, or one compiled now into a temporary directory."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, pipeline: str = "workload") -> None:
         self._path = path
+        self._pipeline = pipeline
         self._tmp = None
 
     def __enter__(self) -> Path:
@@ -225,7 +266,7 @@ class _package:
         from pipelines.compile import compile_pipeline
 
         self._tmp = tempfile.TemporaryDirectory()
-        return compile_pipeline(Path(self._tmp.name) / "pipeline.yaml")
+        return compile_pipeline(Path(self._tmp.name) / "pipeline.yaml", self._pipeline)
 
     def __exit__(self, *exc) -> None:
         if self._tmp is not None:

@@ -94,11 +94,12 @@ class Forecaster(BaseEstimator, abc.ABC):
     def predict(self, metrics: pd.DataFrame) -> pd.DataFrame:
         """Forecast frame for every origin in ``metrics`` that has ``min_history`` steps behind it."""
 
-    def predict_last(self, metrics: pd.DataFrame) -> pd.DataFrame:
+    def predict_last(self, metrics: pd.DataFrame, features: pd.DataFrame | None = None) -> pd.DataFrame:
         """Forecast frame for the last origin of each entity only: what serving answers.
 
         The default forecasts every origin and keeps the last; models override it when
-        they can skip the others.
+        they can skip the others. ``features``, the ``build_features`` rows of ``metrics``
+        under this model's spec, saves a model that uses them from building them again.
         """
         forecasts = self.predict(metrics)
         last = forecasts.sort_values(["entity_id", "ts"], kind="stable").groupby("entity_id", observed=True).tail(1)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ml_cloud_optimizer.features import build_features
 from ml_cloud_optimizer.models.base import Forecaster, forecast_column
 
 __all__ = ["BUNDLE_FILE", "PEAK_DIR", "ModelBundle"]
@@ -115,11 +116,13 @@ class ModelBundle:
         missing = [c for c in ("entity_id", "ts", "cpu_util") if c not in history.columns]
         if missing:
             raise ValueError(f"history lacks columns {', '.join(missing)}")
-        forecasts = self.forecaster.predict_last(history)
+        spec = getattr(self.forecaster, "feature_spec", None)
+        shared = None
+        if spec is not None and self.peak is not None and self.peak.feature_spec == spec:
+            shared = build_features(history, spec)  # forecaster and classifier read the same rows
+        forecasts = self.forecaster.predict_last(history, features=shared)
         if self.peak is not None and len(forecasts):
-            proba = self.peak.predict_proba(history)
-            last = proba.loc[proba["peak_prob"].notna()].sort_values(["entity_id", "ts"], kind="stable")
-            last = last.groupby("entity_id", observed=True).tail(1)
+            last = self.peak.predict_proba_last(history, features=shared)
             forecasts = forecasts.merge(last[["entity_id", "ts", "peak_prob"]], on=["entity_id", "ts"], how="left")
         else:
             forecasts = forecasts.assign(peak_prob=np.nan)

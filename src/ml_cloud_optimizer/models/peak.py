@@ -151,6 +151,21 @@ class BasePeakModel(BaseEstimator):
         out["peak_prob"] = scores
         return out
 
+    def predict_proba_last(self, metrics: pd.DataFrame, features: pd.DataFrame | None = None) -> pd.DataFrame:
+        """``predict_proba`` for the last scorable row of each entity: what serving answers.
+
+        ``features`` (``build_features`` rows under ``feature_spec``) are used where the model
+        works from them, so a bundle builds them once for forecaster and classifier.
+        """
+        proba = self.predict_proba(metrics)
+        last = proba.loc[proba["peak_prob"].notna()].sort_values(["entity_id", "ts"], kind="stable")
+        return last.groupby("entity_id", observed=True).tail(1).reset_index(drop=True)
+
+    @property
+    def feature_spec(self) -> FeatureSpec | None:
+        """The ``FeatureSpec`` whose rows ``predict_proba_last`` accepts, or None."""
+        return None
+
     def predict(self, metrics: pd.DataFrame) -> pd.DataFrame:
         """``predict_proba`` plus ``is_peak``: the probability at or above the chosen threshold."""
         out = self.predict_proba(metrics)
@@ -237,7 +252,21 @@ class PeakClassifier(BasePeakModel):
         self.seed = seed
         self.spec = spec
 
-    def _feature_rows(self, metrics: pd.DataFrame) -> pd.DataFrame:
+    @property
+    def feature_spec(self) -> FeatureSpec:
+        return self.spec_ if hasattr(self, "spec_") else (self.spec or FeatureSpec())
+
+    def predict_proba_last(self, metrics: pd.DataFrame, features: pd.DataFrame | None = None) -> pd.DataFrame:
+        if not hasattr(self, "decision_threshold_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load() first")
+        _check_metrics(metrics)
+        rows = self._feature_rows(metrics, features)
+        last = rows.sort_values(["entity_id", "ts"], kind="stable").groupby("entity_id", observed=True).tail(1)
+        out = last[["entity_id", "ts"]].reset_index(drop=True)
+        out["peak_prob"] = self._predict_rows(last)
+        return out
+
+    def _feature_rows(self, metrics: pd.DataFrame, rows: pd.DataFrame | None = None) -> pd.DataFrame:
         """Shared feature rows re-expressed in units of each entity's threshold, plus time of day.
 
         Every load-valued feature (current value, lags, rolling statistics, seasonal values)
@@ -246,8 +275,9 @@ class PeakClassifier(BasePeakModel):
         other metrics and day-of-week position are left out: with a few weeks of history they
         let the trees memorise entities and dates instead of learning what precedes a peak.
         """
-        spec = self.spec_ if hasattr(self, "spec_") else (self.spec or FeatureSpec())
-        rows = build_features(metrics, spec)
+        spec = self.feature_spec
+        if rows is None:
+            rows = build_features(metrics, spec)
         limit = np.maximum(self._row_thresholds(rows["entity_id"]), _MIN_THRESHOLD)
         t = spec.target
         out = {"entity_id": rows["entity_id"], "ts": rows["ts"]}

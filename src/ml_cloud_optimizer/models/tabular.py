@@ -228,9 +228,10 @@ class TabularForecaster(Forecaster):
         features = build_features(metrics, self.feature_spec)
         return self.predict_features(features, check_history=True)
 
-    def predict_last(self, metrics: pd.DataFrame) -> pd.DataFrame:
+    def predict_last(self, metrics: pd.DataFrame, features: pd.DataFrame | None = None) -> pd.DataFrame:
         """Forecasts from the last origin of each entity; features are built once, boosters run on one row each."""
-        features = build_features(metrics, self.feature_spec)
+        if features is None:
+            features = build_features(metrics, self.feature_spec)
         last = features.sort_values(["entity_id", "ts"], kind="stable").groupby("entity_id", observed=True).tail(1)
         first = features.groupby("entity_id", observed=True)["ts"].min()
         enough = (last["ts"] - last["entity_id"].map(first).astype(last["ts"].dtype)) // STEP >= self.min_history - 1

@@ -7,4 +7,4 @@ a pipeline. Each step reports itself with one ``[mlco] ...`` line on stdout, whi
 shows as progress.
 """
 
-__all__ = ["artifacts", "environment", "registry", "run_log", "scoring", "sources", "split", "training", "warehouse_io"]
+__all__ = ["artifacts", "batch", "environment", "registry", "run_log", "scoring", "sources", "split", "training", "warehouse_io"]
