@@ -68,14 +68,28 @@ def test_a_directory_without_a_champion_is_refused(tmp_path):
         ForecastModel("m", tmp_path).load()
 
 
+def test_the_default_champion_is_the_newest_of_run_and_train(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("MLCO_HOME", str(tmp_path))
+    run_dir, train_dir = tmp_path / "champion", tmp_path / "train" / "champion"
+    for age, directory in ((100, run_dir), (50, train_dir)):
+        directory.mkdir(parents=True)
+        (directory / "metadata.json").write_text("{}")
+        os.utime(directory / "metadata.json", (1e9 - age, 1e9 - age))
+    assert serve_cli.default_champion_dir() == train_dir
+    os.utime(run_dir / "metadata.json", (1e9, 1e9))
+    assert serve_cli.default_champion_dir() == run_dir
+
+
 def test_mlco_serve_checks_its_champion_before_starting(tmp_path, monkeypatch):
     monkeypatch.setenv("MLCO_HOME", str(tmp_path))
-    assert serve_cli.default_champion_dir() == tmp_path / "train" / "champion"
+    assert serve_cli.default_champion_dir() == tmp_path / "champion"
     parser = argparse.ArgumentParser()
     serve_cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["serve"])
     assert (args.model_name, args.http_port, args.grpc_port) == ("workload-forecaster", 8080, 8081)
-    with pytest.raises(UserError, match=r"holds no champion .*run `mlco train` first"):
+    with pytest.raises(UserError, match=r"holds no champion .*run `make run`"):
         args.func(args)
     args = parser.parse_args(["serve", "--model_dir", str(tmp_path), "--http_port", "0"])
     with pytest.raises(UserError, match="holds no champion"):

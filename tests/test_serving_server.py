@@ -232,7 +232,7 @@ def test_client_mistakes_get_a_400_that_names_the_field(http, history):
         assert field in response.json()["error"], (field, response.text)
     big = b'{"instances": [' + b" " * (3 * 2**20) + b"]}"
     assert http.post(v1, content=big, headers={"content-type": "application/json"}).status_code == 413
-    assert http.post(f"/v1/models/absent:predict", json={"instances": []}).status_code == 404
+    assert http.post("/v1/models/absent:predict", json={"instances": []}).status_code == 404
     assert http.get("/v2/health/ready").status_code == 200
 
 

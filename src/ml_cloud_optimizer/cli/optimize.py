@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
     rec = subparsers.add_parser("recommend", help="capacity per entity and hour from a model's p50/p90 forecasts")
     rec.add_argument("--model", type=Path, default=None,
-                     help="a model directory (default: mlco train's champion, $MLCO_HOME/train/champion)")
+                     help="a model directory (default: the newest of mlco run's and mlco train's champions)")
     rec.add_argument("--source", default="warehouse", help="'warehouse' (default) or a fleet/trace path")
     rec.add_argument("--format", choices=formats, default=None, help="input format of --source (default: detected)")
     rec.add_argument("--hours", type=int, default=24, help="recommend for the last N hours of origins (default 24)")
@@ -56,7 +56,7 @@ def register(subparsers) -> None:
 
     mon = subparsers.add_parser("monitor", help="feature drift and forecast accuracy; says whether to retrain")
     mon.add_argument("--model", type=Path, default=None,
-                     help="the model directory in service (default: $MLCO_HOME/train/champion)")
+                     help="the model directory in service (default: the newest local champion)")
     mon.add_argument("--source", default="warehouse", help="'warehouse' (default) or a fleet/trace path")
     mon.add_argument("--format", choices=formats, default=None, help="input format of --source")
     mon.add_argument("--recent-hours", type=int, default=24, help="the recent window (default 24 h)")
@@ -79,10 +79,11 @@ def default_out_dir(command: str) -> Path:
 
 
 def default_model_dir() -> Path:
-    """The champion directory ``mlco train`` exports by default."""
+    """The newest local champion, from ``mlco run`` or ``mlco train``."""
+    from ml_cloud_optimizer.models.bundle import default_champion_dir
     from ml_cloud_optimizer.warehouse.server import mlco_home
 
-    return mlco_home() / "train" / "champion"
+    return default_champion_dir(mlco_home())
 
 
 def load_forecaster(path: str | Path):

@@ -18,8 +18,10 @@ DEFAULT_MODEL_NAME = "workload-forecaster"
 
 
 def default_champion_dir() -> Path:
-    """Where ``mlco train`` exports the champion: ``$MLCO_HOME/train/champion`` (``MLCO_HOME``: ``./.mlco``)."""
-    return mlco_home() / "train" / "champion"
+    """The newest local champion, from ``mlco run`` or ``mlco train`` (see ``models.bundle``)."""
+    from ml_cloud_optimizer.models.bundle import default_champion_dir as newest
+
+    return newest(mlco_home())
 
 
 def register(subparsers) -> None:
@@ -28,7 +30,7 @@ def register(subparsers) -> None:
         "serve", help="serve the champion over KServe v1, v2 REST and v2 gRPC (health, readiness, /metrics)"
     )
     serve.add_argument("--model_dir", default=None,
-                       help="champion directory (default: mlco train's, $MLCO_HOME/train/champion)")
+                       help="champion directory (default: the newest of mlco run's and mlco train's)")
     serve.add_argument("--model_name", default=DEFAULT_MODEL_NAME,
                        help=f"name in the URL, /v2/models/NAME/infer (default {DEFAULT_MODEL_NAME})")
     serve.add_argument("--http_port", type=int, default=8080, help="REST port (default 8080)")
@@ -39,7 +41,7 @@ def register(subparsers) -> None:
 def _serve(args) -> int:
     model_dir = Path(args.model_dir) if args.model_dir else default_champion_dir()
     if not (model_dir / "metadata.json").is_file():
-        hint = "; run `mlco train` first" if args.model_dir is None else ""
+        hint = "; run `make run` (or `mlco train`) first" if args.model_dir is None else ""
         raise UserError(f"{model_dir} holds no champion (no metadata.json){hint}")
     for name in ("http_port", "grpc_port"):
         port = getattr(args, name)

@@ -13,6 +13,7 @@ The serving layer calls ``ModelBundle.load(dir).predict(history)`` and nothing e
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import pandas as pd
 from ml_cloud_optimizer.features import build_features
 from ml_cloud_optimizer.models.base import Forecaster, forecast_column
 
-__all__ = ["BUNDLE_FILE", "PEAK_DIR", "ModelBundle"]
+__all__ = ["BUNDLE_FILE", "PEAK_DIR", "ModelBundle", "default_champion_dir"]
 
 BUNDLE_FILE = "bundle.json"
 PEAK_DIR = "peak"
@@ -127,3 +128,18 @@ class ModelBundle:
         else:
             forecasts = forecasts.assign(peak_prob=np.nan)
         return forecasts[[c for c in self.output_columns if c in forecasts.columns]].reset_index(drop=True)
+
+
+def default_champion_dir(home: str | Path | None = None) -> Path:
+    """The newest local champion: ``mlco run``'s (``$MLCO_HOME/champion``) or ``mlco train``'s (``.../train/champion``).
+
+    Commands that take a model directory default to this, so they follow whichever of the two
+    commands ran last. With neither there, the ``mlco run`` location is returned (and the
+    caller says it is missing).
+    """
+    home = Path(home or os.environ.get("MLCO_HOME") or ".mlco")
+    candidates = [d for d in (home / "champion", home / "train" / "champion") if (d / Forecaster.METADATA_FILE).is_file()]
+    if not candidates:
+        return home / "champion"
+    return max(candidates, key=lambda d: (d / Forecaster.METADATA_FILE).stat().st_mtime)
+
