@@ -34,6 +34,7 @@ __all__ = [
     "LocalExecution",
     "LocalRunError",
     "LocalRunResult",
+    "environment",
     "execute_locally",
     "executor_output",
     "local_arguments",
@@ -180,7 +181,7 @@ def execute_locally(
     started = time.perf_counter()
     tee = _ProgressTee(log_path, progress or sys.stderr)
     with local_warehouse(home) as database_url:
-        with _environment({"MLCO_HOME": str(home), "DATABASE_URL": database_url, **(env or {})}):
+        with environment(MLCO_HOME=str(home), DATABASE_URL=database_url, **(env or {})):
             _execute(pipeline_func, arguments, pipeline_root, tee)
     seconds = time.perf_counter() - started
 
@@ -291,17 +292,22 @@ class _ProgressTee:
 
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str]):
+def environment(**values: str | None):
+    """Set environment variables (None unsets one) for the duration of a ``with`` block."""
     saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    _apply(values)
     try:
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _apply(saved)
+
+
+def _apply(values: dict[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def executor_output(task_dir: Path) -> dict:

@@ -7,7 +7,6 @@ URI (``models:/mlco-forecaster@champion``) and reads back what landed in the war
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from ml_cloud_optimizer.data.schema import STEP
+from pipelines.local import environment
 from ml_cloud_optimizer.warehouse import (
     apply_schema,
     connect,
@@ -95,24 +95,6 @@ def test_committed_yaml_is_current(tmp_path):
 
 
 # -- the real thing: a champion in MLflow, a fleet in PostgreSQL, the pipeline through kfp.local ------------
-
-
-@contextlib.contextmanager
-def environment(**values):
-    saved = {k: os.environ.get(k) for k in values}
-    for key, value in values.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

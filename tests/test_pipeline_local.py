@@ -20,26 +20,11 @@ import pytest
 
 from ml_cloud_optimizer import cli
 from ml_cloud_optimizer.warehouse import connect, create_database, drop_database
+from pipelines.local import environment
 
 RECORDS = 3_600
 TASKS = {"datagen", "olap-load", "features", "smote", "train-peak", "train-tabular", "train-sequence", "evaluate",
          "register", "record-status"}
-
-
-@contextlib.contextmanager
-def environment(**values):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: v for k, v in values.items() if v is not None})
-    for key in [k for k, v in values.items() if v is None]:
-        os.environ.pop(key, None)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
