@@ -8,14 +8,13 @@ from ml_cloud_optimizer.data.schema import DataValidationError
 from ml_cloud_optimizer.data.synthetic import generate_fleet
 from ml_cloud_optimizer.features import peak_labels
 from ml_cloud_optimizer.models.peak import (
-    REPORT_COLUMNS,
     BasePeakModel,
     PeakClassifier,
     SequencePeakClassifier,
     choose_threshold,
-    peak_report,
     recall_at_precision,
 )
+from ml_cloud_optimizer.models.peak_report import REPORT_COLUMNS, peak_report
 
 
 @pytest.fixture(scope="module")

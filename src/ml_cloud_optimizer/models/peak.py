@@ -9,7 +9,7 @@ operator would write without a model: "alert when the current load is above the 
   class weights or, with ``use_smote``, by SMOTE on training rows.
 * ``SequencePeakClassifier``: a GRU over the same windows as the forecasters, trained with
   the focal loss.
-* ``peak_report``: both variants and the rule on one time split, as one table.
+``models.peak_report`` sets both variants beside the rule on one time split, as one table.
 
 The per-entity threshold is the quantile over the rows a model is trained on (before its
 validation window), stored with the model, so no validation or test load defines it.
@@ -29,15 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.metrics import (
-    average_precision_score,
-    balanced_accuracy_score,
-    f1_score,
-    precision_recall_curve,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
+from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from ml_cloud_optimizer.data.schema import STEP_SECONDS, DataValidationError
 from ml_cloud_optimizer.features import FeatureSpec, build_features, peak_labels
@@ -54,13 +46,11 @@ from ml_cloud_optimizer.models.sequence import (
 from ml_cloud_optimizer.models.windows import INPUT_CHANNELS, EntityScaler, build_panel, epoch_seconds
 
 __all__ = [
-    "REPORT_COLUMNS",
     "BasePeakModel",
     "PeakClassifier",
     "SequencePeakClassifier",
     "choose_threshold",
     "recall_at_precision",
-    "peak_report",
 ]
 
 _CONFIG_FILE = "peak.json"
@@ -69,10 +59,6 @@ _WEIGHTS_FILE = "peak_gru.pt"
 _PREDICT_BATCH = 8192
 _MIN_THRESHOLD = 1e-3  # an idle entity's threshold can be ~0; keep ratios finite
 
-REPORT_COLUMNS = [
-    "model", "pr_auc", "roc_auc", "f1", "precision", "recall", "balanced_accuracy", "recall_at_precision",
-    "min_precision", "decision_threshold", "positives", "rows", "fit_seconds",
-]
 
 
 def recall_at_precision(y_true, score, min_precision: float) -> float:
@@ -115,7 +101,7 @@ class BasePeakModel(BaseEstimator):
 
     def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> "BasePeakModel":
         """Learn from canonical metrics: the latest ``validation`` share of time picks the threshold."""
-        _check_metrics(metrics)
+        check_metrics(metrics)
         started = time.perf_counter()
         seconds = epoch_seconds(metrics["ts"])
         self.split_ts_ = pd.Timestamp(int(np.quantile(seconds, 1.0 - self.validation)), unit="s", tz="UTC")
@@ -145,7 +131,7 @@ class BasePeakModel(BaseEstimator):
         """``entity_id``, ``ts``, ``peak_prob`` for each row the model can score, aligned with ``metrics``."""
         if not hasattr(self, "decision_threshold_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load() first")
-        _check_metrics(metrics)
+        check_metrics(metrics)
         frame, scores = self._scores(metrics)
         out = frame[["entity_id", "ts"]].copy()
         out["peak_prob"] = scores
@@ -259,7 +245,7 @@ class PeakClassifier(BasePeakModel):
     def predict_proba_last(self, metrics: pd.DataFrame, features: pd.DataFrame | None = None) -> pd.DataFrame:
         if not hasattr(self, "decision_threshold_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load() first")
-        _check_metrics(metrics)
+        check_metrics(metrics)
         rows = self._feature_rows(metrics, features)
         last = rows.sort_values(["entity_id", "ts"], kind="stable").groupby("entity_id", observed=True).tail(1)
         out = last[["entity_id", "ts"]].reset_index(drop=True)
@@ -470,81 +456,6 @@ class SequencePeakClassifier(BasePeakModel):
         return model
 
 
-def peak_report(
-    metrics: pd.DataFrame,
-    *,
-    holdout: float = 0.2,
-    models: dict[str, BasePeakModel] | None = None,
-    horizon: int = 12,
-    quantile: float = 0.95,
-    min_precision: float = 0.5,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Peak models beside the rule baseline on the latest ``holdout`` share of time; one row each.
-
-    Every model is fitted on the rows before the cut-off (its own validation window included)
-    and scored on the rows after it, with history before the cut-off available as input.
-    Labels use each entity's threshold from the training rows. The rule scores
-    ``cpu_util / threshold`` and alerts above 1.
-
-    Args:
-        metrics: canonical metrics covering the training and the test window.
-        holdout: share of the latest time to test on.
-        models: name -> unfitted peak model; default LightGBM with and without SMOTE.
-        horizon, quantile: the label (next ``horizon`` steps above the ``quantile``).
-        min_precision: the precision at which ``recall_at_precision`` is read.
-        seed: seed of the default models.
-
-    Returns:
-        A frame with ``REPORT_COLUMNS``, the rule first.
-    """
-    _check_metrics(metrics)
-    if models is None:
-        models = {
-            "lightgbm": PeakClassifier(horizon=horizon, quantile=quantile, seed=seed),
-            "lightgbm_smote": PeakClassifier(horizon=horizon, quantile=quantile, use_smote=True, seed=seed),
-        }
-    seconds = epoch_seconds(metrics["ts"])
-    cutoff = np.quantile(seconds, 1.0 - holdout)
-    train = metrics.loc[seconds < cutoff]
-    test = seconds >= cutoff
-    labels = peak_labels(metrics, horizon, quantile=quantile, reference=train)
-    scored = test & labels.notna().to_numpy()
-    y = labels.fillna(False).to_numpy(dtype=bool)
-
-    limit = metrics["entity_id"].astype(str).map(peak_thresholds(train, quantile)).astype("float64")
-    limit = limit.fillna(float(train[TARGET].quantile(quantile))).to_numpy()
-    rule_score = metrics[TARGET].to_numpy(dtype="float64") / np.maximum(limit, 1e-9)
-    rows = [_scores_row("rule", y[scored], rule_score[scored], 1.0, min_precision, 0.0)]
-    for name, model in models.items():
-        model.fit(train)
-        proba = model.predict_proba(metrics)["peak_prob"].reindex(metrics.index).to_numpy()
-        mask = scored & ~np.isnan(proba)
-        rows.append(_scores_row(name, y[mask], proba[mask], model.decision_threshold_, min_precision,
-                                model.fit_seconds_))
-    return pd.DataFrame(rows, columns=REPORT_COLUMNS)
-
-
-def _scores_row(name, y, score, cut, min_precision, fit_seconds) -> dict:
-    both = 0 < y.sum() < len(y)
-    alert = score >= cut if name != "rule" else score > cut
-    return {
-        "model": name,
-        "pr_auc": float(average_precision_score(y, score)) if both else float("nan"),
-        "roc_auc": float(roc_auc_score(y, score)) if both else float("nan"),
-        "f1": float(f1_score(y, alert, zero_division=0)),
-        "precision": float(precision_score(y, alert, zero_division=0)),
-        "recall": float(recall_score(y, alert, zero_division=0)),
-        "balanced_accuracy": float(balanced_accuracy_score(y, alert)) if both else float("nan"),
-        "recall_at_precision": recall_at_precision(y, score, min_precision) if both else float("nan"),
-        "min_precision": float(min_precision),
-        "decision_threshold": float(cut),
-        "positives": int(y.sum()),
-        "rows": int(len(y)),
-        "fit_seconds": float(fit_seconds),
-    }
-
-
 def _eval_data(X, y) -> dict:
     """Validation data in the form this LightGBM takes (``eval_X``/``eval_y`` from 4.6, ``eval_set`` before)."""
     if "eval_X" in inspect.signature(lgb.LGBMClassifier.fit).parameters:
@@ -561,7 +472,8 @@ def _grid_rows(panel, metrics: pd.DataFrame) -> np.ndarray:
     return keys.get_indexer(wanted)
 
 
-def _check_metrics(metrics: pd.DataFrame) -> None:
+def check_metrics(metrics: pd.DataFrame) -> None:
+    """Raise ``DataValidationError`` unless ``metrics`` has rows and the key and target columns."""
     missing = [c for c in ("entity_id", "ts", TARGET) if c not in metrics.columns]
     if missing:
         raise DataValidationError(f"metrics: missing columns {', '.join(missing)}")
