@@ -15,10 +15,12 @@ import json
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+
+from fakes.loopback import LoopbackServer
 
 __all__ = ["FakeKfpApi", "RecordedRequest"]
 
@@ -42,7 +44,7 @@ class _State:
     recurring_runs: dict[str, dict] = field(default_factory=dict)
 
 
-class FakeKfpApi:
+class FakeKfpApi(LoopbackServer):
     """Start with ``with FakeKfpApi() as api: kfp.Client(host=api.url)``."""
 
     def __init__(self) -> None:
@@ -50,22 +52,7 @@ class FakeKfpApi:
         self.requests: list[RecordedRequest] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> "FakeKfpApi":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._bind()
 
     def calls(self, method: str, path_suffix: str) -> list[RecordedRequest]:
         """Recorded requests with this method whose path ends with ``path_suffix``."""

@@ -13,11 +13,13 @@ import copy
 import itertools
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
+
+from fakes.loopback import LoopbackServer
 
 __all__ = ["FakeKubeApi", "merge_patch"]
 
@@ -37,7 +39,7 @@ def merge_patch(target, patch):
     return result
 
 
-class FakeKubeApi:
+class FakeKubeApi(LoopbackServer):
     """Start with ``with FakeKubeApi() as kube: KServeClient(config_file=kube.kubeconfig(tmp))``."""
 
     def __init__(self, *, become_ready: bool = True) -> None:
@@ -46,22 +48,7 @@ class FakeKubeApi:
         self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
         self._versions = itertools.count(1)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> "FakeKubeApi":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._bind()
 
     def kubeconfig(self, directory: Path, namespace: str = "default") -> Path:
         """Write a kubeconfig that points at this server and return its path."""

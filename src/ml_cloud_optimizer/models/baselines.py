@@ -6,6 +6,8 @@ classic benchmark for periodic load. Both stand in every leaderboard.
 
 from __future__ import annotations
 
+import abc
+
 from pathlib import Path
 from typing import ClassVar
 
@@ -29,9 +31,9 @@ class _NaiveForecaster(Forecaster):
         self.fitted_ = True
         return self
 
+    @abc.abstractmethod
     def _lookback(self, horizon: int) -> int:
         """Steps back from the origin to the value copied for ``horizon``."""
-        raise NotImplementedError
 
     def predict(self, metrics: pd.DataFrame) -> pd.DataFrame:
         grid = to_grid(metrics[["entity_id", "ts", "cpu_util"]], STEP)
