@@ -101,8 +101,18 @@ class BasePeakModel(BaseEstimator):
 
     def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> "BasePeakModel":
         """Learn from canonical metrics: the latest ``validation`` share of time picks the threshold."""
-        check_metrics(metrics)
         started = time.perf_counter()
+        y, train, val = self.label_split(metrics)
+        self._choose_threshold(y[val], self._fit_scores(metrics, y, train, val))
+        self.fit_seconds_ = time.perf_counter() - started
+        return self
+
+    def label_split(self, metrics: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fix the validation cut-off and each entity's threshold; return the labels and the fit and validation masks.
+
+        Rows whose label is unknown (the next hour is missing) are in neither mask.
+        """
+        check_metrics(metrics)
         seconds = epoch_seconds(metrics["ts"])
         self.split_ts_ = pd.Timestamp(int(np.quantile(seconds, 1.0 - self.validation)), unit="s", tz="UTC")
         cutoff = self.split_ts_.timestamp()
@@ -119,13 +129,14 @@ class BasePeakModel(BaseEstimator):
         y = labels.fillna(False).to_numpy(dtype=bool)
         if y[train].sum() < 2:
             raise ValueError(f"{self.kind}: fewer than 2 peak rows in the training window; nothing to learn from")
-        val_scores = self._fit_scores(metrics, y, train, val)
-        self.decision_threshold_ = choose_threshold(y[val], val_scores, self.decision, self.min_precision)
-        self.n_validation_rows_ = int(val.sum())
-        self.validation_pr_auc_ = (float(average_precision_score(y[val], val_scores))
-                                   if 0 < y[val].sum() < val.sum() else float("nan"))
-        self.fit_seconds_ = time.perf_counter() - started
-        return self
+        return y, train, val
+
+    def _choose_threshold(self, y_val: np.ndarray, scores: np.ndarray) -> None:
+        """The decision cut-off and the validation PR-AUC, from the validation rows' scores."""
+        self.decision_threshold_ = choose_threshold(y_val, scores, self.decision, self.min_precision)
+        self.n_validation_rows_ = int(len(y_val))
+        self.validation_pr_auc_ = (float(average_precision_score(y_val, scores))
+                                   if 0 < y_val.sum() < len(y_val) else float("nan"))
 
     def predict_proba(self, metrics: pd.DataFrame) -> pd.DataFrame:
         """``entity_id``, ``ts``, ``peak_prob`` for each row the model can score, aligned with ``metrics``."""
@@ -246,13 +257,13 @@ class PeakClassifier(BasePeakModel):
         if not hasattr(self, "decision_threshold_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load() first")
         check_metrics(metrics)
-        rows = self._feature_rows(metrics, features)
+        rows = self.feature_rows(metrics, features)
         last = rows.sort_values(["entity_id", "ts"], kind="stable").groupby("entity_id", observed=True).tail(1)
         out = last[["entity_id", "ts"]].reset_index(drop=True)
         out["peak_prob"] = self._predict_rows(last)
         return out
 
-    def _feature_rows(self, metrics: pd.DataFrame, rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    def feature_rows(self, metrics: pd.DataFrame, rows: pd.DataFrame | None = None) -> pd.DataFrame:
         """Shared feature rows re-expressed in units of each entity's threshold, plus time of day.
 
         Every load-valued feature (current value, lags, rolling statistics, seasonal values)
@@ -277,16 +288,32 @@ class PeakClassifier(BasePeakModel):
 
     def _fit_scores(self, metrics, y, train, val) -> np.ndarray:
         self.spec_ = self.spec or FeatureSpec()
-        rows = self._feature_rows(metrics)
-        self.feature_columns_ = [c for c in rows.columns if c not in ("entity_id", "ts")]
-        X = rows[self.feature_columns_]
+        rows = self.feature_rows(metrics)
+        X = rows.drop(columns=["entity_id", "ts"])
         self.fill_values_ = X.loc[train].median().fillna(0.0)
         X_train, y_train = X.loc[train].fillna(self.fill_values_), y[train]
-        X_val, y_val = X.loc[val].fillna(self.fill_values_), y[val]
         self.n_train_rows_ = len(X_train)
         self.n_train_positives_ = int(y_train.sum())
         if self.use_smote:
             X_train, y_train = smote_resample(X_train, y_train, random_state=self.seed)
+        return self._boost(X_train, y_train, X.loc[val].fillna(self.fill_values_), y[val])
+
+    def fit_rows(self, X_train: pd.DataFrame, y_train, X_val: pd.DataFrame, y_val, *, fill_values) -> "PeakClassifier":
+        """Boost on ready ``feature_rows`` (resampled already where wanted) and choose the cut-off on ``X_val``.
+
+        For callers that label, split and resample in steps of their own (the pipeline makes
+        SMOTE a task): ``label_split`` and ``feature_rows`` give the rows, this fits on them.
+        ``fill_values`` are the training medians that fill missing features at prediction.
+        """
+        self.fill_values_ = pd.Series(fill_values, dtype="float64")
+        y_val = np.asarray(y_val, dtype=bool)
+        self._choose_threshold(y_val, self._boost(X_train, np.asarray(y_train, dtype=bool),
+                                                  X_val.fillna(self.fill_values_), y_val))
+        return self
+
+    def _boost(self, X_train: pd.DataFrame, y_train, X_val: pd.DataFrame, y_val) -> np.ndarray:
+        """LightGBM with early stopping on the validation rows; returns their scores."""
+        self.feature_columns_ = list(X_train.columns)
         self.n_train_resampled_ = len(X_train)
         model = lgb.LGBMClassifier(
             n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
@@ -310,7 +337,7 @@ class PeakClassifier(BasePeakModel):
         return self.booster_.predict(values, num_iteration=self.best_iteration_, num_threads=idle_cores())
 
     def _scores(self, metrics):
-        rows = self._feature_rows(metrics)
+        rows = self.feature_rows(metrics)
         return rows, self._predict_rows(rows)
 
     def _save_model(self, directory: Path) -> dict:
