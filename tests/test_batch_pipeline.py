@@ -16,10 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from ml_cloud_optimizer.data.schema import STEP
-from pipelines.local import environment
 from ml_cloud_optimizer.warehouse import (
     apply_schema,
     connect,
@@ -27,6 +25,9 @@ from ml_cloud_optimizer.warehouse import (
     drop_database,
     load_fleet,
 )
+from pipelines.local import environment
+
+from compiled_yaml import read_compiled
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPILED = ROOT / "pipelines" / "compiled" / "batch_pipeline.yaml"
@@ -38,14 +39,12 @@ LOOKBACK_HOURS = 4  # 48 steps, above the tiny model's min_history (25)
 
 @pytest.fixture(scope="module")
 def spec() -> dict:
-    return next(yaml.safe_load_all(COMPILED.read_text()))
+    return read_compiled(COMPILED)[0]
 
 
 @pytest.fixture(scope="module")
 def platform() -> dict:
-    docs = list(yaml.safe_load_all(COMPILED.read_text()))
-    assert len(docs) == 2, "the compiled YAML should hold the PipelineSpec and the Kubernetes platform spec"
-    return docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    return read_compiled(COMPILED)[1]
 
 
 def test_only_the_scoring_task_gets_the_database_secret(spec, platform):

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from compiled_yaml import read_compiled
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPILED = ROOT / "pipelines" / "compiled" / "workload_pipeline.yaml"
 CPU_IMAGE = "ghcr.io/mlco/ml-cloud-optimizer:0.1.0"
@@ -23,14 +25,12 @@ CUDA_IMAGE = "ghcr.io/mlco/ml-cloud-optimizer-cuda:0.1.0"
 
 @pytest.fixture(scope="module")
 def spec() -> dict:
-    return next(yaml.safe_load_all(COMPILED.read_text()))
+    return read_compiled(COMPILED)[0]
 
 
 @pytest.fixture(scope="module")
 def platform() -> dict:
-    docs = list(yaml.safe_load_all(COMPILED.read_text()))
-    assert len(docs) == 2, "the compiled YAML should hold the PipelineSpec and the Kubernetes platform spec"
-    return docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    return read_compiled(COMPILED)[1]
 
 
 def all_tasks(spec: dict) -> dict[str, dict]:
