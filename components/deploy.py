@@ -22,26 +22,26 @@ def deploy(
     tracking_uri: str,
     timeout_s: int,
 ) -> NamedTuple("Deployed", [("action", str), ("url", str)]):
-    """Create or patch the InferenceService through the kserve SDK, or leave it, then wait for ready.
+    """Roll the bundle out to the InferenceService the manifests created, or leave it, through the kserve SDK.
 
     The registered model now serving (annotation ``mlco.io/model-uri``) and the new bundle are
     scored on the same rows of this run's hold-out; the bundle replaces it only with a lower
-    one-hour MAE. Returns what was done and the service's URL.
+    one-hour MAE, and goes out unvetted only when nothing is served yet. A deployed model that
+    will not load fails the step. The step returns once the predictor Deployment has rolled the
+    bundle out, with what was done and the service's URL.
     """
     from collections import namedtuple
 
     from kserve import KServeClient
 
     from ml_cloud_optimizer.pipeline_steps import artifacts, registry
-    from pipelines.inference_service import MODEL_URI_ANNOTATION, Candidate, deploy_champion, storage_uri_for
+    from pipelines.inference_service import Candidate, deploy_champion, storage_uri_for
 
     fleet = artifacts.load_fleet(history.path)
 
-    def compare(isvc: dict):
-        deployed = (isvc.get("metadata", {}).get("annotations") or {}).get(MODEL_URI_ANNOTATION)
-        if not deployed:
-            return None
-        return registry.compare_with_registered(bundle.path, deployed, fleet, holdout_fraction=holdout_fraction,
+    def compare(deployed_uri: str):
+        # Raises when the deployed model will not load: the step fails and KFP retries it.
+        return registry.compare_with_registered(bundle.path, deployed_uri, fleet, holdout_fraction=holdout_fraction,
                                                 horizons=horizons, tracking_uri=tracking_uri)
 
     candidate = Candidate(storage_uri_for(bundle.uri), model_uri, bundle.metadata["holdout_mae"], bundle.metadata["kind"])

@@ -8,7 +8,8 @@
 Meant to run hourly as a recurring run (``mlco schedule --cron "0 5 * * * *"`` with this
 package). Both tasks have side effects or read state that moves (the alias, the newest
 metrics), so neither is cached; the warehouse task gets ``DATABASE_URL`` from the ``mlco-db``
-Secret and retries like the training pipeline's warehouse tasks. Locally it runs through
+Secret and retries like the training pipeline's warehouse tasks, and the MLflow task gets
+``MLFLOW_TRACKING_URI`` from the ``mlco-pipeline-settings`` ConfigMap. Locally it runs through
 ``kfp.local`` like the training pipeline (``run_batch_local``).
 """
 
@@ -22,7 +23,7 @@ from kfp import dsl
 from components.fetch_champion import fetch_champion
 from components.score_fleet import score_fleet
 from pipelines import settings
-from pipelines.task_settings import runs_as_image_user, uses_database
+from pipelines.task_settings import runs_as_image_user, uses_database, uses_mlflow
 
 __all__ = [
     "BATCH_PIPELINE_NAME",
@@ -47,7 +48,7 @@ def batch_pipeline(
     lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
     target_utilisation: float = 0.7,
     granularity: float = 0.25,
-    mlflow_tracking_uri: str = settings.MLFLOW_TRACKING_URI,
+    mlflow_tracking_uri: str = "",
 ):
     """Forecast the fleet's next hours and recommend capacity, from the last ``lookback_hours`` of metrics.
 
@@ -57,11 +58,11 @@ def batch_pipeline(
         lookback_hours: history read per entity; at least the champion's ``min_history``.
         target_utilisation: utilisation the recommended request is sized for, in (0, 1].
         granularity: request step in cores.
-        mlflow_tracking_uri: MLflow tracking server ("": mlco's local store, for local runs).
+        mlflow_tracking_uri: MLflow tracking server; "": MLFLOW_TRACKING_URI (cluster: ConfigMap mlco-pipeline-settings).
     """
     fetched = fetch_champion(location=champion, tracking_uri=mlflow_tracking_uri)
     fetched.set_caching_options(enable_caching=False)  # the alias moves when a new champion is registered
-    fetched.set_retry(num_retries=2, backoff_duration="30s")
+    uses_mlflow(fetched.set_retry(num_retries=2, backoff_duration="30s"))
 
     scored = score_fleet(
         champion=fetched.outputs["champion"],
@@ -90,13 +91,14 @@ class BatchRunResult:
 
 
 def run_batch_local(arguments: dict, *, home: "str | Path | None" = None,
-                    progress: "TextIO | None" = None) -> BatchRunResult:
+                    progress: "TextIO | None" = None, image: "str | None" = None) -> BatchRunResult:
     """Run ``batch_pipeline(**arguments)`` through kfp.local against ``DATABASE_URL`` (or the embedded warehouse).
 
     Args:
         arguments: pipeline arguments; ``mlflow_tracking_uri`` defaults to "" (mlco's local store).
         home: mlco's local state directory (default ``$MLCO_HOME`` or ``./.mlco``).
         progress: where progress lines go (default stderr).
+        image: run every task in this container image (see ``pipelines.local_docker``).
 
     Raises:
         pipelines.local.LocalRunError: a task failed (the message names it and the log file).
@@ -104,7 +106,7 @@ def run_batch_local(arguments: dict, *, home: "str | Path | None" = None,
     from pipelines.local import LocalRunError, execute_locally, executor_output
 
     done = execute_locally(batch_pipeline, {"mlflow_tracking_uri": "", **arguments}, pipeline_name=BATCH_PIPELINE_NAME,
-                           home=home, log_prefix="batch", progress=progress)
+                           home=home, log_prefix="batch", progress=progress, image=image)
     if not (done.run_dir / "score-fleet" / "executor_output.json").exists():
         raise LocalRunError(f"the batch pipeline ended without scoring; see {done.log_path}")
     scored = executor_output(done.run_dir / "score-fleet")["parameterValues"]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from pipelines import settings
+from pipelines import local_docker, settings
 
 __all__ = [
     "LocalExecution",
@@ -103,13 +103,16 @@ def local_arguments(
     }
 
 
-def run_local(arguments: dict, *, home: str | Path | None = None, progress: TextIO | None = None) -> LocalRunResult:
+def run_local(arguments: dict, *, home: str | Path | None = None, progress: TextIO | None = None,
+              image: str | None = None) -> LocalRunResult:
     """Run ``workload_pipeline(**arguments)`` locally and collect the champion.
 
     Args:
         arguments: pipeline arguments (see ``local_arguments``).
         home: mlco's local state directory (default ``$MLCO_HOME`` or ``./.mlco``).
         progress: where progress lines go (default stderr).
+        image: run every task in this container image (``kfp.local.DockerRunner``, see
+            ``local_docker``) instead of as subprocesses of this Python.
 
     Returns:
         A ``LocalRunResult``.
@@ -124,7 +127,7 @@ def run_local(arguments: dict, *, home: str | Path | None = None, progress: Text
     # OpenMP workers that outnumber the cores spend their time waiting for each other.
     threads = {"MLCO_THREADS": str(max(1, (os.cpu_count() or 2) // _LOCAL_PARALLELISM))}
     done = execute_locally(workload_pipeline, arguments, pipeline_name=settings.PIPELINE_NAME, home=home,
-                           log_prefix="run", progress=progress, env=threads)
+                           log_prefix="run", progress=progress, env=threads, image=image)
     if not (done.run_dir / "register" / "executor_output.json").exists():
         raise LocalRunError(f"the pipeline ended without registering a champion; see {done.log_path}")
 
@@ -163,11 +166,15 @@ def execute_locally(
     log_prefix: str = "run",
     progress: TextIO | None = None,
     env: dict[str, str] | None = None,
+    image: str | None = None,
 ) -> LocalExecution:
     """Run any mlco pipeline through kfp.local with the warehouse, MLflow store and logs under ``home``.
 
+    ``image`` set runs every task in that container image; otherwise tasks are subprocesses.
+
     Raises:
         LocalRunError: a task failed, or the run left no run directory.
+        local_docker.DockerUnavailable: ``image`` was given but cannot be run here.
     """
     from ml_cloud_optimizer.pipeline_steps.environment import local_warehouse
 
@@ -181,8 +188,13 @@ def execute_locally(
     started = time.perf_counter()
     tee = _ProgressTee(log_path, progress or sys.stderr)
     with local_warehouse(home) as database_url:
-        with environment(MLCO_HOME=str(home), DATABASE_URL=database_url, **(env or {})):
-            _execute(pipeline_func, arguments, pipeline_root, tee)
+        task_env = {"MLCO_HOME": str(home), "DATABASE_URL": database_url, **(env or {})}
+        with environment(**task_env):
+            if image:
+                runner, pipeline_func = _in_containers(pipeline_func, arguments, image, home, task_env)
+            else:
+                runner = None
+            _execute(pipeline_func, arguments, pipeline_root, tee, runner)
     seconds = time.perf_counter() - started
 
     if tee.failed:
@@ -192,6 +204,9 @@ def execute_locally(
     if not new:
         raise LocalRunError(f"the pipeline left no run directory under {pipeline_root}; see {log_path}")
     run_dir = max(new, key=lambda p: p.stat().st_mtime)
+    if image and (silent := local_docker.missing_outputs(run_dir)):
+        raise LocalRunError(f"task(s) {', '.join(silent)} exited without writing their outputs (a container that"
+                            f" died before kfp.local read its exit code); see {log_path}")
     return LocalExecution(run_dir=run_dir, log_path=log_path, seconds=seconds, task_seconds=dict(tee.task_seconds))
 
 
@@ -199,8 +214,15 @@ def _home(home: str | Path | None) -> Path:
     return Path(home or os.environ.get("MLCO_HOME") or ".mlco").absolute()
 
 
-def _execute(pipeline_func, arguments: dict, pipeline_root: Path, tee: "_ProgressTee") -> None:
-    """``pipeline_func(**arguments)`` through kfp.local, its stdout into ``tee``."""
+def _in_containers(pipeline_func, arguments: dict, image: str, home: Path, task_env: dict[str, str]):
+    """The DockerRunner and the pipeline with every task in ``image``; host paths among the arguments are mounted."""
+    inputs = [Path(v) for v in arguments.values() if isinstance(v, str) and os.path.isabs(v) and os.path.exists(v)]
+    runner = local_docker.docker_runner(image, home=home, environment=task_env, read_only_paths=inputs)
+    return runner, local_docker.pipeline_in_image(pipeline_func, image)
+
+
+def _execute(pipeline_func, arguments: dict, pipeline_root: Path, tee: "_ProgressTee", runner=None) -> None:
+    """``pipeline_func(**arguments)`` through kfp.local (subprocesses unless ``runner``), its stdout into ``tee``."""
     from kfp import local
 
     # kfp.local swaps builtins.print and the root logger's handlers around each task; two loop
@@ -214,7 +236,7 @@ def _execute(pipeline_func, arguments: dict, pipeline_root: Path, tee: "_Progres
             warnings.filterwarnings("ignore", message=".*non-Python base image.*")
             # Resources and accelerators are the cluster's business (see the compiled YAML).
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+            local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                        raise_on_error=False)
             pipeline_func(**arguments)
     finally:

@@ -4,11 +4,19 @@ Thin over ``kfp.Client``. What the client would only find out from the server is
 first: parameter names and types against the compiled pipeline, and the cron expression (KFP
 wants six fields, seconds first). Runs use the ``mlco-pipeline-runner`` service account, the
 identity the manifests allow to roll out the InferenceService.
+
+A multi-user Kubeflow wants to know who asks and for which namespace. ``connect`` gives the
+client a bearer token (``token``, else ``$MLCO_KFP_TOKEN``, else ``$KF_PIPELINES_TOKEN``) or, in a
+pod, kfp's own ``ServiceAccountTokenVolumeCredentials``, which re-read the projected
+service-account token (``$KF_PIPELINES_SA_TOKEN_PATH``, else kfp's default path) on every
+request; the ``namespace`` argument of each function here (the user's profile namespace) goes
+on every ``kfp.Client`` call that takes one. A single-user server needs neither.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,6 +24,8 @@ from pathlib import Path
 
 import kfp
 import yaml
+from kfp import client as kfp_client
+from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
 from pipelines import settings
 from pipelines.cron import validate_cron
@@ -23,19 +33,25 @@ from pipelines.cron import validate_cron
 __all__ = [
     "DEFAULT_EXPERIMENT",
     "DEFAULT_SCHEDULE_NAME",
+    "TOKEN_ENV_VARS",
+    "AuthError",
     "ParameterError",
     "ScheduleResult",
     "SubmitResult",
     "connect",
     "list_runs",
+    "package_pipeline_name",
     "parse_params",
     "pipeline_parameters",
+    "service_account_token_path",
     "schedule_pipeline",
     "submit_pipeline",
 ]
 
 DEFAULT_EXPERIMENT = "mlco"
 DEFAULT_SCHEDULE_NAME = "mlco-nightly"
+# Where a bearer token is read from when none is given, first match wins.
+TOKEN_ENV_VARS = ("MLCO_KFP_TOKEN", "KF_PIPELINES_TOKEN")
 
 # Compiled parameter type -> Python types accepted for it.
 _PARAMETER_TYPES = {
@@ -50,6 +66,10 @@ _PARAMETER_TYPES = {
 
 class ParameterError(ValueError):
     """A ``k=v`` pipeline parameter the pipeline does not declare, or of the wrong type."""
+
+
+class AuthError(ValueError):
+    """Credentials that cannot be used: two kinds at once, or a service-account token file that is not there."""
 
 
 @dataclass(frozen=True)
@@ -68,11 +88,51 @@ class ScheduleResult:
     replaced: tuple[str, ...]
 
 
-def connect(host: str, *, namespace: str | None = None, token: str | None = None) -> kfp.Client:
-    """A ``kfp.Client`` for the KFP API at ``host`` (e.g. ``http://localhost:8080`` after a port-forward)."""
+def connect(host: str, *, namespace: str | None = None, token: str | None = None,
+            service_account_token: bool | str | None = None) -> kfp.Client:
+    """A ``kfp.Client`` for the KFP API at ``host`` (e.g. ``http://localhost:8080`` after a port-forward).
+
+    Args:
+        host: the KFP API URL.
+        namespace: the user's profile namespace, the client's default (the functions here also
+            pass it on each call); spares the client its guess from the pod's own namespace.
+        token: a bearer token (e.g. ``kubectl create token``, or an OIDC token that the Kubeflow
+            gateway accepts); default ``$MLCO_KFP_TOKEN``, then ``$KF_PIPELINES_TOKEN``.
+        service_account_token: use a projected service-account token file, re-read on every
+            request (kfp's ``ServiceAccountTokenVolumeCredentials``): True for
+            ``$KF_PIPELINES_SA_TOKEN_PATH`` or kfp's default path, a string for that path. None
+            (the default) uses it when there is no bearer token and that file exists (a pod that
+            Kubeflow gave a pipelines token); False never does.
+
+    Raises:
+        AuthError: a token and a service-account token both asked for, or the token file is missing.
+    """
+    token = token or next((os.environ[v] for v in TOKEN_ENV_VARS if os.environ.get(v)), None)
+    credentials = None
+    if service_account_token not in (None, False):
+        if token:
+            raise AuthError("give a bearer token or a service-account token, not both")
+        path = service_account_token_path(service_account_token if isinstance(service_account_token, str) else None)
+        if not os.path.isfile(path):
+            raise AuthError(f"no service-account token at {path} (set KF_PIPELINES_SA_TOKEN_PATH or give the path)")
+        credentials = ServiceAccountTokenVolumeCredentials(path)
+    elif service_account_token is None and not token and os.path.isfile(service_account_token_path()):
+        credentials = ServiceAccountTokenVolumeCredentials(service_account_token_path())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP v2.0.0-beta.2 and later"
-        return kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token)
+        return kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token or None,
+                          credentials=credentials)
+
+
+def service_account_token_path(path: str | None = None) -> str:
+    """``path``, else ``$KF_PIPELINES_SA_TOKEN_PATH``, else kfp's default projected-token path."""
+    return path or os.environ.get(kfp_client.KF_PIPELINES_SA_TOKEN_ENV) or kfp_client.KF_PIPELINES_SA_TOKEN_PATH
+
+
+def package_pipeline_name(package: str | Path) -> str:
+    """The pipeline's own name in a compiled package (``pipelineInfo.name``)."""
+    spec = next(yaml.safe_load_all(Path(package).read_text()))
+    return str(spec["pipelineInfo"]["name"])
 
 
 def pipeline_parameters(package: str | Path) -> dict[str, dict]:
@@ -118,14 +178,16 @@ def submit_pipeline(
     experiment: str = DEFAULT_EXPERIMENT,
     run_name: str | None = None,
     service_account: str = settings.PIPELINE_RUNNER_SERVICE_ACCOUNT,
+    namespace: str | None = None,
 ) -> SubmitResult:
-    """Start one run of the compiled pipeline in ``experiment`` (created when missing)."""
-    run_name = run_name or f"{settings.PIPELINE_NAME} {_stamp()}"
+    """Start one run of the compiled pipeline in ``experiment`` (created when missing, in ``namespace``)."""
+    run_name = run_name or f"{package_pipeline_name(package)} {_stamp()}"
     result = client.create_run_from_pipeline_package(
         str(package),
         arguments=params or {},
         run_name=run_name,
         experiment_name=experiment,
+        namespace=namespace,
         service_account=service_account,
     )
     return SubmitResult(run_id=result.run_id, experiment_id=result.run_info.experiment_id, run_name=run_name)
@@ -141,16 +203,21 @@ def schedule_pipeline(
     name: str = DEFAULT_SCHEDULE_NAME,
     version_name: str | None = None,
     service_account: str = settings.PIPELINE_RUNNER_SERVICE_ACCOUNT,
+    namespace: str | None = None,
 ) -> ScheduleResult:
     """Upload the package as a new pipeline version and (re)create the recurring run ``name``.
 
-    A recurring run cannot be edited, so an existing one of the same name in the experiment is
-    deleted and created again, pointing at the new version. The cron expression is checked
-    before anything is sent.
+    The pipeline is the one named like the package's own ``pipelineInfo.name`` (in ``namespace``
+    when given: a private pipeline of that profile), so the training and batch pipelines keep
+    their versions apart. A recurring run cannot be edited, so an existing one of the same name
+    in the experiment is deleted and created again, pointing at the new version. The cron
+    expression is checked before anything is sent.
     """
     cron = validate_cron(cron)
-    pipeline_id, version_id = _upload_version(client, package, version_name or f"{settings.PIPELINE_NAME}-{_stamp()}")
-    experiment_id = client.create_experiment(name=experiment).experiment_id
+    pipeline_name = package_pipeline_name(package)
+    pipeline_id, version_id = _upload_version(client, package, pipeline_name,
+                                              version_name or f"{pipeline_name}-{_stamp()}", namespace)
+    experiment_id = client.create_experiment(name=experiment, namespace=namespace).experiment_id
     replaced = []
     for job in _recurring_runs_named(client, experiment_id, name):
         client.delete_recurring_run(job.recurring_run_id)
@@ -158,7 +225,7 @@ def schedule_pipeline(
     job = client.create_recurring_run(
         experiment_id=experiment_id,
         job_name=name,
-        description=f"{settings.PIPELINE_NAME} on cron '{cron}'",
+        description=f"{pipeline_name} on cron '{cron}'",
         cron_expression=cron,
         max_concurrency=1,
         no_catchup=True,
@@ -170,12 +237,14 @@ def schedule_pipeline(
     return ScheduleResult(job.recurring_run_id, pipeline_id, version_id, experiment_id, tuple(replaced))
 
 
-def list_runs(client: kfp.Client, *, experiment: str | None = None, limit: int = 20) -> list[dict]:
-    """The newest runs (all experiments, or one) as plain dicts: id, name, state, created, finished."""
+def list_runs(client: kfp.Client, *, experiment: str | None = None, limit: int = 20,
+              namespace: str | None = None) -> list[dict]:
+    """The newest runs (all experiments of ``namespace``, or one) as plain dicts: id, name, state, created, finished."""
     experiment_id = None
     if experiment:
-        experiment_id = client.get_experiment(experiment_name=experiment).experiment_id
-    response = client.list_runs(page_size=limit, sort_by="created_at desc", experiment_id=experiment_id)
+        experiment_id = client.get_experiment(experiment_name=experiment, namespace=namespace).experiment_id
+    response = client.list_runs(page_size=limit, sort_by="created_at desc", experiment_id=experiment_id,
+                                namespace=namespace)
     return [
         {
             "run_id": run.run_id,
@@ -189,14 +258,26 @@ def list_runs(client: kfp.Client, *, experiment: str | None = None, limit: int =
     ]
 
 
-def _upload_version(client: kfp.Client, package: str | Path, version_name: str) -> tuple[str, str]:
-    pipeline_id = client.get_pipeline_id(settings.PIPELINE_NAME)
+def _upload_version(client: kfp.Client, package: str | Path, pipeline_name: str, version_name: str,
+                    namespace: str | None) -> tuple[str, str]:
+    pipeline_id = _pipeline_id(client, pipeline_name, namespace)
     if pipeline_id is None:
-        pipeline_id = client.upload_pipeline(str(package), pipeline_name=settings.PIPELINE_NAME).pipeline_id
+        pipeline_id = client.upload_pipeline(str(package), pipeline_name=pipeline_name, namespace=namespace).pipeline_id
         versions = client.list_pipeline_versions(pipeline_id, page_size=1, sort_by="created_at desc")
         return pipeline_id, versions.pipeline_versions[0].pipeline_version_id
     version = client.upload_pipeline_version(str(package), version_name, pipeline_id=pipeline_id)
     return pipeline_id, version.pipeline_version_id
+
+
+def _pipeline_id(client: kfp.Client, name: str, namespace: str | None) -> str | None:
+    # Not client.get_pipeline_id: it lists without a namespace, which on a multi-user server
+    # means the shared pipelines only.
+    flt = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
+    pipelines = [p for p in client.list_pipelines(filter=flt, namespace=namespace, page_size=100).pipelines or []
+                 if p.display_name == name]
+    if len(pipelines) > 1:
+        raise ValueError(f"{len(pipelines)} pipelines are named {name!r}; the name should be unique")
+    return pipelines[0].pipeline_id if pipelines else None
 
 
 def _recurring_runs_named(client: kfp.Client, experiment_id: str, name: str) -> list:

@@ -8,11 +8,19 @@
     (all inside an ExitHandler whose record_status task logs how the run ended)
 
 Cluster settings live on the tasks here: the database secret on the tasks that use the
-warehouse, the GPU request, node selector and toleration on ``train_sequence``, resources, a
-non-root security context (``kfp.local`` ignores all these), and per-task caching and retries.
-Tasks whose outputs depend only on their inputs are cached; tasks that read or write the
-warehouse, the registry or the cluster always run. Defaults are sized for a cluster; ``mlco run``
-passes a budget that fits two CPU cores.
+warehouse, the MLflow address (from the ``mlco-pipeline-settings`` ConfigMap) on the tasks that
+use MLflow, the GPU request and toleration on ``train_sequence`` (plus a node selector when
+``MLCO_GPU_NODE_SELECTOR`` is set at compile time), resources, a non-root security context
+(``kfp.local`` ignores all these), and per-task caching and retries.
+
+Caching: only ``datagen`` is cached. Its cache key on a cluster is its parameters (source,
+records, seed), image and command, so the same arguments reuse the same fleet (a trace path is
+taken to name an unchanging file). Everything downstream reads the warehouse through
+``features``, which always runs: the warehouse is state the cache key cannot see. KFP's cache key
+holds the *names* of the input artifacts, and an uncached task makes new ones every run, so no
+task after ``features`` could ever be served from the cache; they are marked uncached rather
+than claim otherwise. Defaults are sized for a cluster; ``mlco run`` passes a budget that fits
+two CPU cores.
 """
 
 # No `from __future__ import annotations`: kfp reads the parameter annotations as types.
@@ -30,14 +38,17 @@ from components.train_peak import train_peak
 from components.train_sequence import train_sequence
 from components.train_tabular import train_tabular
 from pipelines import settings
-from pipelines.task_settings import runs_as_image_user, uses_database
+from pipelines.task_settings import runs_as_image_user, uses_database, uses_mlflow
 
 __all__ = ["workload_pipeline"]
 
 
 def _on_gpu_node(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """One GPU (the request is what places the pod), the GPU taint tolerated, and the optional node selector."""
     task.set_accelerator_type(settings.GPU_RESOURCE).set_accelerator_limit(1)
-    kubernetes.add_node_selector(task, label_key=settings.GPU_NODE_SELECTOR[0], label_value=settings.GPU_NODE_SELECTOR[1])
+    if settings.GPU_NODE_SELECTOR is not None:
+        kubernetes.add_node_selector(task, label_key=settings.GPU_NODE_SELECTOR[0],
+                                     label_value=settings.GPU_NODE_SELECTOR[1])
     kubernetes.add_toleration(task, **settings.GPU_TOLERATION)
     return task
 
@@ -60,7 +71,7 @@ def workload_pipeline(
     namespace: str = settings.ISVC_NAMESPACE,
     isvc_name: str = settings.ISVC_NAME,
     model_name: str = settings.REGISTERED_MODEL,
-    mlflow_tracking_uri: str = settings.MLFLOW_TRACKING_URI,
+    mlflow_tracking_uri: str = "",
     deploy_timeout_s: int = 900,
 ):
     """Train, evaluate and (optionally) deploy the workload forecaster.
@@ -79,16 +90,16 @@ def workload_pipeline(
         namespace: namespace of the InferenceService.
         isvc_name: name of the InferenceService.
         model_name: registered model name in MLflow.
-        mlflow_tracking_uri: MLflow tracking server ("": mlco's local store, for local runs).
+        mlflow_tracking_uri: MLflow tracking server; "": MLFLOW_TRACKING_URI (cluster: ConfigMap mlco-pipeline-settings).
         deploy_timeout_s: how long the deploy step waits for the InferenceService to be ready.
     """
     exit_task = record_status(tracking_uri=mlflow_tracking_uri)
     exit_task.set_caching_options(enable_caching=False)
-    runs_as_image_user(exit_task)
+    uses_mlflow(runs_as_image_user(exit_task))
 
     with dsl.ExitHandler(exit_task, name="train-and-deploy"):
         data = datagen(source=source, records=records, seed=seed)
-        data.set_caching_options(enable_caching=True)  # deterministic: a retry would fail the same way
+        data.set_caching_options(enable_caching=True)  # a function of its parameters (see the module docstring)
 
         loaded = olap_load(fleet=data.outputs["fleet"])
         uses_database(loaded.set_caching_options(enable_caching=False))
@@ -104,18 +115,19 @@ def workload_pipeline(
         uses_database(split.set_caching_options(enable_caching=False))
 
         balanced = smote(peak_rows=split.outputs["peak_rows"], seed=seed)
-        balanced.set_caching_options(enable_caching=True)
+        # From here on every input descends from `features`, which always runs: never cached (module docstring).
+        balanced.set_caching_options(enable_caching=False)
         peak = train_peak(balanced=balanced.outputs["balanced"])
-        peak.set_caching_options(enable_caching=True).set_retry(num_retries=1)
+        peak.set_caching_options(enable_caching=False).set_retry(num_retries=1)
 
         with dsl.ParallelFor(tabular_models, name="tabular-models") as kind:
             tabular = train_tabular(kind=kind, train=split.outputs["train"], horizons=horizons, trials=trials, seed=seed)
-            tabular.set_caching_options(enable_caching=True).set_retry(num_retries=1, backoff_duration="60s")
+            tabular.set_caching_options(enable_caching=False).set_retry(num_retries=1, backoff_duration="60s")
             tabular.set_cpu_request("2").set_cpu_limit("4").set_memory_request("4G").set_memory_limit("8G")
 
         with dsl.ParallelFor(sequence_models, name="sequence-models") as kind:
             sequence = train_sequence(kind=kind, train=split.outputs["train"], horizons=horizons, epochs=epochs, seed=seed)
-            sequence.set_caching_options(enable_caching=True).set_retry(num_retries=1, backoff_duration="60s")
+            sequence.set_caching_options(enable_caching=False).set_retry(num_retries=1, backoff_duration="60s")
             sequence.set_cpu_request("4").set_memory_request("16G").set_memory_limit("16G")
             _on_gpu_node(sequence)
 
@@ -127,7 +139,7 @@ def workload_pipeline(
             holdout_fraction=holdout_fraction,
             horizons=horizons,
         )
-        scored.set_caching_options(enable_caching=True)
+        scored.set_caching_options(enable_caching=False)
 
         registered = register(
             champion=scored.outputs["champion"],
@@ -139,7 +151,7 @@ def workload_pipeline(
             model_name=model_name,
             pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         )
-        registered.set_caching_options(enable_caching=False).set_retry(num_retries=2, backoff_duration="30s")
+        uses_mlflow(registered.set_caching_options(enable_caching=False).set_retry(num_retries=2, backoff_duration="30s"))
 
         with dsl.If(deploy == True, name="deploy-enabled"):  # noqa: E712 (a pipeline condition, not Python)
             rollout = deploy_component(
@@ -153,7 +165,7 @@ def workload_pipeline(
                 tracking_uri=mlflow_tracking_uri,
                 timeout_s=deploy_timeout_s,
             )
-            rollout.set_caching_options(enable_caching=False).set_retry(num_retries=2, backoff_duration="60s")
+            uses_mlflow(rollout.set_caching_options(enable_caching=False).set_retry(num_retries=2, backoff_duration="60s"))
 
         for task in (data, loaded, split, balanced, peak, tabular, sequence, scored, registered, rollout):
             runs_as_image_user(task)

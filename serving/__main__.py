@@ -1,8 +1,9 @@
 """``python -m serving --model_dir DIR --model_name NAME``: serve a champion directory with KServe.
 
 The parser extends KServe's own (``kserve.model_server.parser``), so every flag of KServe's
-model server (``--http_port``, ``--grpc_port``, ``--workers``, ``--enable_grpc``...) works
-here as it does for KServe's lgbserver.
+model server (``--http_port``, ``--grpc_port``, ``--enable_grpc``...) works here as it does
+for KServe's lgbserver; ``--workers`` above 1 is refused (``serving.server.WORKERS_ERROR``):
+one process per pod, more pods for more load.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.workers > 1:
+        from serving.server import WORKERS_ERROR
+
+        print(WORKERS_ERROR.format(workers=args.workers), file=sys.stderr)
+        return 2
     if not 0 < args.target_utilization <= 1:
         print(f"--target_utilization must be in (0, 1], got {args.target_utilization}", file=sys.stderr)
         return 2

@@ -2,7 +2,9 @@
 
 ``load`` reads the directory with ``ModelBundle.load``, which dispatches on its metadata to
 the LightGBM, XGBoost, CatBoost, LSTM or GRU forecaster (plus the peak classifier where
-the bundle has one). ``predict`` goes request -> ``RequestParser`` -> bundle -> capacity ->
+the bundle has one) and imports only the modules of the kinds it names: a tabular champion
+with a boosted peak classifier loads without torch, imbalanced-learn, pyarrow or psycopg2,
+which the lean predictor image does not have (``tests/test_serving_imports.py``). ``predict`` goes request -> ``RequestParser`` -> bundle -> capacity ->
 response, in one vectorised pass over every entity of the request, for v1 bodies and v2
 requests (REST and gRPC) alike.
 
@@ -77,7 +79,6 @@ class ForecastModel(kserve.Model):
         """Load the champion; a directory without ``metadata.json`` is ``ModelMissingError``."""
         if not (self.model_dir / Forecaster.METADATA_FILE).is_file():
             raise ModelMissingError(f"{self.model_dir} holds no {Forecaster.METADATA_FILE}: not a champion directory")
-        _register_forecasters()
         self.bundle = ModelBundle.load(self.model_dir)
         self.horizons = tuple(int(h) for h in self.bundle.horizons)
         self.has_quantiles = "p90" in self.bundle.quantiles
@@ -254,13 +255,6 @@ def _epoch_seconds(values) -> np.ndarray:
     """Timestamps (UTC datetimes of any resolution) as int64 epoch seconds."""
     stamps = pd.to_datetime(pd.Series(values), utc=True)
     return (stamps.astype("int64") // 10**9).to_numpy()
-
-
-def _register_forecasters() -> None:
-    """Import every forecaster module, so that ``Forecaster.load`` knows each kind a champion may be."""
-    import ml_cloud_optimizer.models.baselines  # noqa: F401
-    import ml_cloud_optimizer.models.sequence  # noqa: F401
-    import ml_cloud_optimizer.models.tabular  # noqa: F401
 
 
 def _protocol(payload) -> str:

@@ -13,6 +13,12 @@ hooks on KServe's application object:
 * per-request log lines (uvicorn's access log, KServe's timing trace and gRPC method
   lines) are off unless asked for: at thousands of requests a second they cost more
   than the forecast.
+
+All four live on the application object of this process. With ``workers > 1`` KServe's REST
+server spawns worker processes that import ``kserve.model_server:app`` afresh
+(``protocol/rest/multiprocess/server.py``, a "spawn" context), and none of them would be there:
+the server would answer with KServe's defaults, no body limit and uncounted rejections. So one
+worker per process is all this server runs (``WORKERS_ERROR``); scale with replicas.
 """
 
 from __future__ import annotations
@@ -28,7 +34,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serving.metrics import RejectedRequestCounter
 from serving.rest import V2InferHandler
 
-__all__ = ["build_model_server", "http_error_handler", "validation_error_handler"]
+__all__ = ["WORKERS_ERROR", "build_model_server", "http_error_handler", "validation_error_handler"]
+
+WORKERS_ERROR = (
+    "--workers {workers}: KServe's worker processes re-import its app without this server's handlers, body limit"
+    " and counters; run one worker per pod and scale with replicas (InferenceService minReplicas/maxReplicas)"
+)
 
 
 async def validation_error_handler(_request, exc: RequestValidationError) -> JSONResponse:
@@ -76,12 +87,17 @@ def build_model_server(
         http_port: REST port (v1, v2, health, ``/metrics``).
         grpc_port: v2 gRPC port.
         enable_grpc: serve gRPC too.
-        workers: uvicorn worker processes.
+        workers: uvicorn worker processes; only 1 (see ``WORKERS_ERROR``).
         max_threads: gRPC worker threads.
         max_body_bytes: larger request bodies are refused with 413.
         access_log: keep one log line per request.
         **kwargs: passed on to ``kserve.ModelServer``.
+
+    Raises:
+        ValueError: ``workers`` is more than 1.
     """
+    if workers > 1:
+        raise ValueError(WORKERS_ERROR.format(workers=workers))
     server = kserve.ModelServer(
         http_port=http_port, grpc_port=grpc_port, enable_grpc=enable_grpc, workers=workers,
         max_threads=max_threads, enable_latency_logging=access_log, **kwargs,

@@ -6,6 +6,9 @@ schema with unknown fields rejected; the ServingRuntime, which has no schema her
 Then the properties no single schema can see: references between objects resolve (also
 under a namePrefix), the PodDisruptionBudget and NetworkPolicies select the predictor's pods,
 every container is sized and unprivileged, no Secret carries a value, and checkov passes.
+Last, the cluster around them: with our NetworkPolicies beside SeaweedFS's own, the predictor
+and the pipeline's pods reach Kubeflow Pipelines' object store, in a profile namespace and in
+standalone KFP's `kubeflow`, and Prometheus reaches a port that serves the metrics.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import re
 import shutil
 import subprocess
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 import jsonschema
@@ -29,6 +33,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 ISVC_CRD = SHARED / "schemas" / "serving.kserve.io_inferenceservices.yaml"
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 OVERLAYS = {"dev": REPO / "manifests" / "overlays" / "dev", "prod": REPO / "manifests" / "overlays" / "prod"}
+STANDALONE = REPO / "manifests" / "components" / "kfp-standalone"
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 
 IMAGE_REPOSITORY = "ghcr.io/mlco/ml-cloud-optimizer"
@@ -36,7 +41,6 @@ ISVC_NAME = "workload-forecaster"
 PREDICTOR_LABEL = ("app.kubernetes.io/component", "forecaster-predictor")
 KSERVE_GROUP = "serving.kserve.io"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
-DEPLOYER_VERBS = {"get", "create", "patch", "watch"}
 REFERENCED_SECRETS = {"mlco-db", "mlco-model-storage"}
 
 
@@ -66,17 +70,31 @@ def overlay(request, rendered) -> tuple[str, list[dict]]:
     return request.param, rendered[request.param]
 
 
-@pytest.fixture(scope="session")
-def prefixed_prod(tmp_path_factory) -> list[dict]:
-    """Prod under an extra namePrefix, as a canary or a second tenant would deploy it."""
-    root = tmp_path_factory.mktemp("prefixed")
+def kustomize_wrapped(root: Path, overlay: Path, **fields) -> list[dict]:
+    """Render a kustomization in ``root`` that takes ``overlay`` as its resource, plus ``fields``."""
     (root / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "namePrefix": "canary-",
-        "resources": [os.path.relpath(OVERLAYS["prod"], root)],
+        "resources": [os.path.relpath(overlay, root)],
+        **fields,
     }))
     return kustomize(root)
+
+
+@pytest.fixture(scope="session")
+def prefixed_prod(tmp_path_factory) -> list[dict]:
+    """Prod under an extra namePrefix, as a canary or a second tenant would deploy it."""
+    return kustomize_wrapped(tmp_path_factory.mktemp("prefixed"), OVERLAYS["prod"], namePrefix="canary-")
+
+
+def kustomize_standalone(root: Path, overlay: str) -> list[dict]:
+    """An overlay for standalone KFP, the way DEPLOYMENT.md writes it: the overlay plus the component."""
+    return kustomize_wrapped(root, OVERLAYS[overlay], components=[os.path.relpath(STANDALONE, root)])
+
+
+@pytest.fixture(scope="session")
+def standalone(tmp_path_factory) -> dict[str, list[dict]]:
+    return {name: kustomize_standalone(tmp_path_factory.mktemp(f"standalone-{name}"), name) for name in OVERLAYS}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -246,7 +264,7 @@ def test_inferenceservice_is_standard_mode_hpa_and_locked_down(overlay):
     assert predictor["labels"][PREDICTOR_LABEL[0]] == PREDICTOR_LABEL[1]
     model = predictor["model"]
     assert model["modelFormat"] == {"name": "mlco-forecaster", "version": "1"}
-    assert model["storageUri"].startswith("s3://")
+    assert "storageUri" not in model, "the deploy step owns storageUri: a re-apply must not revert a rollout"
     resources = model["resources"]
     assert set(resources["requests"]) == {"cpu", "memory"} and resources["requests"] == resources["limits"]
     assert predictor["securityContext"]["runAsNonRoot"] is True
@@ -399,18 +417,6 @@ def test_rolebindings_point_at_existing_accounts_and_roles(overlay):
             assert (subject["namespace"], subject["name"]) in accounts, f"{name}: missing account {subject}"
 
 
-def test_deploy_step_may_only_manage_inferenceservices(overlay):
-    name, docs = overlay
-    (binding,) = [b for b in of_kind(docs, "RoleBinding")
-                  if any(s["name"] == "mlco-pipeline-runner" for s in b["subjects"])]
-    (rule,) = one(docs, "Role", binding["roleRef"]["name"])["rules"]
-    assert rule["apiGroups"] == [KSERVE_GROUP] and rule["resources"] == ["inferenceservices"]
-    assert sorted(rule["verbs"]) == sorted(DEPLOYER_VERBS) and "resourceNames" not in rule
-    predictor_account = one(docs, "ServiceAccount", "mlco-predictor")
-    assert predictor_account["automountServiceAccountToken"] is False
-    assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
-
-
 def test_secrets_are_referenced_never_valued(overlay):
     name, docs = overlay
     assert not of_kind(docs, "Secret"), f"{name}: Secrets are created out of band (DEPLOYMENT.md)"
@@ -425,9 +431,7 @@ def test_secrets_are_referenced_never_valued(overlay):
 
 def test_deployment_doc_examples_are_valid(rendered):
     """The example Secrets (and every other object in DEPLOYMENT.md) validate strictly."""
-    text = (REPO / "DEPLOYMENT.md").read_text()
-    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
-    examples = [d for block in blocks for d in yaml.safe_load_all(block) if d]
+    examples = deployment_doc_examples()
     for example in examples:
         kubernetes_validate.validate(example, KUBERNETES_VERSIONS[0], strict=True)
     secrets = of_kind(examples, "Secret")
@@ -436,6 +440,11 @@ def test_deployment_doc_examples_are_valid(rendered):
     assert "DATABASE_URL" in database["stringData"]
     dev_keys = {ref["key"] for d in rendered["dev"] for ref in _secret_key_refs(d) if ref["name"] == "mlco-db"}
     assert dev_keys <= set(database["stringData"]), f"dev reads keys the example lacks: {dev_keys}"
+
+
+def deployment_doc_examples() -> list[dict]:
+    text = (REPO / "DEPLOYMENT.md").read_text()
+    return [d for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.S) for d in yaml.safe_load_all(block) if d]
 
 
 def _secret_key_refs(node):
@@ -462,6 +471,212 @@ def test_images_are_pinned(overlay):
             assert tag == version, f"{name}: {image} is not the project's version {version}"
     pinned = yaml.safe_load((OVERLAYS["prod"] / "kustomization.yaml").read_text())["images"]
     assert any(i["name"] == IMAGE_REPOSITORY and ("newTag" in i or "digest" in i) for i in pinned)
+
+
+# ---------------------------------------------------------------------------- the cluster around them
+#
+# What Kubeflow installs beside us, as data from the upstream files named. Kubeflow Pipelines 2.17
+# (tag 2.17.0) runs SeaweedFS as its object store; the launcher's default endpoint is
+# seaweedfs.kubeflow:9000 (backend/src/v2/objectstore/config.go).
+
+KFP_NAMESPACE = "kubeflow"
+# manifests/kustomize/third-party/seaweedfs/base/seaweedfs/seaweedfs-deployment.yaml: the pod's labels.
+SEAWEEDFS_POD_LABELS = {"app": "seaweedfs", "application-crd-id": "kubeflow-pipelines"}
+# .../seaweedfs/seaweedfs-service.yaml: Service port -> pod port, for the S3 ports.
+SEAWEEDFS_SERVICE_S3_PORTS = {8333: 8333, 9000: 8333}
+# .../seaweedfs/seaweedfs-networkpolicy.yaml, the rules that concern S3: namespaces labelled
+# part-of=kubeflow-profile and pods of its own namespace reach 8333; istio-system reaches all ports.
+SEAWEEDFS_POLICY = {
+    "metadata": {"name": "seaweedfs", "namespace": KFP_NAMESPACE},
+    "spec": {
+        "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["seaweedfs"]}]},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {"from": [{"namespaceSelector": {"matchExpressions": [
+                {"key": "app.kubernetes.io/part-of", "operator": "In", "values": ["kubeflow-profile"]}]}}],
+             "ports": [{"port": 8333}]},
+            {"from": [{"namespaceSelector": {"matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["istio-system"]}]}}]},
+            {"from": [{"podSelector": {}}], "ports": [{"port": 8333}]},
+        ],
+    },
+}
+# Labels of the namespace a pipeline runs in, before we apply anything. A Kubeflow profile's:
+# kubeflow/manifests applications/profiles/upstream/base/namespace-labels.yaml (the controller
+# adds a key only when it is missing: kubeflow/dashboard
+# components/profile-controller/controllers/profile_controller.go, setNamespaceLabels). Standalone
+# KFP's kubeflow: kubeflow/pipelines manifests/kustomize/cluster-scoped-resources/namespace.yaml.
+PROFILE_NAMESPACE_LABELS = {
+    "katib.kubeflow.org/metrics-collector-injection": "enabled",
+    "serving.kubeflow.org/inferenceservice": "enabled",
+    "pipelines.kubeflow.org/enabled": "true",
+    "app.kubernetes.io/part-of": "kubeflow-profile",
+}
+KFP_NAMESPACE_LABELS = {"pod-security.kubernetes.io/enforce": "baseline", "pod-security.kubernetes.io/warn": "restricted"}
+# Labels Argo and KFP give a run's pods; none of our NetworkPolicies select them.
+RUN_POD_LABELS = {"workflows.argoproj.io/workflow": "mlco-run", "pipelines.kubeflow.org/v2_component": "true"}
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    labels: dict
+    namespace_labels: dict
+
+
+def applied_namespace_labels(docs: list[dict], namespace: str, live: dict[str, str]) -> dict[str, str]:
+    """The namespace's labels after `kubectl apply`: ours replace the keys we set, the rest stay."""
+    ours = next((d["metadata"].get("labels", {}) for d in of_kind(docs, "Namespace")
+                 if d["metadata"]["name"] == namespace), {})
+    return {**live, **ours, "kubernetes.io/metadata.name": namespace}
+
+
+def _peer_matches(peer: dict, policy_namespace: str, other: Pod) -> bool:
+    assert "ipBlock" not in peer, "ipBlock peers are not modelled here"
+    if "namespaceSelector" in peer:
+        in_namespace = selector_matches(peer["namespaceSelector"], other.namespace_labels)
+    else:
+        in_namespace = other.namespace == policy_namespace
+    return in_namespace and selector_matches(peer.get("podSelector", {}), other.labels)
+
+
+def _port_matches(ports: list[dict], port: int, protocol: str) -> bool:
+    """NetworkPolicy ports are the destination pod's ports (kubernetes/api networking/v1/types.go,
+    NetworkPolicyPort: "a numerical or named port on a pod"); no list means every port."""
+    for rule_port in ports:
+        assert not isinstance(rule_port.get("port"), str), "named ports are not modelled here"
+        if rule_port.get("protocol", "TCP") == protocol and (
+                "port" not in rule_port or rule_port["port"] <= port <= rule_port.get("endPort", rule_port["port"])):
+            return True
+    return not ports
+
+
+def _admits(policies: list[dict], pod: Pod, direction: str, peer: Pod, port: int, protocol: str) -> bool:
+    """Whether the policies that select ``pod`` let this connection in (Ingress) or out (Egress) of it."""
+    isolating = [p for p in policies
+                 if p["metadata"]["namespace"] == pod.namespace
+                 and direction in p["spec"].get("policyTypes", ["Ingress"] + (["Egress"] if "egress" in p["spec"] else []))
+                 and selector_matches(p["spec"]["podSelector"], pod.labels)]
+    peers_key = "from" if direction == "Ingress" else "to"
+    return not isolating or any(
+        (not rule.get(peers_key) or any(_peer_matches(x, p["metadata"]["namespace"], peer) for x in rule[peers_key]))
+        and _port_matches(rule.get("ports", []), port, protocol)
+        for p in isolating for rule in p["spec"].get(direction.lower(), []))
+
+
+def connects(policies: list[dict], source: Pod, destination: Pod, pod_port: int, protocol: str = "TCP") -> bool:
+    """A connection is open when the source's policies let it out and the destination's let it in."""
+    return (_admits(policies, source, "Egress", destination, pod_port, protocol)
+            and _admits(policies, destination, "Ingress", source, pod_port, protocol))
+
+
+@pytest.fixture(params=["profile dev", "profile prod", "standalone dev", "standalone prod"])
+def install(request, rendered, standalone) -> tuple[str, list[dict], dict[str, str]]:
+    """One install: its rendered objects, and the labels its namespace had before we applied them."""
+    mode, overlay_name = request.param.split()
+    if mode == "profile":
+        return request.param, rendered[overlay_name], PROFILE_NAMESPACE_LABELS
+    return request.param, standalone[overlay_name], KFP_NAMESPACE_LABELS
+
+
+def _predictor_pod(docs: list[dict], live: dict[str, str]) -> Pod:
+    isvc = one(docs, "InferenceService", ISVC_NAME)
+    namespace = isvc["metadata"]["namespace"]
+    return Pod(namespace, predictor_pod_labels(isvc), applied_namespace_labels(docs, namespace, live))
+
+
+def _seaweedfs_pod() -> Pod:
+    labels = applied_namespace_labels([], KFP_NAMESPACE, KFP_NAMESPACE_LABELS)
+    return Pod(KFP_NAMESPACE, SEAWEEDFS_POD_LABELS, labels)
+
+
+def test_predictor_and_pipeline_reach_the_object_store(install):
+    """KServe's storage initializer (in the predictor pod) and the KFP launcher (in a run's pod)
+    both call seaweedfs.kubeflow:9000, which lands on the SeaweedFS pod's port 8333."""
+    name, docs, live = install
+    policies = of_kind(docs, "NetworkPolicy") + [SEAWEEDFS_POLICY]
+    store, pod_port = _seaweedfs_pod(), SEAWEEDFS_SERVICE_S3_PORTS[9000]
+    predictor = _predictor_pod(docs, live)
+    run = Pod(predictor.namespace, RUN_POD_LABELS, predictor.namespace_labels)
+    assert _admits(policies, predictor, "Egress", store, pod_port, "TCP"), (
+        f"{name}: the predictor's NetworkPolicy does not let it out to SeaweedFS's pod port {pod_port}")
+    assert connects(policies, predictor, store, pod_port), (
+        f"{name}: SeaweedFS's NetworkPolicy refuses namespace {predictor.namespace} "
+        f"labelled {predictor.namespace_labels}")
+    assert connects(policies, run, store, pod_port), f"{name}: a pipeline pod cannot reach SeaweedFS"
+    stranger = Pod("default", {"app": "seaweedfs"}, {"kubernetes.io/metadata.name": "default"})
+    assert not _admits(policies, predictor, "Egress", stranger, pod_port, "TCP"), (
+        f"{name}: the predictor may reach any pod on {pod_port}, not only KFP's SeaweedFS")
+
+
+def test_deployment_doc_points_model_storage_at_seaweedfs(rendered):
+    """KServe's storage initializer uses the Secret's endpoint: KFP's object store, reachable."""
+    blocks = re.findall(r"```.*?```", (REPO / "DEPLOYMENT.md").read_text(), flags=re.S)
+    assert not [b for b in blocks if "minio-service" in b], "KFP 2.15+ installs no MinIO"
+    annotations = one(deployment_doc_examples(), "Secret", "mlco-model-storage")["metadata"]["annotations"]
+    endpoint = re.fullmatch(r"([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local:(\d+)",
+                            annotations["serving.kserve.io/s3-endpoint"])
+    assert endpoint and endpoint.group(1, 2) == ("seaweedfs", KFP_NAMESPACE), annotations
+    assert annotations["serving.kserve.io/s3-usehttps"] == "0", "SeaweedFS in KFP serves plain HTTP"
+    docs = rendered["dev"]
+    assert connects(of_kind(docs, "NetworkPolicy") + [SEAWEEDFS_POLICY], _predictor_pod(docs, PROFILE_NAMESPACE_LABELS),
+                    _seaweedfs_pod(), SEAWEEDFS_SERVICE_S3_PORTS[int(endpoint[3])])
+
+
+def test_namespace_keeps_the_kubeflow_profile_labels(rendered):
+    """Applying our Namespace over a profile's must leave every label the profile controller set:
+    it never restores one whose key exists, and SeaweedFS admits by part-of."""
+    for name, docs in rendered.items():
+        applied = applied_namespace_labels(docs, "mlco", PROFILE_NAMESPACE_LABELS)
+        changed = {k: applied[k] for k, v in PROFILE_NAMESPACE_LABELS.items() if applied[k] != v}
+        assert not changed, f"{name}: applying the Namespace rewrites the profile's labels {changed}"
+
+
+def test_standalone_component_deploys_into_kfp_namespace(standalone):
+    for name, docs in standalone.items():
+        assert not of_kind(docs, "Namespace"), f"{name}: the kubeflow Namespace belongs to the KFP install"
+        misplaced = [f"{d['kind']}/{d['metadata']['name']}" for d in docs if d["metadata"].get("namespace") != KFP_NAMESPACE]
+        assert not misplaced, f"{name}: outside {KFP_NAMESPACE}: {misplaced}"
+        subjects = [s for b in of_kind(docs, "RoleBinding") for s in b["subjects"]]
+        assert subjects and all(s["namespace"] == KFP_NAMESPACE for s in subjects), subjects
+        for doc in docs:
+            if not doc["apiVersion"].startswith(KSERVE_GROUP + "/"):
+                kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[0], strict=True)
+
+
+# KServe's pod mutator, for a Standard-mode predictor: with enable-prometheus-scraping "true"
+# (on the pod, or as the cluster default when the pod lacks the key) it sets prometheus.io/port
+# to 9091, or to 9088 under metric aggregation, and prometheus.io/path to /metrics
+# (kserve/kserve pkg/webhook/admission/pod/metrics_aggregate_injector.go, ports in
+# pkg/constants/constants.go). Both are queue-proxy ports; a Standard-mode pod has no queue-proxy.
+def kserve_predictor_pod_annotations(runtime: dict, isvc: dict, *, cluster_scraping: str, cluster_aggregation: str) -> dict:
+    """The annotations of a predictor pod: runtime, then InferenceService, then predictor
+    (pkg/controller/v1beta1/inferenceservice/components/predictor.go, buildObjectMeta), mutated."""
+    annotations = {**runtime["spec"].get("annotations", {}), **isvc["metadata"].get("annotations", {}),
+                   **isvc["spec"]["predictor"].get("annotations", {})}
+    aggregation = annotations.setdefault("serving.kserve.io/enable-metric-aggregation", cluster_aggregation)
+    if annotations.setdefault("serving.kserve.io/enable-prometheus-scraping", cluster_scraping) == "true":
+        annotations["prometheus.io/port"] = "9088" if aggregation == "true" else "9091"
+        annotations["prometheus.io/path"] = "/metrics"
+    return annotations
+
+
+@pytest.mark.parametrize("cluster_default", ["false", "true"])
+def test_prometheus_scrapes_a_port_that_serves_the_metrics(overlay, cluster_default):
+    name, docs = overlay
+    isvc = one(docs, "InferenceService", ISVC_NAME)
+    runtime = one(docs, "ServingRuntime", isvc["spec"]["predictor"]["model"]["runtime"])
+    pod = kserve_predictor_pod_annotations(runtime, isvc, cluster_scraping=cluster_default,
+                                           cluster_aggregation=cluster_default)
+    assert pod.get("prometheus.io/scrape") == "true", f"{name}: Prometheus is not asked to scrape the predictor"
+    port = int(pod["prometheus.io/port"])
+    served = {p["containerPort"] for c in runtime["spec"]["containers"] for p in c.get("ports", [])}
+    assert port in served, f"{name}: Prometheus would scrape port {port}; the predictor serves {sorted(served)}"
+    metrics = runtime["spec"]["annotations"]
+    assert (str(port), pod["prometheus.io/path"]) == (metrics["prometheus.kserve.io/port"], metrics["prometheus.kserve.io/path"])
+    prometheus = Pod("monitoring", {"app.kubernetes.io/name": "prometheus"}, {"kubernetes.io/metadata.name": "monitoring"})
+    assert connects(of_kind(docs, "NetworkPolicy"), prometheus, _predictor_pod(docs, PROFILE_NAMESPACE_LABELS), port), (
+        f"{name}: the predictor's NetworkPolicy refuses Prometheus on {port}")
 
 
 def test_checkov_passes_the_rendered_overlays(rendered, tmp_path):

@@ -8,6 +8,7 @@ and a companion test fails when that YAML is stale.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPILED = ROOT / "pipelines" / "compiled" / "workload_pipeline.yaml"
 CPU_IMAGE = "ghcr.io/mlco/ml-cloud-optimizer:0.1.0"
 CUDA_IMAGE = "ghcr.io/mlco/ml-cloud-optimizer-cuda:0.1.0"
+BATCH_COMPILED = ROOT / "pipelines" / "compiled" / "batch_pipeline.yaml"
+OVERLAYS = {"dev": ROOT / "manifests" / "overlays" / "dev", "prod": ROOT / "manifests" / "overlays" / "prod"}
+# Settings read from the environment at compile time; the committed YAML is compiled without them.
+COMPILE_ENV = ("MLCO_IMAGE", "MLCO_CUDA_IMAGE", "MLCO_GPU_NODE_SELECTOR")
 
 
 @pytest.fixture(scope="module")
@@ -47,25 +52,48 @@ def executor(spec: dict, task: dict) -> dict:
 
 
 def compile_in_subprocess(*args: str, **env_overrides: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLCO_IMAGE", "MLCO_CUDA_IMAGE")}
+    env = {k: v for k, v in os.environ.items() if k not in COMPILE_ENV}
     env.update(env_overrides)
     return subprocess.run([sys.executable, "-m", "pipelines.compile", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
-def test_train_sequence_asks_for_one_gpu_on_a_gpu_node(spec, platform):
+def test_train_sequence_asks_for_one_gpu_and_tolerates_the_gpu_taint(spec, platform):
     container = executor(spec, all_tasks(spec)["train-sequence"])
     accelerator = container["resources"]["accelerator"]
     assert accelerator["resourceType"] == "nvidia.com/gpu"
     assert accelerator["resourceCount"] == "1"
     k8s = platform["exec-train-sequence"]
-    assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s["tolerations"]
+    # The nvidia.com/gpu request places the pod; a node label (which needs GPU Feature Discovery)
+    # is not required unless MLCO_GPU_NODE_SELECTOR asks for one at compile time.
+    assert not any("nodeSelector" in cfg for cfg in platform.values())
     # Only the sequence models need a GPU node.
-    gpu_executors = {name for name, cfg in platform.items() if "tolerations" in cfg or "nodeSelector" in cfg}
-    assert gpu_executors == {"exec-train-sequence"}
+    assert {name for name, cfg in platform.items() if "tolerations" in cfg} == {"exec-train-sequence"}
     assert not any("accelerator" in c["container"].get("resources", {})
                    for name, c in spec["deploymentSpec"]["executors"].items() if name != "exec-train-sequence")
+
+
+def test_gpu_node_selector_is_a_compile_time_setting(tmp_path):
+    out = tmp_path / "pipeline.yaml"
+    result = compile_in_subprocess("--out", str(out), MLCO_GPU_NODE_SELECTOR="nvidia.com/gpu.present=true")
+    assert result.returncode == 0, result.stderr
+    _, platform = read_compiled(out)
+    selected = {name: cfg["nodeSelector"]["labels"] for name, cfg in platform.items() if "nodeSelector" in cfg}
+    assert selected == {"exec-train-sequence": {"nvidia.com/gpu.present": "true"}}
+
+    custom = compile_in_subprocess("--out", str(out), MLCO_GPU_NODE_SELECTOR="cloud.google.com/gke-accelerator=nvidia-h100-80gb")
+    assert custom.returncode == 0, custom.stderr
+    assert read_compiled(out)[1]["exec-train-sequence"]["nodeSelector"]["labels"] == {
+        "cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+
+
+@pytest.mark.parametrize("value", ["nvidia.com/gpu.present", "=true", "bad key=true", "gpu=no spaces"])
+def test_a_malformed_gpu_node_selector_is_refused(tmp_path, value):
+    result = compile_in_subprocess("--out", str(tmp_path / "pipeline.yaml"), MLCO_GPU_NODE_SELECTOR=value)
+    assert result.returncode != 0
+    assert "MLCO_GPU_NODE_SELECTOR" in result.stderr and "key=value" in result.stderr
+    assert not (tmp_path / "pipeline.yaml").exists()
 
 
 def test_only_the_warehouse_tasks_get_the_database_secret(spec, platform):
@@ -81,11 +109,98 @@ def test_only_the_warehouse_tasks_get_the_database_secret(spec, platform):
 def test_caching_is_explicit_per_task(spec):
     tasks = all_tasks(spec)
     cached = {name for name, t in tasks.items() if t.get("cachingOptions", {}).get("enableCache")}
-    assert cached == {"datagen", "smote", "train-peak", "train-tabular", "train-sequence", "evaluate"}
-    # Tasks with side effects (warehouse, registry, cluster, run record) never come from the cache,
-    # and each of them says so rather than leaving it to the default.
-    for name in ("olap-load", "features", "register", "deploy", "record-status"):
-        assert "cachingOptions" in tasks[name] and not tasks[name]["cachingOptions"].get("enableCache")
+    assert cached == {"datagen"}
+    # Every task says what it wants rather than leaving it to the default (which is "cached").
+    for name, task in tasks.items():
+        if "executorLabel" in spec["components"][task["componentRef"]["name"]]:
+            assert "cachingOptions" in task, name
+
+
+def _artifact_producers(spec: dict) -> dict[str, set[str]]:
+    """Task name -> the container tasks whose output artifacts it reads, through loops, conditions and handlers."""
+    parent_of = {}  # DAG component -> (its parent component, the task in the parent that runs it)
+    components = {"root": spec["root"], **spec["components"]}
+    for owner, component in components.items():
+        for name, task in component.get("dag", {}).get("tasks", {}).items():
+            parent_of[task["componentRef"]["name"]] = (owner, name)
+
+    def producers_of_output(component_name: str, task_name: str, key: str) -> set[str]:
+        task = components[component_name]["dag"]["tasks"][task_name]
+        inner = components[task["componentRef"]["name"]]
+        if "dag" not in inner:  # a container task
+            return {task_name}
+        selector = inner["dag"]["outputs"]["artifacts"][key]["artifactSelectors"][0]
+        return producers_of_output(task["componentRef"]["name"], selector["producerSubtask"],
+                                   selector["outputArtifactKey"])
+
+    def producers_of_input(component_name: str, spec_: dict) -> set[str]:
+        if "taskOutputArtifact" in spec_:
+            ref = spec_["taskOutputArtifact"]
+            return producers_of_output(component_name, ref["producerTask"], ref["outputArtifactKey"])
+        owner, task_name = parent_of[component_name]  # componentInputArtifact: follow it out of the DAG
+        outer = components[owner]["dag"]["tasks"][task_name]["inputs"]["artifacts"][spec_["componentInputArtifact"]]
+        return producers_of_input(owner, outer)
+
+    result = {}
+    for owner, component in components.items():
+        for name, task in component.get("dag", {}).get("tasks", {}).items():
+            if "executorLabel" in components[task["componentRef"]["name"]]:
+                artifacts = task.get("inputs", {}).get("artifacts", {}).values()
+                result[name] = set().union(*(producers_of_input(owner, a) for a in artifacts))
+    return result
+
+
+def test_a_cached_task_reads_only_artifacts_of_cached_tasks(spec):
+    """KFP's cache key holds the input artifacts' names (backend/src/v2/cacheutils/cache.go,
+    ``GenerateCacheKey``: ``InputArtifactNames``); an uncached producer makes new artifacts every
+    run, so a task reading them could never hit the cache, and saying it is cached would be false."""
+    tasks = all_tasks(spec)
+    cached = {name for name, t in tasks.items() if t.get("cachingOptions", {}).get("enableCache")}
+    producers = _artifact_producers(spec)
+    assert producers["evaluate"] >= {"train-tabular", "train-sequence", "train-peak", "features"}  # the walk works
+    for name in cached:
+        assert producers[name] <= cached, f"{name} is cached but reads artifacts of {sorted(producers[name] - cached)}"
+
+
+def _kustomize(directory: Path) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl not found on PATH: it renders the manifests (`apt-get install kubectl`)")
+    done = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+@pytest.mark.parametrize("compiled", [COMPILED, BATCH_COMPILED], ids=["workload", "batch"])
+def test_mlflow_tasks_read_the_tracking_server_from_the_settings_config_map(compiled):
+    spec, platform = read_compiled(compiled)
+    # The parameter's default "" means "from the environment": no address is baked into the pipeline.
+    assert spec["root"]["inputDefinitions"]["parameters"]["mlflow_tracking_uri"]["defaultValue"] == ""
+    uses_mlflow = {spec["components"][name]["executorLabel"] for name, c in spec["components"].items()
+                   if "tracking_uri" in c.get("inputDefinitions", {}).get("parameters", {})}
+    assert uses_mlflow, "no component takes a tracking_uri"
+    with_config_map = {name for name, cfg in platform.items() if cfg.get("configMapAsEnv")}
+    assert with_config_map == uses_mlflow
+    for name in uses_mlflow:
+        (entry,) = platform[name]["configMapAsEnv"]
+        assert entry["configMapName"] == "mlco-pipeline-settings" and entry["optional"] is False
+        assert entry["keyToEnv"] == [{"configMapKey": "MLFLOW_TRACKING_URI", "envVar": "MLFLOW_TRACKING_URI"}]
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_the_config_map_the_pipeline_names_is_rendered_with_the_overlays_tracking_server(spec, platform, overlay):
+    """One address per environment: the pipeline's ConfigMap exists under the exact name it uses
+    (no kustomize content hash) and says what the predictor's settings say."""
+    docs = _kustomize(OVERLAYS[overlay])
+    config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    (name,) = {e["configMapName"] for cfg in platform.values() for e in cfg.get("configMapAsEnv", [])}
+    assert name in config_maps, f"{overlay} renders no ConfigMap named {name}: {sorted(config_maps)}"
+    isvc = next(d for d in docs if d["kind"] == "InferenceService")
+    (source,) = isvc["spec"]["predictor"]["model"]["envFrom"]
+    predictor_settings = config_maps[source["configMapRef"]["name"]]
+    assert config_maps[name]["MLFLOW_TRACKING_URI"] == predictor_settings["MLFLOW_TRACKING_URI"]
+    if overlay == "dev":  # the in-cluster MLflow of the backends component
+        assert config_maps[name]["MLFLOW_TRACKING_URI"] == "http://mlco-mlflow.mlco.svc.cluster.local:5000"
 
 
 def test_retries_where_failures_are_transient(spec):

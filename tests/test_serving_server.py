@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import grpc
 import httpx
@@ -30,7 +33,7 @@ from serving_support import (
 
 from ml_cloud_optimizer.data.schema import VALUE_COLUMNS
 from ml_cloud_optimizer.models.bundle import ModelBundle
-from serving.local import LocalServer
+from serving.local import LocalServer, free_port
 
 MAX_ENTITIES = 20
 FORECAST = ["p50_h1", "p50_h12", "p90_h1", "p90_h12"]
@@ -299,3 +302,25 @@ def test_asking_for_one_output_returns_one_output(http, model_dir, history, offl
     assert [o["name"] for o in outputs] == ["p50_h12"] and len(outputs[0]["data"]) == len(rows)
     body["outputs"] = [{"name": "p90_h1"}]  # a horizon the parameters left out
     assert http.post(f"/v2/models/{MODEL_NAME}/infer", json=body).status_code == 400
+
+
+def test_more_than_one_worker_is_refused_in_one_line(model_dir):
+    """KServe's --workers > 1 spawns processes that import ``kserve.model_server:app`` afresh
+    (kserve/protocol/rest/multiprocess/server.py, a "spawn" context; rest/server.py
+    ``create_application``), without this server's handlers, body limit and counters: refused,
+    before the model is even loaded, rather than served without them."""
+    command = [sys.executable, "-m", "serving", "--model_dir", str(model_dir), "--model_name", MODEL_NAME,
+               "--workers", "2", "--http_port", str(free_port()), "--grpc_port", str(free_port())]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=90,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 2
+    err = done.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("--workers 2:") and "replicas" in err
+
+
+def test_build_model_server_refuses_workers():
+    from serving.server import build_model_server
+
+    with pytest.raises(ValueError, match="scale with replicas"):
+        build_model_server(model_names=(MODEL_NAME,), http_port=free_port(), grpc_port=free_port(), workers=3)

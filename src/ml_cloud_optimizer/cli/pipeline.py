@@ -31,6 +31,11 @@ def register(subparsers) -> None:
     run.add_argument("--source", default="synthetic", help="'synthetic' or a trace path (default synthetic)")
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     run.add_argument("--holdout", type=float, default=0.2, help="share of time held out (default 0.2)")
+    run.add_argument("--runner", choices=["subprocess", "docker"], default="subprocess",
+                     help="subprocess: every task in this Python (default); docker: every task in a container"
+                          " of the project's image (kfp.local.DockerRunner)")
+    run.add_argument("--image", default=None,
+                     help="image for --runner docker (default ml-cloud-optimizer:local, built by `make images`)")
     _pipeline_argument(run)
     batch = run.add_argument_group("batch pipeline (--pipeline batch)")
     batch.add_argument("--champion", default=None,
@@ -61,7 +66,7 @@ def register(subparsers) -> None:
     runs.add_argument("--host", required=True, help="KFP API URL, e.g. http://localhost:8080")
     runs.add_argument("--experiment", default=None, help="only this experiment")
     runs.add_argument("--limit", type=int, default=20, help="most runs to show (default 20)")
-    runs.add_argument("--namespace", default=None, help="user namespace (multi-user Kubeflow)")
+    _auth_arguments(runs)
     runs.set_defaults(func=_runs)
 
 
@@ -78,7 +83,20 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pipeline parameter, repeatable; values are read as JSON when they parse")
     parser.add_argument("--package", type=Path, default=None,
                         help="compiled pipeline to send (default: compile now, honouring MLCO_IMAGE)")
-    parser.add_argument("--namespace", default=None, help="user namespace (multi-user Kubeflow)")
+    _auth_arguments(parser)
+
+
+def _auth_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("multi-user Kubeflow")
+    group.add_argument("--namespace", default=None,
+                       help="your profile namespace; runs, experiments and pipelines are created and listed there")
+    group.add_argument("--token", default=None,
+                       help="bearer token sent as 'Authorization: Bearer ...' (default $MLCO_KFP_TOKEN, then"
+                            " $KF_PIPELINES_TOKEN; prefer the variable: a flag shows in the process list)")
+    group.add_argument("--sa-token", nargs="?", const=True, default=None, metavar="PATH",
+                       help="in a pod: send the projected service-account token, re-read on every request (default"
+                            " path $KF_PIPELINES_SA_TOKEN_PATH or /var/run/secrets/kubeflow/pipelines/token; used"
+                            " without this flag when that file exists and no bearer token is given)")
 
 
 # -- run -------------------------------------------------------------------------------------
@@ -86,11 +104,14 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ml_cloud_optimizer.pipeline_steps.environment import local_tracking_uri
-    from pipelines import local, settings
+    from pipelines import local, local_docker, settings
 
     home = Path(os.environ.get("MLCO_HOME") or ".mlco").absolute()
+    if args.image and args.runner != "docker":
+        raise UserError("--image needs --runner docker")
+    image = (args.image or local_docker.DEFAULT_IMAGE) if args.runner == "docker" else None
     if args.pipeline == "batch":
-        return _run_batch(args, home)
+        return _run_batch(args, home, image)
     try:
         arguments = local.local_arguments(
             records=args.records or settings.LOCAL_BUDGET["records"],
@@ -113,10 +134,13 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--records and --epochs want positive numbers, --trials zero or more")
     models = arguments["tabular_models"] + arguments["sequence_models"]
     data = f"{arguments['records']:,} records" if args.source == "synthetic" else arguments["source"]
+    where = f"in containers of {image}" if image else "as subprocesses"
     print(f"mlco run: {data}, models {', '.join(models)}, epochs {arguments['epochs']},"
-          f" trials {arguments['trials']} (logs under {home / 'logs'})", file=sys.stderr)
+          f" trials {arguments['trials']}, tasks {where} (logs under {home / 'logs'})", file=sys.stderr)
     try:
-        result = local.run_local(arguments, home=home)
+        result = local.run_local(arguments, home=home, image=image)
+    except local_docker.DockerUnavailable as exc:
+        raise UserError(str(exc)) from None
     except local.LocalRunError as exc:
         print(f"mlco run: {exc}", file=sys.stderr)
         return 1
@@ -130,8 +154,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_batch(args: argparse.Namespace, home: Path) -> int:
-    from pipelines import local
+def _run_batch(args: argparse.Namespace, home: Path, image: str | None) -> int:
+    from pipelines import local, local_docker
     from pipelines.batch_pipeline import DEFAULT_CHAMPION, run_batch_local
 
     if not 0 < args.target_utilisation <= 1:
@@ -141,7 +165,9 @@ def _run_batch(args: argparse.Namespace, home: Path) -> int:
     arguments = {"champion": args.champion or DEFAULT_CHAMPION, "lookback_hours": args.lookback_hours,
                  "target_utilisation": args.target_utilisation}
     try:
-        result = run_batch_local(arguments, home=home)
+        result = run_batch_local(arguments, home=home, image=image)
+    except local_docker.DockerUnavailable as exc:
+        raise UserError(str(exc)) from None
     except local.LocalRunError as exc:
         print(f"mlco run: {exc}", file=sys.stderr)
         return 1
@@ -189,10 +215,10 @@ def _submit(args: argparse.Namespace) -> int:
     with _package(args.package, args.pipeline) as package:
         params = _params(args.param, package)
         with _server_errors(args.host):
-            client = remote.connect(args.host, namespace=args.namespace)
+            client = _connect(args)
             result = remote.submit_pipeline(client, package, params=params,
                                             experiment=args.experiment or remote.DEFAULT_EXPERIMENT,
-                                            run_name=args.run_name)
+                                            run_name=args.run_name, namespace=args.namespace)
     print(f"submitted run {result.run_id} ({result.run_name}) in experiment {result.experiment_id}")
     return 0
 
@@ -209,10 +235,10 @@ def _schedule(args: argparse.Namespace) -> int:
     with _package(args.package, args.pipeline) as package:
         params = _params(args.param, package)
         with _server_errors(args.host):
-            client = remote.connect(args.host, namespace=args.namespace)
+            client = _connect(args)
             result = remote.schedule_pipeline(client, package, cron=cron, params=params,
                                               experiment=args.experiment or remote.DEFAULT_EXPERIMENT,
-                                              name=args.name or default_name)
+                                              name=args.name or default_name, namespace=args.namespace)
     replaced = f", replacing {', '.join(result.replaced)}" if result.replaced else ""
     print(f"scheduled recurring run {result.recurring_run_id} on '{cron}' with pipeline version"
           f" {result.pipeline_version_id}{replaced}")
@@ -223,11 +249,8 @@ def _runs(args: argparse.Namespace) -> int:
     from pipelines import remote
 
     with _server_errors(args.host):
-        client = remote.connect(args.host, namespace=args.namespace)
-        try:
-            rows = remote.list_runs(client, experiment=args.experiment, limit=args.limit)
-        except ValueError as exc:  # "No experiment is found with name ..."
-            raise UserError(str(exc)) from None
+        client = _connect(args)
+        rows = remote.list_runs(client, experiment=args.experiment, limit=args.limit, namespace=args.namespace)
     if not rows:
         print("no runs")
         return 0
@@ -237,6 +260,17 @@ def _runs(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())
     return 0
+
+
+def _connect(args: argparse.Namespace):
+    """The kfp.Client for ``--host`` with the credentials the flags and the environment give."""
+    from pipelines import remote
+
+    try:
+        return remote.connect(args.host, namespace=args.namespace, token=args.token,
+                              service_account_token=args.sa_token)
+    except remote.AuthError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _params(pairs: list[str], package: Path) -> dict:
@@ -293,9 +327,14 @@ class _server_errors:
 
         if isinstance(exc, kfp_server_api.ApiException):
             detail = _api_message(exc)
-            raise UserError(f"the KFP API at {self._host} refused the request: {exc.status} {detail}") from None
+            hint = ""
+            if exc.status in (401, 403):
+                hint = " (multi-user Kubeflow: give --token or $MLCO_KFP_TOKEN, or --sa-token in a pod, and --namespace)"
+            raise UserError(f"the KFP API at {self._host} refused the request: {exc.status} {detail}{hint}") from None
         if isinstance(exc, (urllib3.exceptions.HTTPError, OSError, TimeoutError)):
             raise UserError(f"cannot reach the KFP API at {self._host}: {type(exc).__name__}") from None
+        if isinstance(exc, ValueError):  # kfp.Client's own refusals: "No experiment is found with name ..."
+            raise UserError(str(exc)) from None
         return False
 
 

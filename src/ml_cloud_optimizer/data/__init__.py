@@ -1,9 +1,13 @@
-"""Workload data: the synthetic generator and real-trace readers, both giving a canonical Fleet."""
+"""Workload data: the synthetic generator and real-trace readers, both giving a canonical Fleet.
 
-from ml_cloud_optimizer.data.io import read_fleet, report_gaps, write_fleet
-from ml_cloud_optimizer.data.schema import DataValidationError, Fleet, validate_fleet
-from ml_cloud_optimizer.data.synthetic import generate_fleet
-from ml_cloud_optimizer.data.traces import detect_format, read_trace
+The names below are loaded on first use: the model server imports ``data.schema`` only, and
+must not pay for (or, in its lean image, lack) pyarrow and SciPy, which the readers and the
+generator need.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __all__ = [
     "DataValidationError",
@@ -16,3 +20,27 @@ __all__ = [
     "validate_fleet",
     "write_fleet",
 ]
+
+_HOMES = {
+    "DataValidationError": "schema",
+    "Fleet": "schema",
+    "validate_fleet": "schema",
+    "detect_format": "traces",
+    "read_trace": "traces",
+    "generate_fleet": "synthetic",
+    "read_fleet": "io",
+    "report_gaps": "io",
+    "write_fleet": "io",
+}
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -28,6 +28,7 @@ __all__ = [
     "UTIL_MAX",
     "Fleet",
     "DataValidationError",
+    "epoch_seconds",
     "estimate_hourly_price",
     "validate_fleet",
 ]
@@ -67,6 +68,11 @@ ENTITY_COLUMNS: dict[str, str] = {
 # and per GiB-hour; used where a trace says what is provisioned but not what it costs.
 _PRICE_PER_VCPU_HOUR = 0.0316
 _PRICE_PER_GIB_HOUR = 0.0042
+
+
+def epoch_seconds(ts: pd.Series) -> np.ndarray:
+    """Whole seconds since 1970-01-01 UTC, whatever the datetime unit."""
+    return ((pd.to_datetime(ts, utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
 
 
 class DataValidationError(ValueError):

@@ -19,10 +19,10 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from ml_cloud_optimizer.data.schema import epoch_seconds
 from ml_cloud_optimizer.features import peak_labels
 from ml_cloud_optimizer.features.targets import TARGET, peak_thresholds
 from ml_cloud_optimizer.models.peak import BasePeakModel, PeakClassifier, check_metrics, recall_at_precision
-from ml_cloud_optimizer.models.windows import epoch_seconds
 
 __all__ = ["REPORT_COLUMNS", "peak_report"]
 

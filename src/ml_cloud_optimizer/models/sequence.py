@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ from torch import nn
 
 from ml_cloud_optimizer.data.schema import STEP_SECONDS, UTIL_MAX
 from ml_cloud_optimizer.models.base import DEFAULT_HORIZONS, Forecaster, forecast_column, register_forecaster
+from ml_cloud_optimizer.models.cores import idle_cores
+from ml_cloud_optimizer.models.losses import WeightedL1Loss
 from ml_cloud_optimizer.models.windows import INPUT_CHANNELS, EntityScaler, Panel, build_panel, epoch_seconds
 
 __all__ = [
@@ -71,19 +72,6 @@ class RecurrentNet(nn.Module):
         return self.head(torch.cat([out[:, -1], x[:, -1]], dim=1))
 
 
-class WeightedL1Loss(nn.Module):
-    """Mean absolute error per sample weighted by the last column of the targets.
-
-    The forecasters predict changes in each entity's own scale, which keeps the network's
-    inputs and outputs of one size; weighting each sample by its entity's scale makes the
-    loss the plain MAE in utilisation units, the metric forecasts are judged on, instead of
-    letting near-constant entities (tiny scale, large scaled noise) dominate it.
-    """
-
-    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return ((output - target[:, :-1]).abs() * target[:, -1:]).mean()
-
-
 def select_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` means CUDA when a GPU is visible, else the CPU."""
     if str(device) == "auto":
@@ -94,21 +82,6 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """bf16 on CUDA (tensor cores, no loss scaling needed); full precision on the CPU."""
     return torch.bfloat16 if device.type == "cuda" else None
-
-
-def idle_cores() -> int:
-    """Cores this process may use that other processes are not already keeping busy (at least 1).
-
-    Small recurrent nets gain little from a second thread, and OpenMP threads competing
-    with other busy processes for the same cores slow training down by an order of
-    magnitude, so the 1-minute load average (which counts this process) is taken off.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return cores
-    return int(min(cores, max(1, round(cores - load) + 1)))
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ml_cloud_optimizer.data.schema import DataValidationError
+from ml_cloud_optimizer.data.schema import DataValidationError, epoch_seconds
 from ml_cloud_optimizer.features import regularize
 
 __all__ = ["INPUT_CHANNELS", "SCALED_COLUMNS", "EntityScaler", "Panel", "build_panel", "epoch_seconds"]
@@ -240,11 +240,6 @@ def build_panel(
         size=size,
     )
     return panel, scaler
-
-
-def epoch_seconds(ts: pd.Series) -> np.ndarray:
-    """Whole seconds since 1970-01-01 UTC, whatever the datetime unit."""
-    return ((pd.to_datetime(ts, utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
 
 
 def _transformed(grid: pd.DataFrame) -> pd.DataFrame:

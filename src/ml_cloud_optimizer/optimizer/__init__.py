@@ -8,35 +8,14 @@ Example::
     result = replay_fleet(read_fleet("../shared/data/traces/bitbrains_rnd_2013_08"))
     result.ratio("forecast", "vpa", "core_hours")     # cost against the VPA-style policy
     recs = recommend(model.predict(history), fleet.entities, target_utilisation=0.7)
+
+Names are loaded on first use: the model server needs ``capacity`` only and must not pull in the
+backtest's forecasters, SciPy or the warehouse driver with it.
 """
 
-from ml_cloud_optimizer.optimizer.backtest import (
-    SUMMARY_COLUMNS,
-    BacktestResult,
-    default_forecaster,
-    default_policies,
-    replay_fleet,
-    run_backtest,
-    score_capacity,
-)
-from ml_cloud_optimizer.optimizer.capacity import (
-    DEFAULT_GRANULARITY,
-    RECOMMENDATION_COLUMNS,
-    DemandGrid,
-    forecasts_long,
-    read_recommendations,
-    recommend,
-    round_up,
-    store_recommendations,
-)
-from ml_cloud_optimizer.optimizer.monitoring import MonitoringReport, RetrainThresholds, monitor
-from ml_cloud_optimizer.optimizer.policies import (
-    ForecastPolicy,
-    Policy,
-    ReactiveHPAPolicy,
-    StaticPolicy,
-    VPAPolicy,
-)
+from __future__ import annotations
+
+import importlib
 
 __all__ = [
     "DEFAULT_GRANULARITY",
@@ -63,3 +42,41 @@ __all__ = [
     "score_capacity",
     "store_recommendations",
 ]
+
+_HOMES = {
+    "SUMMARY_COLUMNS": "backtest",
+    "BacktestResult": "backtest",
+    "default_forecaster": "backtest",
+    "default_policies": "backtest",
+    "replay_fleet": "backtest",
+    "run_backtest": "backtest",
+    "score_capacity": "backtest",
+    "DEFAULT_GRANULARITY": "capacity",
+    "RECOMMENDATION_COLUMNS": "capacity",
+    "DemandGrid": "capacity",
+    "forecasts_long": "capacity",
+    "read_recommendations": "capacity",
+    "recommend": "capacity",
+    "round_up": "capacity",
+    "store_recommendations": "capacity",
+    "MonitoringReport": "monitoring",
+    "RetrainThresholds": "monitoring",
+    "monitor": "monitoring",
+    "ForecastPolicy": "policies",
+    "Policy": "policies",
+    "ReactiveHPAPolicy": "policies",
+    "StaticPolicy": "policies",
+    "VPAPolicy": "policies",
+}
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

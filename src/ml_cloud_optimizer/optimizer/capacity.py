@@ -22,7 +22,6 @@ import pandas as pd
 
 from ml_cloud_optimizer.data.schema import STEP, STEP_SECONDS, Fleet
 from ml_cloud_optimizer.models.base import forecast_column
-from ml_cloud_optimizer.warehouse import transaction
 
 __all__ = [
     "DEFAULT_GRANULARITY",
@@ -254,6 +253,8 @@ def store_recommendations(
 
     Both go in with COPY; a row that breaks a table's checks rolls the whole run back.
     """
+    from ml_cloud_optimizer.warehouse import transaction  # psycopg2: not in the model server's image
+
     missing = [c for c in RECOMMENDATION_COLUMNS if c not in recommendations.columns]
     if missing:
         raise ValueError(f"recommendations lack columns {', '.join(missing)}")
@@ -271,6 +272,8 @@ def store_recommendations(
 
 def read_recommendations(conn, run_id: int | None = None) -> pd.DataFrame:
     """The recommendations of ``run_id`` (default: the latest run), in ``RECOMMENDATION_COLUMNS``."""
+    from ml_cloud_optimizer.warehouse import transaction
+
     with transaction(conn), conn.cursor() as cur:
         if run_id is None:
             cur.execute("SELECT max(run_id) FROM optimizer_runs")

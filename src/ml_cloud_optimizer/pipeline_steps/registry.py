@@ -99,8 +99,14 @@ def register_champion(
 
 
 def compare_with_registered(bundle_dir: str, model_uri: str, history: Fleet, *, holdout_fraction: float, horizons,
-                            tracking_uri: str) -> tuple[float, float] | None:
-    """``(candidate MAE, deployed MAE)`` at one hour on the same hold-out rows, or None if ``model_uri`` won't load."""
+                            tracking_uri: str) -> tuple[float, float]:
+    """``(candidate MAE, deployed MAE)`` at one hour on the same hold-out rows.
+
+    Raises:
+        RuntimeError: the deployed ``model_uri`` could not be loaded (MLflow unreachable, the
+            version deleted...). The candidate must not replace a model it was not compared
+            with: the deploy step fails (KFP retries it) and nothing is rolled out.
+    """
     import mlflow
     import mlflow.pyfunc
 
@@ -111,9 +117,9 @@ def compare_with_registered(bundle_dir: str, model_uri: str, history: Fleet, *, 
     mlflow.set_tracking_uri(default_tracking_uri())
     try:
         deployed = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().bundle
-    except Exception as exc:  # noqa: BLE001 - any failure to fetch it means "cannot be compared"
-        print(f"[mlco] the deployed model {model_uri} could not be loaded ({type(exc).__name__}: {exc})", flush=True)
-        return None
+    except Exception as exc:  # noqa: BLE001 - whatever the cause, the comparison cannot be made
+        raise RuntimeError(f"the deployed model {model_uri} could not be loaded to compare the candidate with it"
+                           f" ({type(exc).__name__}: {exc}); nothing is rolled out") from exc
     candidate = ModelBundle.load(bundle_dir)
     ours, theirs = compare_on_holdout(candidate.forecaster, deployed.forecaster, history,
                                       holdout_fraction=holdout_fraction, horizons=horizons)

@@ -1,0 +1,111 @@
+"""Run the local pipeline with every component in the project's image: ``kfp.local.DockerRunner``.
+
+The subprocess runner proves the DAG and the steps; this runner proves the image. Each task
+runs in its own container of the image, as the image's non-root user, exactly as a cluster
+would start it, while the warehouse, the MLflow store and the task outputs stay on this host:
+
+- The pipeline is compiled and every executor's image replaced with the one given, so the
+  CUDA step runs in the same CPU image here (``--image`` names one image for all).
+- Containers use the host's network, so they reach the embedded PostgreSQL on loopback as
+  the subprocess runner does; nothing else is published.
+- ``$MLCO_HOME`` is bind-mounted at the same path (kfp.local mounts the pipeline root there
+  too), and a trace given as ``source`` is mounted read-only.
+- The image runs as uid 10001; a root-owned pipeline root would stop it writing its outputs,
+  so the directories it writes are handed to that user first when this process runs as root.
+  A non-root caller runs the containers as itself instead.
+- kfp.local takes a container that was removed before its exit code could be read for a
+  success, so the run is judged by each task's recorded outputs (see ``missing_outputs``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+__all__ = [
+    "DEFAULT_IMAGE",
+    "IMAGE_USER",
+    "DockerUnavailable",
+    "docker_runner",
+    "missing_outputs",
+    "pipeline_in_image",
+]
+
+DEFAULT_IMAGE = "ml-cloud-optimizer:local"  # what `make images` tags
+IMAGE_USER = 10001  # docker/Dockerfile's unprivileged user
+
+
+class DockerUnavailable(RuntimeError):
+    """No daemon answers, or the image is not there; the message says what to do."""
+
+
+def pipeline_in_image(pipeline_func, image: str):
+    """``pipeline_func`` compiled, with every executor running ``image``; callable like the original."""
+    import tempfile
+
+    from kfp import compiler, components
+
+    with tempfile.TemporaryDirectory() as tmp:
+        package = Path(tmp) / "pipeline.yaml"
+        compiler.Compiler().compile(pipeline_func, package_path=str(package))
+        documents = list(yaml.safe_load_all(package.read_text()))
+    for executor in documents[0]["deploymentSpec"]["executors"].values():
+        if "container" in executor:
+            executor["container"]["image"] = image
+    return components.load_component_from_text(yaml.safe_dump_all(documents, sort_keys=False))
+
+
+def docker_runner(image: str, *, home: Path, environment: dict[str, str], read_only_paths: list[Path] = ()):
+    """A ``DockerRunner`` for ``image`` with mlco's state mounted and the host network.
+
+    Raises:
+        DockerUnavailable: no Docker daemon answers or ``image`` is not present locally
+            (kfp.local would otherwise try to pull it from a registry).
+    """
+    import docker
+    from docker.types import Mount
+    from kfp import local
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # the SDK raises several types for "no daemon"
+        raise DockerUnavailable(f"no Docker daemon answers ({type(exc).__name__}); start dockerd,"
+                                " or run without --runner docker") from None
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise DockerUnavailable(f"image {image} is not here: build it with `make images` or pass --image") from None
+    finally:
+        client.close()
+
+    if os.geteuid() == 0:
+        user = f"{IMAGE_USER}:{IMAGE_USER}"
+        _hand_over(home)
+    else:
+        user = f"{os.getuid()}:{os.getgid()}"
+        environment = {"HOME": "/tmp", **environment}
+    mounts = [Mount(target=str(home), source=str(home), type="bind")]
+    mounts += [Mount(target=str(p), source=str(p), type="bind", read_only=True) for p in read_only_paths]
+    return local.DockerRunner(network_mode="host", user=user, environment=dict(environment), mounts=mounts)
+
+
+def _hand_over(home: Path) -> None:
+    """Let the image's user write where tasks write: task outputs and the local MLflow store.
+
+    The database directory keeps its owner: PostgreSQL runs as the owner of its data.
+    """
+    os.chown(home, IMAGE_USER, IMAGE_USER)  # sqlite writes its journal beside the database
+    for name in ("pipeline_runs", "mlartifacts"):
+        (home / name).mkdir(exist_ok=True)
+    for top in (home / "pipeline_runs", home / "mlartifacts", home / "mlflow.db"):
+        for path in (top, *top.rglob("*")) if top.exists() else ():
+            if not path.is_symlink():
+                os.chown(path, IMAGE_USER, IMAGE_USER)
+
+
+def missing_outputs(run_dir: Path) -> list[str]:
+    """Tasks of a finished run that left no ``executor_output.json``: they did not really succeed."""
+    return sorted(p.name for p in run_dir.iterdir() if p.is_dir() and not (p / "executor_output.json").exists())
