@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: run test venv test-tools clean-db clean
+.PHONY: run test venv test-tools images images-cuda clean-db clean
 
 run: $(STAMP)
 	$(VENV)/bin/mlco run
@@ -21,6 +21,16 @@ test-tools:
 	bash tools/install_browser.sh
 
 venv: $(STAMP)
+
+# The CPU image (ml-cloud-optimizer:local) and the lean predictor image, from docker/Dockerfile.
+# Needs a running Docker daemon (tools/start_docker.sh starts Debian's).
+images: $(STAMP)
+	bash tools/build_images.sh
+
+# The CUDA image of the sequence-training step: the same Dockerfile with torch's CUDA build from
+# the PyTorch index (which these development machines cannot reach).
+images-cuda: $(STAMP)
+	FLAVOR=cuda TORCH_VARIANT=cu128 TORCH_INDEX=https://download.pytorch.org/whl/cu128 bash tools/build_images.sh
 
 # Torch first, pinned to the CPU build on disk, so the project's looser range installs nothing more.
 $(STAMP): pyproject.toml

@@ -4,12 +4,10 @@ The images install their third-party wheels in a layer of their own, before the 
 arrives, so that a code change rebuilds only the small project layer. That needs the dependency
 list without the project: this script reads it from pyproject.toml.
 
-Usage: python requirements.py PYPROJECT [--extra NAME] [--pin SPEC ...] [--exclude NAME ...] [--only NAME ...]
+Usage: python requirements.py PYPROJECT [--extra NAME] [--pin SPEC ...]
     --extra NAME    the optional-dependency group NAME instead of the main dependencies
-    --pin SPEC      replace the line of that package with SPEC (e.g. torch==2.13.0+cpu)
-    --exclude NAME  leave that package out (the images install CatBoost without its plotting
-                    dependencies, which only its notebook widgets use)
-    --only NAME     print only that package's line
+    --pin SPEC      replace the line of that package with SPEC (e.g. torch==2.13.0+cpu); an empty
+                    SPEC is ignored
 """
 
 from __future__ import annotations
@@ -24,16 +22,12 @@ def requirement_name(line: str) -> str:
     return re.split(r"[\s\[<>=!~;]", line.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
-def requirements(pyproject: str, *, extra: str | None = None, pins: list[str] = (),
-                 exclude: list[str] = (), only: list[str] = ()) -> list[str]:
+def requirements(pyproject: str, *, extra: str | None = None, pins: list[str] = ()) -> list[str]:
     with open(pyproject, "rb") as handle:
         project = tomllib.load(handle)["project"]
     lines = project["optional-dependencies"][extra] if extra else project["dependencies"]
     by_name = {requirement_name(pin): pin for pin in pins if pin.strip()}
-    lines = [by_name.pop(requirement_name(line), line) for line in lines] + list(by_name.values())
-    if only:
-        return [line for line in lines if requirement_name(line) in only]
-    return [line for line in lines if requirement_name(line) not in exclude]
+    return [by_name.pop(requirement_name(line), line) for line in lines] + list(by_name.values())
 
 
 def main() -> int:
@@ -41,11 +35,8 @@ def main() -> int:
     parser.add_argument("pyproject")
     parser.add_argument("--extra")
     parser.add_argument("--pin", action="append", default=[])
-    parser.add_argument("--exclude", action="append", default=[])
-    parser.add_argument("--only", action="append", default=[])
     args = parser.parse_args()
-    print("\n".join(requirements(args.pyproject, extra=args.extra, pins=args.pin, exclude=args.exclude,
-                                 only=args.only)))
+    print("\n".join(requirements(args.pyproject, extra=args.extra, pins=args.pin)))
     return 0
 
 

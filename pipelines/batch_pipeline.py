@@ -58,7 +58,7 @@ def batch_pipeline(
         lookback_hours: history read per entity; at least the champion's ``min_history``.
         target_utilisation: utilisation the recommended request is sized for, in (0, 1].
         granularity: request step in cores.
-        mlflow_tracking_uri: MLflow tracking server; "": MLFLOW_TRACKING_URI (cluster: ConfigMap mlco-pipeline-settings).
+        mlflow_tracking_uri: MLflow tracking server; "": MLFLOW_TRACKING_URI (ConfigMap mlco-pipeline-settings).
     """
     fetched = fetch_champion(location=champion, tracking_uri=mlflow_tracking_uri)
     fetched.set_caching_options(enable_caching=False)  # the alias moves when a new champion is registered

@@ -1,8 +1,9 @@
 """Compile the pipelines to the YAML committed under pipelines/compiled/, and tell when that is stale.
 
 The committed YAML is what ``mlco submit`` and ``mlco schedule`` send by default and what a
-reviewer reads. It records the images, so compiling with ``MLCO_IMAGE`` or ``MLCO_CUDA_IMAGE``
-set gives a different file; the committed one is compiled without them.
+reviewer reads. It records the images and the GPU node selector, so compiling with
+``MLCO_IMAGE``, ``MLCO_CUDA_IMAGE`` or ``MLCO_GPU_NODE_SELECTOR`` set gives a different file; the
+committed one is compiled without them (see ``pipelines.settings``).
 
 Example:
     python -m pipelines.compile            # rewrite every pipelines/compiled/*.yaml

@@ -6,8 +6,10 @@ would start it, while the warehouse, the MLflow store and the task outputs stay 
 
 - The pipeline is compiled and every executor's image replaced with the one given, so the
   CUDA step runs in the same CPU image here (``--image`` names one image for all).
-- Containers use the host's network, so they reach the embedded PostgreSQL on loopback as
-  the subprocess runner does; nothing else is published.
+- The embedded PostgreSQL listens only on a Unix socket inside its private data directory;
+  the socket itself is mounted into each container, so tasks reach the warehouse without a
+  TCP port being opened or the directory's permissions loosened. Containers use the host's
+  network, so a ``DATABASE_URL`` on this host's loopback works as with the subprocess runner.
 - ``$MLCO_HOME`` is bind-mounted at the same path (kfp.local mounts the pipeline root there
   too), and a trace given as ``source`` is mounted read-only.
 - The image runs as uid 10001; a root-owned pipeline root would stop it writing its outputs,
@@ -35,6 +37,7 @@ __all__ = [
 
 DEFAULT_IMAGE = "ml-cloud-optimizer:local"  # what `make images` tags
 IMAGE_USER = 10001  # docker/Dockerfile's unprivileged user
+_SOCKET_DIR = "/run/mlco-postgres"  # where a container finds the warehouse's Unix socket
 
 
 class DockerUnavailable(RuntimeError):
@@ -89,7 +92,24 @@ def docker_runner(image: str, *, home: Path, environment: dict[str, str], read_o
         environment = {"HOME": "/tmp", **environment}
     mounts = [Mount(target=str(home), source=str(home), type="bind")]
     mounts += [Mount(target=str(p), source=str(p), type="bind", read_only=True) for p in read_only_paths]
+    if environment.get("DATABASE_URL"):
+        url, socket = _through_socket_mount(environment["DATABASE_URL"])
+        if socket is not None:
+            environment = {**environment, "DATABASE_URL": url}
+            mounts.append(Mount(target=f"{_SOCKET_DIR}/{socket.name}", source=str(socket), type="bind"))
     return local.DockerRunner(network_mode="host", user=user, environment=dict(environment), mounts=mounts)
+
+
+def _through_socket_mount(url: str) -> tuple[str, Path | None]:
+    """For a URL on a Unix socket: the URL a container uses and the host socket to mount; else (url, None)."""
+    from psycopg2.extensions import make_dsn, parse_dsn
+
+    params = parse_dsn(url)
+    host = params.get("host", "")
+    if not host.startswith("/"):
+        return url, None
+    socket = Path(host) / f".s.PGSQL.{params.get('port', '5432')}"
+    return make_dsn(url, host=_SOCKET_DIR), socket
 
 
 def _hand_over(home: Path) -> None:

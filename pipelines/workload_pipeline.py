@@ -90,7 +90,7 @@ def workload_pipeline(
         namespace: namespace of the InferenceService.
         isvc_name: name of the InferenceService.
         model_name: registered model name in MLflow.
-        mlflow_tracking_uri: MLflow tracking server; "": MLFLOW_TRACKING_URI (cluster: ConfigMap mlco-pipeline-settings).
+        mlflow_tracking_uri: MLflow tracking server; "": MLFLOW_TRACKING_URI (ConfigMap mlco-pipeline-settings).
         deploy_timeout_s: how long the deploy step waits for the InferenceService to be ready.
     """
     exit_task = record_status(tracking_uri=mlflow_tracking_uri)
@@ -151,7 +151,8 @@ def workload_pipeline(
             model_name=model_name,
             pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         )
-        uses_mlflow(registered.set_caching_options(enable_caching=False).set_retry(num_retries=2, backoff_duration="30s"))
+        registered.set_caching_options(enable_caching=False).set_retry(num_retries=2, backoff_duration="30s")
+        uses_mlflow(registered)
 
         with dsl.If(deploy == True, name="deploy-enabled"):  # noqa: E712 (a pipeline condition, not Python)
             rollout = deploy_component(
@@ -165,7 +166,8 @@ def workload_pipeline(
                 tracking_uri=mlflow_tracking_uri,
                 timeout_s=deploy_timeout_s,
             )
-            uses_mlflow(rollout.set_caching_options(enable_caching=False).set_retry(num_retries=2, backoff_duration="60s"))
+            rollout.set_caching_options(enable_caching=False).set_retry(num_retries=2, backoff_duration="60s")
+            uses_mlflow(rollout)
 
         for task in (data, loaded, split, balanced, peak, tabular, sequence, scored, registered, rollout):
             runs_as_image_user(task)

@@ -151,15 +151,14 @@ def test_a_failing_run_is_recorded_and_names_the_task(tmp_path, database):
 def test_deploy_component_replaces_a_worse_deployed_model(run, tmp_path):
     """The deploy task itself: MLflow's registered models, the real kserve SDK, a fake API server."""
     from kfp import dsl, local
-    from kubernetes.client import ApiClient
 
     from components.deploy import deploy
-    from fakes.kube_api import FakeKubeApi
+    from fakes.kube_api import FakeKubeApi, base_inference_service, serving
     from ml_cloud_optimizer.models.baselines import PersistenceForecaster
     from ml_cloud_optimizer.models.bundle import ModelBundle
     from ml_cloud_optimizer.pipeline_steps.artifacts import load_fleet
     from ml_cloud_optimizer.tracking import Tracker
-    from pipelines.inference_service import MODEL_URI_ANNOTATION, Candidate, build_inference_service
+    from pipelines.inference_service import MODEL_URI_ANNOTATION, Candidate
 
     home = run["home"]
     history_dir = next(home.glob("pipeline_runs/*/features/history"))
@@ -183,16 +182,15 @@ def test_deploy_component_replaces_a_worse_deployed_model(run, tmp_path):
                horizons=[1, 12], namespace="mlco", isvc_name="workload-forecaster", tracking_uri="", timeout_s=30)
 
     with FakeKubeApi() as kube:
-        serving = build_inference_service("workload-forecaster", "mlco",
-                                          Candidate("s3://models/weak", weak_uri, 0.09, "persistence"))
-        kube.put(ApiClient().sanitize_for_serialization(serving))
+        kube.put(serving(base_inference_service(), Candidate("s3://models/weak", weak_uri, 0.09, "persistence")),
+                 namespace="mlco")
         with environment(MLCO_HOME=str(home), MLFLOW_TRACKING_URI=None,
                          KUBECONFIG=str(kube.kubeconfig(tmp_path))):
             local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
                        workspace_root=str(tmp_path / "workspace"), raise_on_error=True)
             deploy_only()
         stored = kube.objects[("mlco", "workload-forecaster")]
-        assert kube.writes() == ["PATCH"]
+        assert kube.writes() == ["PATCH", "PATCH"]  # the model, then (rolled out) the annotations naming it
     assert stored["metadata"]["annotations"][MODEL_URI_ANNOTATION] == champion_uri
     assert stored["spec"]["predictor"]["model"]["storageUri"].endswith("bundle")
     assert stored["metadata"]["generation"] == 2

@@ -56,8 +56,9 @@ def test_both_vocabularies_are_recorded_alike(store, reported, state, status):
 def test_successful_cluster_runs_are_found_by_the_documented_search(store):
     run_log.record_pipeline_status(state="COMPLETE", job="job-ok", task="exit-handler-1", tracking_uri="")
     experiment = store.get_experiment_by_name(run_log.STATUS_EXPERIMENT)
-    failed = store.search_runs([experiment.experiment_id], "tags.state = 'FAILED' and tags.pipeline_job = 'job-ok'")
-    succeeded = store.search_runs([experiment.experiment_id], "tags.state = 'SUCCEEDED' and tags.pipeline_job = 'job-ok'")
+    search = "tags.state = '{}' and tags.pipeline_job = 'job-ok'"
+    failed = store.search_runs([experiment.experiment_id], search.format("FAILED"))
+    succeeded = store.search_runs([experiment.experiment_id], search.format("SUCCEEDED"))
     assert not failed and len(succeeded) == 1
 
 

@@ -8,7 +8,9 @@ offline prediction of the same bundle on the same input.
 from __future__ import annotations
 
 import math
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -311,10 +313,17 @@ def test_more_than_one_worker_is_refused_in_one_line(model_dir):
     before the model is even loaded, rather than served without them."""
     command = [sys.executable, "-m", "serving", "--model_dir", str(model_dir), "--model_name", MODEL_NAME,
                "--workers", "2", "--http_port", str(free_port()), "--grpc_port", str(free_port())]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=90,
-                          cwd=Path(__file__).resolve().parents[1])
-    assert done.returncode == 2
-    err = done.stderr.strip()
+    # Its own process group: a server that did start would leave spawned workers behind.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=Path(__file__).resolve().parents[1], start_new_session=True)
+    try:
+        _, err = process.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail("python -m serving --workers 2 started serving instead of refusing")
+    assert process.returncode == 2
+    err = err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith("--workers 2:") and "replicas" in err
 

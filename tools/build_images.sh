@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # `make images`: build the CPU image and the lean predictor image from docker/Dockerfile.
+# `make images-cuda` (FLAVOR=cuda, TORCH_VARIANT and TORCH_INDEX set): the CUDA image for the
+# sequence-training step, the same Dockerfile with torch's CUDA build.
 #
 # Tags: ml-cloud-optimizer:local and ml-cloud-optimizer-predictor:local (what `mlco run --runner
 # docker` and the container tests use), plus the release tags the pipeline settings name.
@@ -15,6 +17,8 @@ cd "$(dirname "$0")/.."
 docker=${DOCKER:-/usr/bin/docker}            # Debian's client: BuildKit without buildx
 python=${PYTHON:-.venv/bin/python}
 torch_version=${TORCH_VERSION:-2.13.0}
+torch_variant=${TORCH_VARIANT:-cpu}
+flavor=${FLAVOR:-cpu}
 version=$("$python" -c 'import ml_cloud_optimizer; print(ml_cloud_optimizer.__version__)')
 kfp_version=$("$python" -c 'import kfp; print(kfp.__version__)')
 registry=${REGISTRY:-ghcr.io/mlco}
@@ -41,17 +45,26 @@ for folder in $find_links ${PIP_FIND_LINKS:-}; do
   if [ -n "$wheel" ] && [ ! -e "docker/wheels/$(basename "$wheel")" ]; then cp "$wheel" docker/wheels/; fi
 done
 
-args=(--build-arg "BASE_IMAGE=$base" --build-arg "KFP_VERSION=$kfp_version" --build-arg "TORCH_VERSION=$torch_version")
+args=(--build-arg "BASE_IMAGE=$base" --build-arg "KFP_VERSION=$kfp_version" --build-arg "TORCH_VERSION=$torch_version"
+      --build-arg "TORCH_VARIANT=$torch_variant")
 # With the wheel at hand the PyTorch index is not asked at all (it may be unreachable, and pip
 # would ask it, with retries, for every package).
-if ls docker/wheels/torch-"$torch_version"+cpu-*.whl >/dev/null 2>&1; then args+=(--build-arg TORCH_INDEX=); fi
+if [ -n "${TORCH_INDEX+set}" ]; then args+=(--build-arg "TORCH_INDEX=$TORCH_INDEX")
+elif ls docker/wheels/torch-"$torch_version+$torch_variant"-*.whl >/dev/null 2>&1; then args+=(--build-arg TORCH_INDEX=); fi
 [ -s "$ca_bundle" ] && args+=(--secret "id=ca_bundle,src=$ca_bundle")
 
-echo "building on $base (kfp $kfp_version, torch $torch_version+cpu)"
+echo "building on $base (kfp $kfp_version, torch $torch_version+$torch_variant)"
 started=$(date +%s)
+if [ "$flavor" = cuda ]; then
+  "$docker" build "${args[@]}" -f docker/Dockerfile --target runtime \
+    -t ml-cloud-optimizer-cuda:local -t "$registry/ml-cloud-optimizer-cuda:$version" .
+  exit 0
+fi
 "$docker" build "${args[@]}" -f docker/Dockerfile --target runtime \
   -t ml-cloud-optimizer:local -t "$registry/ml-cloud-optimizer:$version" .
 "$docker" build "${args[@]}" -f docker/Dockerfile --target predictor \
   -t ml-cloud-optimizer-predictor:local -t "$registry/ml-cloud-optimizer-predictor:$version" .
 echo "built in $(( $(date +%s) - started )) s:"
-"$docker" image ls --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^  ml-cloud-optimizer(-predictor)?:local '
+for ref in ml-cloud-optimizer:local ml-cloud-optimizer-predictor:local; do
+  echo "  $ref $(( $("$docker" image inspect -f '{{.Size}}' "$ref") / 1000000 )) MB"
+done

@@ -9,6 +9,7 @@ command needs it, so ``mlco --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -99,9 +100,22 @@ def _auth_arguments(parser: argparse.ArgumentParser) -> None:
                             " without this flag when that file exists and no bearer token is given)")
 
 
+def _reads_settings(command):
+    """For commands that import ``pipelines``: its settings come from MLCO_* variables, and a bad one is a user error."""
+    @functools.wraps(command)
+    def checked(args: argparse.Namespace) -> int:
+        try:
+            import pipelines.settings  # noqa: F401
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        return command(args)
+    return checked
+
+
 # -- run -------------------------------------------------------------------------------------
 
 
+@_reads_settings
 def _run(args: argparse.Namespace) -> int:
     from ml_cloud_optimizer.pipeline_steps.environment import local_tracking_uri
     from pipelines import local, local_docker, settings
@@ -189,6 +203,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 # -- compile ---------------------------------------------------------------------------------
 
 
+@_reads_settings
 def _compile(args: argparse.Namespace) -> int:
     from pipelines import compile as pipeline_compile
 
@@ -209,6 +224,7 @@ def _compile(args: argparse.Namespace) -> int:
 # -- submit / schedule / runs ----------------------------------------------------------------
 
 
+@_reads_settings
 def _submit(args: argparse.Namespace) -> int:
     from pipelines import remote
 
@@ -223,6 +239,7 @@ def _submit(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reads_settings
 def _schedule(args: argparse.Namespace) -> int:
     from pipelines import remote
     from pipelines.cron import CronError, validate_cron
@@ -329,7 +346,8 @@ class _server_errors:
             detail = _api_message(exc)
             hint = ""
             if exc.status in (401, 403):
-                hint = " (multi-user Kubeflow: give --token or $MLCO_KFP_TOKEN, or --sa-token in a pod, and --namespace)"
+                hint = (" (multi-user Kubeflow: give --token or $MLCO_KFP_TOKEN, or --sa-token in a pod,"
+                        " and --namespace)")
             raise UserError(f"the KFP API at {self._host} refused the request: {exc.status} {detail}{hint}") from None
         if isinstance(exc, (urllib3.exceptions.HTTPError, OSError, TimeoutError)):
             raise UserError(f"cannot reach the KFP API at {self._host}: {type(exc).__name__}") from None
