@@ -33,6 +33,7 @@ __all__ = [
     "docker_runner",
     "missing_outputs",
     "pipeline_in_image",
+    "require_image",
 ]
 
 DEFAULT_IMAGE = "ml-cloud-optimizer:local"  # what `make images` tags
@@ -60,30 +61,39 @@ def pipeline_in_image(pipeline_func, image: str):
     return components.load_component_from_text(yaml.safe_dump_all(documents, sort_keys=False))
 
 
-def docker_runner(image: str, *, home: Path, environment: dict[str, str], read_only_paths: list[Path] = ()):
-    """A ``DockerRunner`` for ``image`` with mlco's state mounted and the host network.
+def require_image(image: str) -> None:
+    """Check that a Docker daemon answers and has ``image``, before any work starts.
 
     Raises:
-        DockerUnavailable: no Docker daemon answers or ``image`` is not present locally
-            (kfp.local would otherwise try to pull it from a registry).
+        DockerUnavailable: no daemon answers, or ``image`` is not present locally (kfp.local
+            would otherwise try to pull it from a registry).
     """
     import docker
-    from docker.types import Mount
-    from kfp import local
 
     try:
         client = docker.from_env()
         client.ping()
     except Exception as exc:  # the SDK raises several types for "no daemon"
-        raise DockerUnavailable(f"no Docker daemon answers ({type(exc).__name__}); start dockerd,"
-                                " or run without --runner docker") from None
+        raise DockerUnavailable(f"no Docker daemon answers ({type(exc).__name__}); start dockerd"
+                                " (tools/start_docker.sh), or run without --runner docker") from None
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:
-        raise DockerUnavailable(f"image {image} is not here: build it with `make images` or pass --image") from None
+        raise DockerUnavailable(f"image {image} is not here: build it with `make images`, or pass --image") from None
     finally:
         client.close()
 
+
+def docker_runner(image: str, *, home: Path, environment: dict[str, str], read_only_paths: list[Path] = ()):
+    """A ``DockerRunner`` for ``image`` with mlco's state mounted and the host network.
+
+    Raises:
+        DockerUnavailable: see ``require_image``.
+    """
+    from docker.types import Mount
+    from kfp import local
+
+    require_image(image)
     if os.geteuid() == 0:
         user = f"{IMAGE_USER}:{IMAGE_USER}"
         _hand_over(home)
@@ -127,5 +137,14 @@ def _hand_over(home: Path) -> None:
 
 
 def missing_outputs(run_dir: Path) -> list[str]:
-    """Tasks of a finished run that left no ``executor_output.json``: they did not really succeed."""
-    return sorted(p.name for p in run_dir.iterdir() if p.is_dir() and not (p / "executor_output.json").exists())
+    """Tasks of a finished run that left no ``executor_output.json``: they did not really succeed.
+
+    A loop iteration's directory (``for-loop-2-iteration-0``) holds the directories of its tasks.
+    """
+    missing = []
+    for path in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        if "-iteration-" in path.name:
+            missing += [f"{path.name}/{task}" for task in missing_outputs(path)]
+        elif not (path / "executor_output.json").exists():
+            missing.append(path.name)
+    return missing

@@ -124,6 +124,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.image and args.runner != "docker":
         raise UserError("--image needs --runner docker")
     image = (args.image or local_docker.DEFAULT_IMAGE) if args.runner == "docker" else None
+    if image:
+        try:
+            local_docker.require_image(image)
+        except local_docker.DockerUnavailable as exc:
+            raise UserError(str(exc)) from None
     if args.pipeline == "batch":
         return _run_batch(args, home, image)
     try:
@@ -153,8 +158,6 @@ def _run(args: argparse.Namespace) -> int:
           f" trials {arguments['trials']}, tasks {where} (logs under {home / 'logs'})", file=sys.stderr)
     try:
         result = local.run_local(arguments, home=home, image=image)
-    except local_docker.DockerUnavailable as exc:
-        raise UserError(str(exc)) from None
     except local.LocalRunError as exc:
         print(f"mlco run: {exc}", file=sys.stderr)
         return 1
@@ -169,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_batch(args: argparse.Namespace, home: Path, image: str | None) -> int:
-    from pipelines import local, local_docker
+    from pipelines import local
     from pipelines.batch_pipeline import DEFAULT_CHAMPION, run_batch_local
 
     if not 0 < args.target_utilisation <= 1:
@@ -180,8 +183,6 @@ def _run_batch(args: argparse.Namespace, home: Path, image: str | None) -> int:
                  "target_utilisation": args.target_utilisation}
     try:
         result = run_batch_local(arguments, home=home, image=image)
-    except local_docker.DockerUnavailable as exc:
-        raise UserError(str(exc)) from None
     except local.LocalRunError as exc:
         print(f"mlco run: {exc}", file=sys.stderr)
         return 1
