@@ -237,11 +237,10 @@ def test_the_pipeline_runs_with_every_component_in_the_image(images, tmp_path):
 
     assert (home / "champion" / "metadata.json").exists()
     run_dir = next((home / "pipeline_runs").iterdir())
-    tasks = sorted(p.name for p in run_dir.iterdir() if p.is_dir())
-    assert {"datagen", "olap-load", "features", "train-tabular", "train-sequence", "evaluate", "register"} <= set(tasks)
+    outputs = {p.parent.name: p for p in run_dir.rglob("executor_output.json")}  # loop tasks sit one level down
+    assert {"datagen", "olap-load", "features", "train-tabular", "train-sequence", "evaluate", "register"} <= set(outputs)
     # Every task ran in the image (kfp.local prints this once per container it starts), as its user.
-    assert log.count(f"Found image '{CPU_IMAGE}'") >= len(tasks)
+    assert log.count(f"Found image '{CPU_IMAGE}'") >= len(outputs)
     for task in ("datagen", "train-sequence", "register"):
-        outputs = json.loads((run_dir / task / "executor_output.json").read_text())
-        assert outputs, task
-        assert (run_dir / task / "executor_output.json").stat().st_uid == 10001
+        assert json.loads(outputs[task].read_text()), task
+        assert outputs[task].stat().st_uid == 10001
