@@ -190,10 +190,9 @@ def execute_locally(
     with local_warehouse(home) as database_url:
         task_env = {"MLCO_HOME": str(home), "DATABASE_URL": database_url, **(env or {})}
         with environment(**task_env):
+            runner = None
             if image:
                 runner, pipeline_func = _in_containers(pipeline_func, arguments, image, home, task_env)
-            else:
-                runner = None
             _execute(pipeline_func, arguments, pipeline_root, tee, runner)
     seconds = time.perf_counter() - started
 
