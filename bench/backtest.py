@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 from ml_cloud_optimizer.data.io import read_fleet
-from ml_cloud_optimizer.models.base import forecaster_class
-from ml_cloud_optimizer.optimizer.backtest import default_forecaster, replay_fleet
+from ml_cloud_optimizer.optimizer.backtest import policy_forecaster, replay_fleet
 
 DEFAULT_TRACE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "traces" / "bitbrains_rnd_2013_08"
 
@@ -42,18 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.trace.exists():
         parser.error(f"no trace at {args.trace}")
 
-    import ml_cloud_optimizer.models.baselines  # noqa: F401  (registers the kinds)
-    import ml_cloud_optimizer.models.tabular  # noqa: F401
-
     clock = time.perf_counter()
     fleet = read_fleet(args.trace, args.format)
     _log(f"read {len(fleet.metrics):,} rows of {fleet.metrics['entity_id'].nunique()} entities from {args.trace}")
-    if args.forecaster == "lightgbm":
-        forecaster = default_forecaster(1)
-    else:
-        forecaster = forecaster_class(args.forecaster)(horizons=(1,))
-        if "quantile" in forecaster.get_params():
-            forecaster.set_params(quantile=True)
+    forecaster = policy_forecaster(args.forecaster, 1)
     result = replay_fleet(
         fleet, forecaster, replay_fraction=args.replay_fraction, coverage=args.coverage, log=_log
     )

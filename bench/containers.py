@@ -28,6 +28,8 @@ from pathlib import Path
 
 import httpx
 
+from ml_cloud_optimizer.models.registry import family
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 IMAGES = {"cpu": "ml-cloud-optimizer:local", "predictor": "ml-cloud-optimizer-predictor:local"}
@@ -116,7 +118,7 @@ def main() -> None:
             path.chmod(0o755 if path.is_dir() else 0o644)
         # The lean image serves tabular champions; a recurrent one needs torch, in the full image.
         kind = json.loads((champion / "bundle.json").read_text())["kind"]
-        image = IMAGES["cpu"] if kind in ("lstm", "gru") else IMAGES["predictor"]
+        image = IMAGES["cpu"] if family(kind) == "sequence" else IMAGES["predictor"]
         figures["predictor_ready_s"] = round(predictor_ready_seconds(champion, image), 1)
         figures["predictor_image"] = image
     figures.update({

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from ml_cloud_optimizer.models.registry import TRAINABLE
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE = REPO.parent / "shared" / "data" / "traces" / "bitbrains_rnd_2013_08"
 TARGET = 0.95
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", default=str(DEFAULT_TRACE), help="trace path, or 'synthetic' (default: Bitbrains)")
     parser.add_argument("--format", default=None, help="trace format (default: detected)")
     parser.add_argument("--records", type=int, default=200_000, help="rows of generated data with --trace synthetic")
-    parser.add_argument("--models", default="lightgbm,xgboost,catboost,lstm,gru", help="model kinds to train")
+    parser.add_argument("--models", default=",".join(TRAINABLE), help="model kinds to train (default: every trainable)")
     parser.add_argument("--trials", type=int, default=0, help="Optuna trials per tabular model (default 0)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs for lstm/gru (default: theirs)")
     parser.add_argument("--holdout", type=float, default=0.2, help="held-out share of the time span")
@@ -77,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         "holdout_cutoff": str(evaluation.cutoff),
         "scored_origins": int(board[f"n_h{h}"].iloc[0]),
         "horizon_steps": h,
-        "mae_h12": mae,
-        "vs_persistence_h12": ratio,
-        "persistence_mae_h12": mae["persistence"],
-        "seasonal_naive_mae_h12": mae["seasonal_naive"],
+        f"mae_h{h}": mae,
+        f"vs_persistence_h{h}": ratio,
+        f"persistence_mae_h{h}": mae["persistence"],
+        f"seasonal_naive_mae_h{h}": mae["seasonal_naive"],
         "champion": champion,
-        "champion_mae_h12": mae[champion],
+        f"champion_mae_h{h}": mae[champion],
         "champion_vs_persistence": ratio[champion],
         "champion_vs_seasonal_naive": round(mae[champion] / mae["seasonal_naive"], 4),
         "target": TARGET,

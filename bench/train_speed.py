@@ -1,11 +1,11 @@
 """Training speed: tabular fit seconds on 1M x 50, and LSTM/GRU sequences/s against a plain PyTorch loop.
 
-Tabular: each tabular forecaster's own booster-fitting step (``_train``, with the
+Tabular: each tabular forecaster's own booster-fitting step (``train_booster``, with the
 forecaster's default parameters) on a random-but-structured matrix, a fixed number of
 rounds without early stopping so the times compare, beside scikit-learn's
 HistGradientBoostingRegressor with the same rounds, loss and threads.
 
-Sequence: ``sequence.train_epoch`` with ``sequence.RecurrentNet`` (the step loop and network
+Sequence: ``_torch.train_epoch`` with ``_torch.RecurrentNet`` (the step loop and network
 ``LSTMForecaster.fit`` uses: bf16 autocast on CUDA, gradient clipping, loss kept on the
 device, scale-weighted L1) at the reference shape (window 48, 16 features, hidden 128, 2 layers, batch 1024),
 beside a plain loop over ``nn.LSTM``/``nn.GRU`` + ``nn.Linear`` of the same shape, fed the
@@ -28,14 +28,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml_cloud_optimizer.models.sequence import (
+from ml_cloud_optimizer.models._torch import (
     RecurrentNet,
     WeightedL1Loss,
     autocast_dtype,
-    idle_cores,
     select_device,
     train_epoch,
 )
+from ml_cloud_optimizer.models.cores import idle_cores
 from ml_cloud_optimizer.models.tabular import CatBoostForecaster, LightGBMForecaster, XGBoostForecaster
 
 TARGET_RATIO = 0.5
@@ -67,7 +67,7 @@ def tabular_fit_seconds(rows: int, cols: int, rounds: int, threads: int) -> dict
         model = cls(n_jobs=threads)
         _say(f"tabular: {model.kind} on {rows:,} x {cols}, {rounds} rounds ...")
         started = time.perf_counter()
-        model._train(model._merged_params(), "p50", X, y, None, rounds)
+        model.train_booster(model.base_params(), "p50", X, y, None, rounds)
         out[model.kind] = time.perf_counter() - started
         _say(f"  {out[model.kind]:.1f} s")
     _say(f"tabular: scikit-learn HistGradientBoostingRegressor, {rounds} rounds ...")

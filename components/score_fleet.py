@@ -14,7 +14,7 @@ __all__ = ["score_fleet"]
 def score_fleet(
     champion: Input[Model],
     lookback_hours: int,
-    target_utilisation: float,
+    target_utilization: float,
     granularity: float,
     forecasts: Output[Dataset],
     recommendations: Output[Dataset],
@@ -30,7 +30,7 @@ def score_fleet(
     from ml_cloud_optimizer.pipeline_steps import artifacts, batch
 
     label = f"{champion.metadata.get('kind', 'model')}:{champion.metadata.get('model_uri', champion.uri)}"
-    score = batch.score_fleet(champion.path, lookback_hours=lookback_hours, target_utilisation=target_utilisation,
+    score = batch.score_fleet(champion.path, lookback_hours=lookback_hours, target_utilization=target_utilization,
                               granularity=granularity, model_label=label)
     forecasts.metadata.update(artifacts.save_frame(score.forecasts, forecasts.path))
     recommendations.metadata.update(artifacts.save_frame(score.recommendations, recommendations.path))

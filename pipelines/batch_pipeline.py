@@ -46,7 +46,7 @@ DEFAULT_LOOKBACK_HOURS = 169
 def batch_pipeline(
     champion: str = DEFAULT_CHAMPION,
     lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
-    target_utilisation: float = 0.7,
+    target_utilization: float = 0.7,
     granularity: float = 0.25,
     mlflow_tracking_uri: str = "",
 ):
@@ -56,7 +56,7 @@ def batch_pipeline(
         champion: an MLflow model URI (``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``) or a
             bundle directory inside the image or a mounted volume.
         lookback_hours: history read per entity; at least the champion's ``min_history``.
-        target_utilisation: utilisation the recommended request is sized for, in (0, 1].
+        target_utilization: utilisation the recommended request is sized for, in (0, 1].
         granularity: request step in cores.
         mlflow_tracking_uri: MLflow tracking server; "": MLFLOW_TRACKING_URI (ConfigMap mlco-pipeline-settings).
     """
@@ -67,7 +67,7 @@ def batch_pipeline(
     scored = score_fleet(
         champion=fetched.outputs["champion"],
         lookback_hours=lookback_hours,
-        target_utilisation=target_utilisation,
+        target_utilization=target_utilization,
         granularity=granularity,
     )
     uses_database(scored.set_caching_options(enable_caching=False))

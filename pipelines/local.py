@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS, check_horizons
 from pipelines import local_docker, settings
 
 __all__ = [
@@ -82,6 +83,9 @@ def local_arguments(
     """Pipeline arguments for a local run; ``models`` is split into the tabular and sequence loops.
 
     ``tracking_uri`` "" means mlco's local MLflow store under ``$MLCO_HOME``.
+
+    Raises:
+        ValueError: an unknown model kind, or horizons without the headline one.
     """
     models = list(models or settings.TABULAR_MODELS + settings.SEQUENCE_MODELS)
     unknown = sorted(set(models) - set(settings.TABULAR_MODELS) - set(settings.SEQUENCE_MODELS))
@@ -92,7 +96,7 @@ def local_arguments(
         "source": source if source == "synthetic" else str(Path(source).resolve()),
         "records": int(records),
         "seed": int(seed),
-        "horizons": list(horizons or [1, 12]),
+        "horizons": list(check_horizons(horizons or DEFAULT_HORIZONS)),
         "tabular_models": [m for m in models if m in settings.TABULAR_MODELS],
         "sequence_models": [m for m in models if m in settings.SEQUENCE_MODELS],
         "epochs": int(epochs),

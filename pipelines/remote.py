@@ -27,6 +27,7 @@ import yaml
 from kfp import client as kfp_client
 from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
+from ml_cloud_optimizer.horizons import check_horizons
 from pipelines import settings
 from pipelines.cron import validate_cron
 
@@ -167,6 +168,11 @@ def parse_params(pairs: list[str] | None, package: str | Path) -> dict:
         if not isinstance(value, allowed) or (kind != "BOOLEAN" and isinstance(value, bool)):
             raise ParameterError(f"parameter {key!r} wants {kind.lower().replace('_', ' ')}, got {raw!r}")
         params[key] = value
+    if "horizons" in params:  # refused here rather than after every model of the run has trained
+        try:
+            check_horizons(params["horizons"])
+        except ValueError as exc:
+            raise ParameterError(f"parameter 'horizons': {exc}") from None
     return params
 
 

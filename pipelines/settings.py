@@ -16,6 +16,7 @@ import os
 import re
 
 from ml_cloud_optimizer import __version__
+from ml_cloud_optimizer.models.registry import kinds
 
 __all__ = [
     "IMAGE",
@@ -85,8 +86,8 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSc
 # The images run as this non-root user (see docker/Dockerfile).
 RUN_AS_USER = 10001
 
-TABULAR_MODELS = ["lightgbm", "xgboost", "catboost"]
-SEQUENCE_MODELS = ["lstm", "gru"]
+TABULAR_MODELS = list(kinds("tabular"))
+SEQUENCE_MODELS = list(kinds("sequence"))
 
 # Training budgets. A cluster run has GPUs and time; a local run must finish 100,000 records and all
 # five model kinds within 15 minutes on two CPU cores.

@@ -37,6 +37,7 @@ from components.smote import smote
 from components.train_peak import train_peak
 from components.train_sequence import train_sequence
 from components.train_tabular import train_tabular
+from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS, PEAK_HORIZON
 from pipelines import settings
 from pipelines.task_settings import runs_as_image_user, uses_database, uses_mlflow
 
@@ -61,7 +62,7 @@ def workload_pipeline(
     source: str = "synthetic",
     records: int = settings.CLUSTER_BUDGET["records"],
     seed: int = 0,
-    horizons: list = [1, 12],
+    horizons: list = list(DEFAULT_HORIZONS),
     tabular_models: list = list(settings.TABULAR_MODELS),
     sequence_models: list = list(settings.SEQUENCE_MODELS),
     epochs: int = settings.CLUSTER_BUDGET["epochs"],
@@ -109,7 +110,7 @@ def workload_pipeline(
             start=loaded.outputs["start"],
             end=loaded.outputs["end"],
             holdout_fraction=holdout_fraction,
-            peak_horizon=12,
+            peak_horizon=PEAK_HORIZON,
             seed=seed,
         )
         uses_database(split.set_caching_options(enable_caching=False))

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     # fight each other (KServe's lgbserver defaults to one as well).
     os.environ.setdefault("OMP_NUM_THREADS", str(args.nthread))
     from serving.model import ForecastModel
-    from serving.schema import RequestLimits
+    from serving.types import RequestLimits
     from serving.server import build_model_server
 
     model = ForecastModel(

@@ -51,7 +51,7 @@ PEAKS = Counter(
 )
 LATENCY = Histogram(
     "mlco_inference_latency_seconds",
-    "Time from a parsed request to its encoded answer inside the forecaster, by protocol.",
+    "Time from a request reaching the forecaster's preprocess to its answer built in postprocess, by protocol.",
     ["model_name", "protocol"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )

@@ -4,9 +4,16 @@
 the LightGBM, XGBoost, CatBoost, LSTM or GRU forecaster (plus the peak classifier where
 the bundle has one) and imports only the modules of the kinds it names: a tabular champion
 with a boosted peak classifier loads without torch, imbalanced-learn, pyarrow or psycopg2,
-which the lean predictor image does not have (``tests/test_serving_imports.py``). ``predict`` goes request -> ``RequestParser`` -> bundle -> capacity ->
-response, in one vectorised pass over every entity of the request, for v1 bodies and v2
-requests (REST and gRPC) alike.
+which the lean predictor image does not have (``tests/test_serving_imports.py``).
+
+A request goes through KServe's own stages (``kserve.Model.__call__``), each timed by its
+histogram (``request_preprocess_seconds``, ``request_predict_seconds``,
+``request_postprocess_seconds``), for v1 bodies and v2 requests (REST and gRPC) alike:
+
+* ``preprocess``: body -> ``RequestParser`` -> ``ForecastRequest``; client mistakes raise here;
+* ``predict``: ``ForecastRequest`` -> bundle -> capacity -> ``Forecast``, in one vectorised
+  pass over every entity of the request;
+* ``postprocess``: ``Forecast`` -> v1 body or v2 ``InferResponse``, and the request counters.
 
 Answer per entity (or feature row): ``p50_h{h}`` for each horizon asked for (and
 ``p90_h{h}`` where the model has quantiles), ``peak_prob``, and the capacity that keeps
@@ -18,6 +25,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import kserve
@@ -31,9 +40,10 @@ from ml_cloud_optimizer.models.base import Forecaster, forecast_column
 from ml_cloud_optimizer.models.bundle import ModelBundle
 from ml_cloud_optimizer.models.tabular import TabularForecaster
 from serving.capacity import recommend_capacity
-from serving.feature_rows import FeatureRowForecaster
+from serving.errors import ErrorKind, RequestError
 from serving.metrics import ERRORS, LATENCY, PEAKS, REQUESTS, ROWS, claim_error
-from serving.schema import ForecastRequest, RequestError, RequestLimits, RequestParser
+from serving.parser import RequestParser
+from serving.types import Forecast, ForecastRequest, RequestLimits
 
 __all__ = ["ForecastModel"]
 
@@ -66,7 +76,7 @@ class ForecastModel(kserve.Model):
         self.target_utilization = target_utilization
         self.peak_threshold = peak_threshold
         self.bundle: ModelBundle | None = None
-        self.row_forecaster: FeatureRowForecaster | None = None
+        self.tabular: TabularForecaster | None = None
         self.parser: RequestParser | None = None
         self.horizons: tuple[int, ...] = ()
         self.has_quantiles = False
@@ -84,8 +94,8 @@ class ForecastModel(kserve.Model):
         self.has_quantiles = "p90" in self.bundle.quantiles
         # Tabular forecasters also take ready-made feature rows; sequence models read history only.
         forecaster = self.bundle.forecaster
-        self.row_forecaster = FeatureRowForecaster(forecaster) if isinstance(forecaster, TabularForecaster) else None
-        self.feature_names = self.row_forecaster.columns if self.row_forecaster else []
+        self.tabular = forecaster if isinstance(forecaster, TabularForecaster) else None
+        self.feature_names = list(self.tabular.feature_columns_) if self.tabular else []
         self.output_names = self._output_names()
         self.parser = RequestParser(
             feature_names=self.feature_names, horizons=self.horizons, min_history=self.bundle.min_history,
@@ -123,34 +133,59 @@ class ForecastModel(kserve.Model):
 
     # -- inference --------------------------------------------------------------------------
 
-    def predict(self, payload, headers: dict | None = None) -> dict | InferResponse:
-        """Forecast for every entity of the request; client mistakes raise ``RequestError`` (400)."""
-        started = time.perf_counter()
-        protocol = _protocol(payload)
+    def preprocess(self, payload: dict | InferRequest, headers: dict | None = None) -> ForecastRequest:
+        """Stage one: the decoded body (v1 dict, v2 ``InferRequest``) as a checked ``ForecastRequest``.
+
+        Client mistakes raise ``RequestError`` (400) here, counted by kind.
+        """
+        received = time.perf_counter()
+        with self._errors_counted():
+            request = self.parser.parse(payload)
+        request.received_s = received
+        return request
+
+    def validate(self, payload: ForecastRequest) -> ForecastRequest:
+        """Passes the request on: ``preprocess`` checked it.
+
+        KServe's own ``validate`` looks into a dict (``"inputs" in payload`` under the v2
+        protocol), which is a ``TypeError`` on a ``ForecastRequest``.
+        """
+        return payload
+
+    def predict(self, payload: ForecastRequest, headers: dict | None = None) -> Forecast:
+        """Stage two: the forecast and capacity of every entity (or feature row) of the request."""
+        with self._errors_counted():
+            return Forecast(payload, self.forecast(payload))
+
+    def postprocess(self, result: Forecast, headers: dict | None = None,
+                    response_headers: dict | None = None) -> dict | InferResponse:
+        """Stage three: the answer in the request's protocol; counts the request, its rows and peaks."""
+        request, answer = result.request, result.columns
+        with self._errors_counted():
+            response = _v1_response(answer) if request.protocol == "v1" else self._v2_response(request, answer)
+        protocol = request.protocol
+        REQUESTS.labels(model_name=self.name, protocol=protocol, input=request.form).inc()
+        ROWS.labels(model_name=self.name, protocol=protocol).inc(len(request.entity_id))
+        peaks = int(np.count_nonzero(answer["peak_prob"] >= self.peak_threshold))
+        if peaks:
+            PEAKS.labels(model_name=self.name).inc(peaks)
+        if request.received_s is not None:
+            LATENCY.labels(model_name=self.name, protocol=protocol).observe(time.perf_counter() - request.received_s)
+        return response
+
+    @contextmanager
+    def _errors_counted(self) -> Iterator[None]:
+        """Count a failing stage's error by kind; what is not a client mistake becomes ``InferenceError``."""
         try:
-            if isinstance(payload, InferRequest):
-                request = self.parser.parse_v2(payload)
-                answer = self.forecast(request)
-                response = self._v2_response(payload, answer)
-            else:
-                request = self.parser.parse_v1(payload)
-                answer = self.forecast(request)
-                response = _v1_response(answer)
+            yield
         except RequestError as exc:
-            ERRORS.labels(model_name=self.name, kind=exc.kind).inc()
+            ERRORS.labels(model_name=self.name, kind=exc.kind.value).inc()
             claim_error()
             raise
         except Exception as exc:
             ERRORS.labels(model_name=self.name, kind="internal").inc()
             claim_error()
             raise InferenceError(f"forecast failed: {type(exc).__name__}: {exc}") from exc
-        REQUESTS.labels(model_name=self.name, protocol=protocol, input=request.form).inc()
-        ROWS.labels(model_name=self.name, protocol=protocol).inc(len(request.entity_id))
-        peaks = int(np.count_nonzero(answer["peak_prob"] >= self.peak_threshold))
-        if peaks:
-            PEAKS.labels(model_name=self.name).inc(peaks)
-        LATENCY.labels(model_name=self.name, protocol=protocol).observe(time.perf_counter() - started)
-        return response
 
     def forecast(self, request: ForecastRequest) -> dict[str, np.ndarray]:
         """The answer, column by column: one row per entity (or feature row) of ``request``, in its order.
@@ -187,31 +222,35 @@ class ForecastModel(kserve.Model):
         first = forecast_column(self.horizons[0])
         if raw[first].isna().any():
             missing = raw.index[raw[first].isna()][0]
-            raise RequestError("history", f"entity {missing!r} has no forecastable last sample", "history_too_short")
+            raise RequestError("history", f"entity {missing!r} has no forecastable last sample",
+                               ErrorKind.HISTORY_TOO_SHORT)
         out = {c: raw[c].to_numpy(dtype="float64") for c in raw.columns if c not in ("entity_id", "ts")}
         out["ts"] = raw["ts"].to_numpy()
         return out
 
     def _forecast_features(self, request: ForecastRequest, quantiles: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """Forecasts from ready-made feature rows (see ``FeatureRowForecaster``), for the horizons asked only.
+        """Forecasts from ready-made feature rows, for the horizons and quantiles asked only.
 
-        The bundle's peak classifier reads history (it adds per-entity threshold features), so
+        ``TabularForecaster.predict_matrix`` runs the boosters on the request's matrix as it is,
+        with no frame around it, and gives what ``predict_features`` gives, bit for bit. The
+        bundle's peak classifier reads history (it adds per-entity threshold features), so
         feature-row answers carry ``peak_prob`` NaN (JSON null).
         """
-        anchor = self.row_forecaster.target_index
+        anchor = self.tabular.target_index_
         missing = np.isnan(request.features[:, anchor])
         if missing.any():
             row = int(np.argmax(missing))
             raise RequestError(f"features[{row}].{self.feature_names[anchor]}",
-                               "missing; the forecast starts from the current value", "missing_field")
-        out = self.row_forecaster.predict(request.features, request.horizons, quantiles)
+                               "missing; the forecast starts from the current value", ErrorKind.MISSING_FIELD)
+        out = self.tabular.predict_matrix(request.features, request.horizons, quantiles)
         out["peak_prob"] = np.full(len(request.features), np.nan)
         if request.ts is not None:
             out["ts"] = request.ts.to_numpy()
         return out
 
-    def _v2_response(self, payload: InferRequest, answer: dict[str, np.ndarray]) -> InferResponse:
-        wanted = None if payload.request_outputs is None else {o.name for o in payload.request_outputs}
+    def _v2_response(self, request: ForecastRequest, answer: dict[str, np.ndarray]) -> InferResponse:
+        """The answer as v2 tensors (those the client asked for), always with an id."""
+        wanted = None if request.request_outputs is None else {o.name for o in request.request_outputs}
         outputs = []
         for name, values in answer.items():
             if wanted is not None and name not in wanted:
@@ -226,11 +265,11 @@ class ForecastModel(kserve.Model):
                 data, datatype = np.asarray(values, dtype=np.float64), "FP64"
             outputs.append(InferOutput(name=name, shape=[len(data)], datatype=datatype, data=data))
         return InferResponse(
-            response_id=payload.id or str(uuid.uuid4()),
+            response_id=request.response_id or str(uuid.uuid4()),
             model_name=self.name,
             infer_outputs=outputs,
-            use_binary_outputs=payload.use_binary_outputs,
-            requested_outputs=payload.request_outputs,
+            use_binary_outputs=request.binary_outputs,
+            requested_outputs=request.request_outputs,
         )
 
 
@@ -256,8 +295,3 @@ def _epoch_seconds(values) -> np.ndarray:
     stamps = pd.to_datetime(pd.Series(values), utc=True)
     return (stamps.astype("int64") // 10**9).to_numpy()
 
-
-def _protocol(payload) -> str:
-    if isinstance(payload, InferRequest):
-        return "v2-grpc" if payload.from_grpc else "v2-rest"
-    return "v1"

@@ -7,6 +7,7 @@ way ``mlco train`` exports one.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from pathlib import Path
 
@@ -20,7 +21,9 @@ from ml_cloud_optimizer.models.bundle import ModelBundle
 from ml_cloud_optimizer.models.peak import PeakClassifier
 from ml_cloud_optimizer.models.tabular import LightGBMForecaster
 
-__all__ = ["MODEL_NAME", "champion", "feature_rows", "history_sample", "v1_history", "v1_features", "v2_history"]
+__all__ = [
+    "MODEL_NAME", "champion", "feature_rows", "history_sample", "infer", "v1_history", "v1_features", "v2_history",
+]
 
 MODEL_NAME = "forecaster"
 HISTORY_STEPS = 48
@@ -85,3 +88,9 @@ def v1_features(rows: pd.DataFrame, columns: list[str]) -> dict:
     matrix = rows[columns].to_numpy(dtype="float64")
     values = [[None if np.isnan(v) else float(v) for v in row] for row in matrix]
     return {"instances": [{"entity_id": str(e), "features": v} for e, v in zip(rows["entity_id"], values)]}
+
+
+def infer(model, body):
+    """``model``'s answer to ``body`` through KServe's stages (preprocess -> predict -> postprocess)."""
+    response, _headers = asyncio.run(model(body))
+    return response

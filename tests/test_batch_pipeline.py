@@ -78,7 +78,7 @@ def test_typed_artifacts_pinned_image_and_parameters(spec):
     assert not any("pip install" in part for e in executors for part in e["container"]["command"])
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {k: v["parameterType"] for k, v in params.items()} == {
-        "champion": "STRING", "lookback_hours": "NUMBER_INTEGER", "target_utilisation": "NUMBER_DOUBLE",
+        "champion": "STRING", "lookback_hours": "NUMBER_INTEGER", "target_utilization": "NUMBER_DOUBLE",
         "granularity": "NUMBER_DOUBLE", "mlflow_tracking_uri": "STRING"}
     assert params["champion"]["defaultValue"] == "models:/mlco-forecaster@champion"
     assert params["lookback_hours"]["defaultValue"] * 12 >= 2017  # the default features' full week
@@ -137,7 +137,7 @@ def run(tmp_path_factory, database, champion_dir):
     with environment(MLCO_HOME=str(home), DATABASE_URL=database, MLFLOW_TRACKING_URI=None):
         tracker = Tracker()
         version = tracker.register_champion(tracker.log_candidate("lightgbm", {}, {}), champion_dir)
-        result = run_batch_local({"lookback_hours": LOOKBACK_HOURS, "target_utilisation": 0.6}, home=home,
+        result = run_batch_local({"lookback_hours": LOOKBACK_HOURS, "target_utilization": 0.6}, home=home,
                                  progress=progress)
     return {"result": result, "version": version, "progress": progress.getvalue(), "dsn": database}
 
@@ -207,6 +207,15 @@ def test_fetch_champion_copies_a_directory_and_refuses_a_missing_one(tmp_path, c
 def test_mlco_run_batch_refuses_a_bad_target_in_one_line(capsys):
     from ml_cloud_optimizer import cli
 
-    assert cli.main(["run", "--pipeline", "batch", "--target-utilisation", "1.5"]) == 2
+    assert cli.main(["run", "--pipeline", "batch", "--target-utilization", "1.5"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--target-utilisation" in err
+    assert len(err.splitlines()) == 1 and "--target-utilization" in err
+
+
+def test_mlco_run_batch_still_reads_the_old_flag_spelling_with_a_note(capsys):
+    from ml_cloud_optimizer import cli
+
+    assert cli.main(["run", "--pipeline", "batch", "--target-utilisation", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "mlco: --target-utilisation is deprecated; use --target-utilization"
+    assert len(err) == 2 and "--target-utilization" in err[1] and "got 1.5" in err[1]

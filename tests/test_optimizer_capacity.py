@@ -7,15 +7,11 @@ import pandas as pd
 import pytest
 
 from ml_cloud_optimizer.data.schema import Fleet, validate_fleet
-import psycopg2
-
 from ml_cloud_optimizer.optimizer.capacity import (
     DemandGrid,
     forecasts_long,
-    read_recommendations,
     recommend,
     round_up,
-    store_recommendations,
 )
 
 
@@ -67,7 +63,7 @@ def test_demand_grid_is_util_times_vcpus_with_gaps_as_nan():
     assert grid.index_of(grid.ts[2]) == 2
 
 
-def test_recommend_sizes_for_the_hourly_peak_p90_at_the_target_utilisation():
+def test_recommend_sizes_for_the_hourly_peak_p90_at_the_target_utilization():
     fleet = _fleet({"a": [0.5] * 3}, {"a": 8})
     origins = pd.date_range("2026-01-05T00:00:00Z", periods=13, freq="5min")
     forecasts = pd.DataFrame(
@@ -78,7 +74,7 @@ def test_recommend_sizes_for_the_hourly_peak_p90_at_the_target_utilisation():
             "p90_h1": np.r_[np.full(10, 0.4), 0.55, 0.5, 0.45],  # targets 00:05 .. 01:05
         }
     )
-    recs = recommend(forecasts, fleet.entities, target_utilisation=0.8, granularity=0.5)
+    recs = recommend(forecasts, fleet.entities, target_utilization=0.8, granularity=0.5)
     assert list(recs["hour"]) == list(pd.to_datetime(["2026-01-05T00:00Z", "2026-01-05T01:00Z"]))
     first, second = recs.iloc[0], recs.iloc[1]
     # hour 00: peak p90 0.55 x 8 = 4.4 cores / 0.8 = 5.5 -> 5.5; hour 01: 0.5 x 8 / 0.8 = 5.0
@@ -93,7 +89,7 @@ def test_recommend_sizes_for_the_hourly_peak_p90_at_the_target_utilisation():
 def test_recommend_without_p90_uses_p50_and_counts_replicas_of_the_current_type():
     fleet = _fleet({"a": [0.5]}, {"a": 2})
     forecasts = pd.DataFrame({"entity_id": ["a"], "ts": pd.to_datetime(["2026-01-05T00:00Z"]), "p50_h12": [0.9]})
-    recs = recommend(forecasts, fleet.entities, target_utilisation=0.5, granularity=0.25)
+    recs = recommend(forecasts, fleet.entities, target_utilization=0.5, granularity=0.25)
     row = recs.iloc[0]
     assert row["headroom_cores"] == 0 and row["request_cores"] == pytest.approx(3.75)
     assert row["replicas"] == 2  # 3.75 cores need two 2-vCPU instances
@@ -107,8 +103,8 @@ def test_recommend_without_p90_uses_p50_and_counts_replicas_of_the_current_type(
         (pd.DataFrame({"entity_id": ["a"], "ts": pd.to_datetime(["2026-01-05T00:00Z"])}), {}, "p50_h"),
         (
             pd.DataFrame({"entity_id": ["a"], "ts": pd.to_datetime(["2026-01-05T00:00Z"]), "p50_h1": [0.1]}),
-            {"target_utilisation": 1.5},
-            "target utilisation",
+            {"target_utilization": 1.5},
+            "target utilization",
         ),
     ],
 )
@@ -137,32 +133,3 @@ def test_forecasts_long_has_one_row_per_origin_and_horizon():
     row = long[(long["horizon"] == 12) & (long["entity_id"] == "b")].iloc[0]
     assert row["target_ts"] - row["origin_ts"] == pd.Timedelta(hours=1)
     assert row["p90"] == pytest.approx(row["p50"] + 0.2)
-
-
-def test_stored_recommendations_read_back_whole_and_latest_first(warehouse):
-    fleet = _fleet({"a": [0.5], "b": [0.5]}, {"a": 4, "b": 2})
-    forecasts = _two_hour_forecasts()
-    recs = recommend(forecasts, fleet.entities)
-    first = store_recommendations(warehouse, recs, forecasts, model="test", source="unit", params={"k": 1})
-    later = recommend(forecasts, fleet.entities, target_utilisation=0.5)
-    second = store_recommendations(warehouse, later, forecasts, model="test", source="unit")
-    assert second > first
-    back = read_recommendations(warehouse)
-    pd.testing.assert_frame_equal(back, later.astype({"replicas": "int64"}), check_dtype=False)
-    pd.testing.assert_frame_equal(read_recommendations(warehouse, first), recs, check_dtype=False)
-    with warehouse.cursor() as cur:
-        cur.execute("SELECT count(*), count(p90) FROM forecasts WHERE run_id = %s", (first,))
-        assert cur.fetchone() == (96, 96)
-
-
-def test_a_bad_recommendation_row_rolls_the_whole_run_back(warehouse):
-    fleet = _fleet({"a": [0.5], "b": [0.5]}, {"a": 4, "b": 2})
-    forecasts = _two_hour_forecasts()
-    recs = recommend(forecasts, fleet.entities)
-    recs.loc[1, "request_cores"] = -1.0
-    with pytest.raises(psycopg2.errors.CheckViolation):
-        store_recommendations(warehouse, recs, forecasts, model="test", source="unit")
-    with warehouse.cursor() as cur:
-        cur.execute("SELECT (SELECT count(*) FROM optimizer_runs), (SELECT count(*) FROM forecasts)")
-        assert cur.fetchone() == (0, 0)
-    assert read_recommendations(warehouse).empty

@@ -15,8 +15,8 @@ from ml_cloud_optimizer.cli import main
 from ml_cloud_optimizer.data.io import write_fleet
 from ml_cloud_optimizer.data.synthetic import generate_fleet
 from ml_cloud_optimizer.models.baselines import PersistenceForecaster
-from ml_cloud_optimizer.optimizer.capacity import read_recommendations
 from ml_cloud_optimizer.warehouse import load_fleet
+from ml_cloud_optimizer.warehouse.optimizer_runs import read_recommendations
 
 @pytest.fixture(autouse=True)
 def _runs_in_tmp(monkeypatch, tmp_path):
@@ -61,8 +61,8 @@ def test_backtest_prints_every_policy_and_writes_the_run(tmp_path, fleet_file, c
         (["backtest", "--trace", "FLEET", "--forecaster", "nope"], "unknown model kind"),
         (["backtest", "--trace", "FLEET", "--replay-fraction", "1.5"], "replay fraction"),
         (["recommend", "--model", "/nonexistent/model", "--no-store", "--source", "FLEET"], "no such model"),
-        (["recommend", "--model", "MODEL", "--no-store", "--source", "FLEET", "--target-utilisation", "0"],
-         "target utilisation"),
+        (["recommend", "--model", "MODEL", "--no-store", "--source", "FLEET", "--target-utilization", "0"],
+         "target utilization"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, fleet_file, model_dir, capsys):
@@ -136,3 +136,15 @@ def test_default_directories_chain_into_the_report(tmp_path, fleet_file, model_d
     assert str(home / "report.html") in capsys.readouterr().out
     html = (home / "report.html").read_text()
     assert "Forecast-driven against VPA-style" in html and "Latest hour, 3 entities" in html
+
+
+def test_old_target_utilisation_flag_is_a_hidden_deprecated_alias(model_dir, fleet_file, capsys):
+    argv = ["recommend", "--model", str(model_dir), "--no-store", "--source", str(fleet_file)]
+    assert main([*argv, "--target-utilisation", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "mlco: --target-utilisation is deprecated; use --target-utilization"
+    assert len(err) == 2 and "target utilization" in err[1]
+    with pytest.raises(SystemExit):
+        main(["recommend", "--help"])
+    shown = capsys.readouterr().out
+    assert "--target-utilization" in shown and "--target-utilisation" not in shown

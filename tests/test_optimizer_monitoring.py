@@ -12,9 +12,7 @@ from ml_cloud_optimizer.data.schema import Fleet, validate_fleet
 from ml_cloud_optimizer.data.synthetic import generate_fleet
 from ml_cloud_optimizer.features import CALENDAR_COLUMNS
 from ml_cloud_optimizer.models.baselines import PersistenceForecaster
-from ml_cloud_optimizer.optimizer.capacity import recommend, store_recommendations
-from ml_cloud_optimizer.optimizer.monitoring import RetrainThresholds, forecast_accuracy, monitor, stored_accuracy
-from ml_cloud_optimizer.warehouse import load_fleet
+from ml_cloud_optimizer.optimizer.monitoring import RetrainThresholds, forecast_accuracy, monitor
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +40,21 @@ def test_a_steady_fleet_needs_no_retraining(fleet):
     assert (model_rows["n"] > 0).all()
 
 
+def test_stored_accuracy_is_asked_for_the_recent_window_and_judged(fleet):
+    asked = []
+
+    def stored(start):
+        asked.append(start)
+        return pd.DataFrame([{"source": "warehouse", "window": "recent", "horizon": 12, "n": 10, "mae": 9.0,
+                              "p90_coverage": 0.1}])
+
+    report = monitor(fleet.metrics, PersistenceForecaster().fit(fleet.metrics), stored=stored)
+    assert asked == [fleet.metrics["ts"].max() - pd.Timedelta(hours=24)]
+    assert "warehouse" in set(report.accuracy["source"])
+    assert report.retrain and any(r.startswith("warehouse MAE") for r in report.reasons)
+    assert any(r.startswith("warehouse p90") for r in report.reasons)
+
+
 def test_a_regime_change_is_flagged_by_drift_and_by_error(fleet):
     shifted = _shifted(fleet)
     model = PersistenceForecaster().fit(shifted.metrics)
@@ -63,27 +76,6 @@ def test_forecast_accuracy_matches_a_direct_computation(fleet):
     assert got["n"] == len(error)
     assert got["mae"] == pytest.approx(error.mean())
     assert np.isnan(got["p90_coverage"])  # persistence has no p90
-
-
-def test_stored_forecasts_are_scored_against_loaded_metrics(warehouse, fleet):
-    load_fleet(warehouse, fleet)
-    metrics = fleet.metrics
-    forecasts = PersistenceForecaster(horizons=(12,)).fit(metrics).predict(metrics)
-    forecasts["p90_h12"] = forecasts["p50_h12"] + 0.05
-    recent = metrics["ts"].max() - pd.Timedelta(hours=6)
-    store_recommendations(warehouse, recommend(forecasts, fleet.entities), forecasts, model="persistence", source="t")
-
-    got = stored_accuracy(warehouse, recent)
-    assert list(got["horizon"]) == [12]
-    actual = metrics.rename(columns={"ts": "target", "cpu_util": "actual"})[["entity_id", "target", "actual"]]
-    frame = forecasts.assign(target=forecasts["ts"] + pd.Timedelta(hours=1)).merge(actual, on=["entity_id", "target"])
-    frame = frame[frame["target"] >= recent]
-    assert got["n"].iloc[0] == len(frame)
-    assert got["mae"].iloc[0] == pytest.approx((frame["actual"] - frame["p50_h12"]).abs().mean())
-    assert got["p90_coverage"].iloc[0] == pytest.approx((frame["actual"] <= frame["p90_h12"]).mean())
-
-    report = monitor(metrics, PersistenceForecaster().fit(metrics), conn=warehouse, recent=pd.Timedelta(hours=6))
-    assert "warehouse" in set(report.accuracy["source"])
 
 
 def test_saved_verdict_reads_back(tmp_path, fleet):

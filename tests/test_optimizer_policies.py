@@ -98,7 +98,7 @@ def test_static_provisions_the_history_p99_and_ignores_the_replay():
 
 def test_hpa_scales_up_one_step_late_to_demand_over_target():
     demand = np.r_[np.full(20, 1.4), np.full(20, 4.2)]
-    cap = ReactiveHPAPolicy(target_utilisation=0.7, tolerance=0.1).plan(_grid(demand), 1, G)
+    cap = ReactiveHPAPolicy(target_utilization=0.7, tolerance=0.1).plan(_grid(demand), 1, G)
     assert cap[19] == 2.0  # 1.4 / 0.7
     assert cap[20] == 2.0  # the jump is seen at the end of step 20 ...
     assert cap[21] == 6.0  # ... and served from step 21
@@ -106,7 +106,7 @@ def test_hpa_scales_up_one_step_late_to_demand_over_target():
 
 def test_hpa_holds_within_tolerance_and_waits_out_the_stabilisation_window_to_scale_down():
     demand = np.r_[np.full(10, 7.0), np.full(3, 6.6), np.full(20, 2.8)]
-    policy = ReactiveHPAPolicy(target_utilisation=0.7, tolerance=0.1, downscale_stabilisation_s=900)
+    policy = ReactiveHPAPolicy(target_utilization=0.7, tolerance=0.1, downscale_stabilisation_s=900)
     cap = policy.plan(_grid(demand), 1, G)
     assert cap[9] == 10.0
     assert (cap[11:14] == 10.0).all()  # 6.6 / (10 x 0.7) = 0.94: inside the tolerance, no change

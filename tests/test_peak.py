@@ -1,5 +1,7 @@
 """Peak classifiers: SMOTE on training rows only, the report against the rule, save/load, the GRU variant."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -73,6 +75,24 @@ def test_save_and_load_give_identical_probabilities(fleet_metrics, fitted_pair, 
         pd.testing.assert_frame_equal(loaded.predict(fleet_metrics), model.predict(fleet_metrics))
 
 
+def test_state_round_trips_through_json_and_load_with_identical_probabilities(fleet_metrics, fitted_pair, tmp_path):
+    """``get_state``/``from_state`` is the one way fitted state leaves and enters a model (save/load, the pipeline)."""
+    entities = fleet_metrics["entity_id"]
+    for model in fitted_pair:
+        state = json.loads(json.dumps(model.get_state()))  # as it crosses a task boundary
+        assert state == model.get_state() and "decision_threshold" in state and "feature_spec" in state
+        rebuilt = PeakClassifier.from_state({**state, "not_a_key": 1})  # unknown keys are ignored
+        assert rebuilt.get_state() == state and rebuilt.get_params() == model.get_params() | {"spec": model.spec_}
+        pd.testing.assert_series_equal(rebuilt.thresholds_for(entities), model.thresholds_for(entities))
+        directory = model.save(tmp_path / ("smote" if model.use_smote else "plain"))
+        config = json.loads((directory / "peak.json").read_text())
+        assert {k: config[k] for k in state} == state  # peak.json is the state plus the booster's files
+        loaded = BasePeakModel.load(directory)
+        assert loaded.get_state() == state
+        np.testing.assert_array_equal(loaded.predict_proba(fleet_metrics)["peak_prob"].to_numpy(),
+                                      model.predict_proba(fleet_metrics)["peak_prob"].to_numpy())
+
+
 def test_unknown_entities_get_probabilities_from_the_pooled_threshold(fleet_metrics, fitted_pair):
     plain, _ = fitted_pair
     renamed = fleet_metrics.assign(entity_id=fleet_metrics["entity_id"].astype(str) + "-new")
@@ -105,6 +125,7 @@ def test_sequence_variant_with_focal_loss(fleet_metrics, tmp_path):
     assert model.validation_pr_auc_ > 0.3
     loaded = BasePeakModel.load(model.save(tmp_path / "gru"))
     assert isinstance(loaded, SequencePeakClassifier)
+    assert loaded.get_state() == model.get_state()
     pd.testing.assert_frame_equal(loaded.predict_proba(fleet_metrics), proba)
 
 

@@ -9,9 +9,7 @@ from torch import nn
 from ml_cloud_optimizer.data.schema import DataValidationError
 from ml_cloud_optimizer.data.synthetic import generate_fleet
 from ml_cloud_optimizer.models import Forecaster, forecaster_class
-from ml_cloud_optimizer.models.sequence import (
-    GRUForecaster,
-    LSTMForecaster,
+from ml_cloud_optimizer.models._torch import (
     RecurrentNet,
     WeightedL1Loss,
     fit_recurrent,
@@ -19,6 +17,7 @@ from ml_cloud_optimizer.models.sequence import (
     torch_threads,
     train_epoch,
 )
+from ml_cloud_optimizer.models.sequence import GRUForecaster, LSTMForecaster
 from ml_cloud_optimizer.models.windows import INPUT_CHANNELS, build_panel
 
 FAST = {"epochs": 3, "samples_per_epoch": 8192, "seed": 0}

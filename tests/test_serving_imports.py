@@ -24,7 +24,7 @@ TRAINING_ONLY = ("torch", "imblearn", "psycopg2", "pyarrow", "mlflow", "kfp", "o
 
 # Runs in the child: argv = model_dir, request JSON path, comma-separated packages made absent.
 _CHILD = r"""
-import importlib.abc, json, sys
+import asyncio, importlib.abc, json, sys
 
 absent = set(filter(None, sys.argv[3].split(",")))
 attempts = []
@@ -48,7 +48,7 @@ model = ForecastModel("mlco", sys.argv[1])
 model.load()
 with open(sys.argv[2]) as f:
     body = json.load(f)
-answer = model.predict(body)["predictions"]
+answer = asyncio.run(model(body))[0]["predictions"]  # preprocess -> predict -> postprocess, as KServe calls it
 print(json.dumps({
     "answer": answer,
     "loaded": sorted({m.partition(".")[0] for m in sys.modules}),

@@ -1,8 +1,8 @@
 """The predictor serves every kind of champion: dispatch on metadata, offline equality, and `mlco serve`.
 
-In-process (``ForecastModel.load`` + ``predict``, as KServe calls them) on tiny XGBoost,
-CatBoost and GRU champions trained with the real classes; the LightGBM champion is served
-on a real port in ``test_serving_server``.
+In-process (``ForecastModel.load``, then the model called as KServe calls it: preprocess ->
+predict -> postprocess) on tiny XGBoost, CatBoost and GRU champions trained with the real
+classes; the LightGBM champion is served on a real port in ``test_serving_server``.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import argparse
 
 import pytest
 from kserve.errors import ModelMissingError
-from serving_support import history_sample, v1_history
+from serving_support import history_sample, infer, v1_history
 
 from ml_cloud_optimizer.cli import UserError
 from ml_cloud_optimizer.cli import serve as serve_cli
 from ml_cloud_optimizer.data.synthetic import generate_fleet
 from ml_cloud_optimizer.models.bundle import ModelBundle
 from serving.model import ForecastModel
-from serving.schema import RequestError
+from serving.errors import RequestError
 
 
 def _forecaster(kind: str):
@@ -44,7 +44,7 @@ def test_each_kind_of_champion_is_served_like_offline(kind, tmp_path):
     assert model.load() and model.ready
     history = history_sample(entities=2, steps=40)
 
-    answer = model.predict(v1_history(history))["predictions"]
+    answer = infer(model, v1_history(history))["predictions"]
     offline = ModelBundle.load(model_dir).predict(history).set_index("entity_id")
     for row in answer:
         expected = offline.loc[row["entity_id"]]
@@ -58,7 +58,7 @@ def test_each_kind_of_champion_is_served_like_offline(kind, tmp_path):
     if kind == "gru":  # sequence models forecast from history only
         assert "features" not in names
         with pytest.raises(RequestError, match="history only"):
-            model.predict({"instances": [{"entity_id": "a", "features": [0.1]}]})
+            infer(model, {"instances": [{"entity_id": "a", "features": [0.1]}]})
     else:
         assert "features" in names
 

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 
-from serving.schema import ERROR_KINDS, RequestError, RequestLimits, RequestParser
+from serving.errors import ERROR_KINDS, RequestError
+from serving.parser import RequestParser
+from serving.types import RequestLimits
 
 FEATURES = ["cpu_util", "mem_util", "cpu_util_lag_1"]
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z

@@ -269,25 +269,42 @@ def test_metrics_count_requests_errors_peaks_and_latency(http, history):
     peaks = sum(p["peak_prob"] >= 0.5 for p in predictions)
     assert delta("mlco_predicted_peaks_total", model_name=MODEL_NAME) == peaks
     assert delta("mlco_inference_latency_seconds_count", model_name=MODEL_NAME, protocol="v1") == 1
-    # KServe's own series stay beside ours.
-    assert delta("request_predict_seconds_count", model_name=MODEL_NAME) == 2
+    # KServe's own series stay beside ours, one histogram per stage. Both requests the model saw were
+    # preprocessed; the short history is refused there, so only the first reached predict and postprocess.
+    assert delta("request_preprocess_seconds_count", model_name=MODEL_NAME) == 2
+    assert delta("request_predict_seconds_count", model_name=MODEL_NAME) == 1
+    assert delta("request_postprocess_seconds_count", model_name=MODEL_NAME) == 1
+
+
+def test_each_stage_of_a_request_is_timed_by_kserves_histograms(http, history):
+    """preprocess (parse), predict (forecast) and postprocess (answer) each grow their KServe histogram."""
+    stages = [f"request_{stage}_seconds" for stage in ("preprocess", "predict", "postprocess")]
+    before = http.get("/metrics").text
+    for path, body in ((f"/v1/models/{MODEL_NAME}:predict", v1_history(history)),
+                       (f"/v2/models/{MODEL_NAME}/infer", v2_history(history))):
+        assert http.post(path, json=body).status_code == 200
+    after = http.get("/metrics").text
+    for name in stages:
+        assert _metric(after, f"{name}_count", model_name=MODEL_NAME) - _metric(
+            before, f"{name}_count", model_name=MODEL_NAME) == 2, name
+        assert _metric(after, f"{name}_sum", model_name=MODEL_NAME) > _metric(
+            before, f"{name}_sum", model_name=MODEL_NAME), name
 
 
 def test_feature_row_forecaster_matches_the_core_bit_for_bit(model_dir):
-    """The serving shortcut gives exactly what ``TabularForecaster.predict_features`` gives, NaNs included."""
-    from serving.feature_rows import FeatureRowForecaster
-
+    """The matrix path serving runs on feature rows (``TabularForecaster.predict_matrix``) gives exactly
+    what ``TabularForecaster.predict_features`` gives, NaNs included."""
     forecaster = ModelBundle.load(model_dir).forecaster
     rows = feature_rows(model_dir, history_sample(entities=5, steps=40))
     rows = pd.concat([rows, rows.assign(mem_util=np.nan, cpu_util_lag_24=np.nan)], ignore_index=True)
     rows["entity_id"] = [f"row{i}" for i in range(len(rows))]
     core = forecaster.predict_features(rows, check_history=False).set_index("entity_id").loc[rows["entity_id"]]
-    served = FeatureRowForecaster(forecaster).predict(rows[forecaster.feature_spec.columns].to_numpy("float64"))
+    served = forecaster.predict_matrix(rows[forecaster.feature_columns_].to_numpy("float64"))
     assert set(served) == set(FORECAST)
     for column in FORECAST:
         np.testing.assert_array_equal(served[column], core[column].to_numpy())
-    only = FeatureRowForecaster(forecaster).predict(rows[forecaster.feature_spec.columns].to_numpy("float64"),
-                                                    horizons=(12,), quantiles=("p50",))
+    only = forecaster.predict_matrix(rows[forecaster.feature_columns_].to_numpy("float64"),
+                                     horizons=(12,), quantiles=("p50",))
     assert set(only) == {"p50_h12"}
     np.testing.assert_array_equal(only["p50_h12"], core["p50_h12"].to_numpy())
 

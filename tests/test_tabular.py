@@ -94,6 +94,9 @@ def test_saved_model_reloads_and_predicts_the_same_numbers(kind, fitted, split, 
     again = Forecaster.load(directory)
     assert type(again) is type(model)
     pd.testing.assert_frame_equal(again.predict(history), before)
+    # Loading sets the fitted state fit sets.
+    assert again.spec_ == model.spec_ and again.feature_columns_ == model.feature_columns_
+    assert again.target_index_ == model.target_index_ and again.fit_seconds_ == round(model.fit_seconds_, 3)
 
 
 def test_last_origin_and_ready_made_feature_rows_agree_with_predict(fitted, split):
@@ -109,6 +112,27 @@ def test_last_origin_and_ready_made_feature_rows_agree_with_predict(fitted, spli
     pd.testing.assert_frame_equal(model.predict_features(last_rows), last)
     with pytest.raises(ValueError, match="lack"):
         model.predict_features(rows.drop(columns=["cpu_util_lag_3"]))
+
+
+@pytest.mark.parametrize("kind", ["lightgbm", "xgboost", "catboost"])
+def test_predict_matrix_on_feature_rows_equals_predict_on_their_history(kind, fitted, split):
+    """The matrix path serving calls gives, bit for bit, what ``predict`` gives from the history the rows came from."""
+    model = fitted[kind]
+    assert model.feature_columns_ == model.spec_.columns
+    assert model.feature_columns_[model.target_index_] == model.spec_.target and model.fit_seconds_ > 0
+    history = split[1].loc[split[1]["ts"] >= split[2] - pd.Timedelta("1d")]
+    full = model.predict(history)
+    rows = build_features(history, model.feature_spec).merge(full[["entity_id", "ts"]], on=["entity_id", "ts"])
+    matrix = rows[model.feature_columns_].to_numpy("float64")
+    assert np.isnan(matrix).any()  # missing features travel as NaN
+    out = model.predict_matrix(matrix)
+    assert list(out) == ["p50_h1", "p90_h1", "p50_h12", "p90_h12"]
+    for name, values in out.items():
+        np.testing.assert_array_equal(values, full[name].to_numpy())
+    only = model.predict_matrix(matrix, horizons=(12,), quantiles=("p90",))
+    assert list(only) == ["p50_h12", "p90_h12"]  # p50 runs too: p90 is floored by it
+    np.testing.assert_array_equal(only["p90_h12"], full["p90_h12"].to_numpy())
+    assert model.predict_matrix(matrix[:0])["p50_h12"].shape == (0,)
 
 
 def test_predict_skips_origins_without_min_history(fitted, split):

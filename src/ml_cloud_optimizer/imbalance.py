@@ -6,8 +6,8 @@
 * ``class_weights`` gives each class a weight inversely proportional to its frequency, the
   cheap alternative that changes no data.
 * ``FocalLoss`` down-weights well-classified examples so a network's gradient is not
-  dominated by the many easy negatives (Lin et al., 2017). It is a torch module and lives in
-  ``models.losses``; this module names it lazily.
+  dominated by the many easy negatives (Lin et al., 2017). It is a torch module and lives
+  with the recurrent models' other torch code in ``models._torch``; this module names it lazily.
 
 imbalanced-learn, scikit-learn and torch are imported only by the function that uses them:
 the boosted peak classifier imports this module, and the model server that loads it has
@@ -72,7 +72,7 @@ def class_weights(y) -> dict:
 
 def __getattr__(name: str):
     if name == "FocalLoss":
-        from ml_cloud_optimizer.models.losses import FocalLoss
+        from ml_cloud_optimizer.models._torch import FocalLoss
 
         return FocalLoss
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -247,8 +247,8 @@ def train_and_export(
         "trained_rows": int(len(metrics)),
         "trained_until": str(metrics["ts"].max()),
         "holdout_cutoff": str(evaluation.cutoff),
-        "holdout_mae_h12": float(headline[f"mae_h{HEADLINE_HORIZON}"]),
-        "holdout_vs_persistence_h12": float(headline[f"vs_persistence_h{HEADLINE_HORIZON}"]),
+        f"holdout_mae_h{HEADLINE_HORIZON}": float(headline[f"mae_h{HEADLINE_HORIZON}"]),
+        f"holdout_vs_persistence_h{HEADLINE_HORIZON}": float(headline[f"vs_persistence_h{HEADLINE_HORIZON}"]),
         "refit_on_all_data": bool(refit),
     })
     champion_dir = bundle.save(out_dir / "champion")

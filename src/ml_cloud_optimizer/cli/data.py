@@ -6,7 +6,6 @@ import argparse
 
 from ml_cloud_optimizer.data.io import read_fleet, write_fleet
 from ml_cloud_optimizer.data.schema import STEP_SECONDS, Fleet
-from ml_cloud_optimizer.data.synthetic import generate_fleet
 from ml_cloud_optimizer.data.traces import FORMATS
 
 __all__ = ["register", "parse_mapping", "summarize"]
@@ -76,6 +75,8 @@ def _gap_line(fleet: Fleet) -> str:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from ml_cloud_optimizer.data.synthetic import generate_fleet  # SciPy: most of mlco's start-up, so only here
+
     fleet = generate_fleet(args.records, entities=args.entities, seed=args.seed)
     paths = write_fleet(fleet, args.out)
     print(f"generated {summarize(fleet)}")

@@ -9,7 +9,7 @@ they find all of them. ``--model`` defaults to the champion that ``mlco train`` 
 
 from __future__ import annotations
 
-import importlib
+import argparse
 import sys
 from pathlib import Path
 
@@ -20,9 +20,29 @@ from ml_cloud_optimizer.cli import UserError
 from ml_cloud_optimizer.data.io import CANONICAL
 from ml_cloud_optimizer.data.traces import FORMATS
 
-__all__ = ["register", "default_model_dir", "default_out_dir", "load_forecaster"]
+__all__ = ["register", "add_target_utilization", "default_model_dir", "default_out_dir", "load_forecaster"]
 
-_MODEL_MODULES = ("baselines", "tabular", "sequence")
+
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag: stores like the new one and says so, in one line on stderr."""
+
+    def __init__(self, option_strings, dest, *, replacement: str, **kwargs):
+        self.replacement = replacement
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"mlco: {option_string} is deprecated; use {self.replacement}", file=sys.stderr, flush=True)
+        setattr(namespace, self.dest, values)
+
+
+def add_target_utilization(parser, *, help: str, default: float = 0.7) -> None:
+    """``--target-utilization`` on ``parser`` (or an argument group), with the old ``--target-utilisation`` hidden.
+
+    The old spelling still works (``args.target_utilization``) and prints a one-line deprecation note.
+    """
+    parser.add_argument("--target-utilization", type=float, default=default, help=help)
+    parser.add_argument("--target-utilisation", type=float, dest="target_utilization", default=argparse.SUPPRESS,
+                        action=_DeprecatedAlias, replacement="--target-utilization", help=argparse.SUPPRESS)
 
 
 def register(subparsers) -> None:
@@ -35,7 +55,7 @@ def register(subparsers) -> None:
     rec.add_argument("--source", default="warehouse", help="'warehouse' (default) or a fleet/trace path")
     rec.add_argument("--format", choices=formats, default=None, help="input format of --source (default: detected)")
     rec.add_argument("--hours", type=int, default=24, help="recommend for the last N hours of origins (default 24)")
-    rec.add_argument("--target-utilisation", type=float, default=0.7, help="utilisation the request is sized for")
+    add_target_utilization(rec, help="utilization the request is sized for, in (0, 1] (default 0.7)")
     rec.add_argument("--granularity", type=float, default=0.25, help="request step in cores (default 0.25)")
     rec.add_argument("--top", type=int, default=20, help="rows printed (the largest savings first)")
     rec.add_argument("--no-store", action="store_true", help="do not write the run to the warehouse")
@@ -93,38 +113,20 @@ def load_forecaster(path: str | Path):
     path = Path(path) if path is not None else default_model_dir()
     if not path.is_dir():
         raise UserError(f"--model {path}: no such model directory (train one with `mlco train`)")
-    _register_model_kinds()
     try:
         return Forecaster.load(path)
-    except (ValueError, KeyError, OSError) as exc:
+    except (ValueError, KeyError, OSError, ImportError) as exc:  # ImportError: the kind's library is absent
         raise UserError(f"--model {path}: {exc}") from None
-
-
-def _register_model_kinds() -> None:
-    """Import the model modules, which register their kinds; one whose library is absent is skipped."""
-    for name in _MODEL_MODULES:
-        try:
-            importlib.import_module(f"ml_cloud_optimizer.models.{name}")
-        except ImportError:
-            continue
 
 
 def _new_forecaster(kind: str, horizon: int):
     """An unfitted forecaster of ``kind`` for the one horizon the policy needs, with a p90 head where it has one."""
-    from ml_cloud_optimizer.models.base import forecaster_class
-    from ml_cloud_optimizer.optimizer.backtest import default_forecaster
+    from ml_cloud_optimizer.optimizer.backtest import policy_forecaster
 
-    if kind == "lightgbm":
-        return default_forecaster(horizon)
-    _register_model_kinds()
     try:
-        cls = forecaster_class(kind)
+        return policy_forecaster(kind, horizon)
     except ValueError as exc:
         raise UserError(f"--forecaster: {exc}") from None
-    params = {"horizons": (horizon,)}
-    if "quantile" in cls().get_params():
-        params["quantile"] = True
-    return cls(**params)
 
 
 def _read_source(source: str, fmt: str | None, conn=None, start=None):
@@ -154,13 +156,13 @@ def _progress(message: str) -> None:
 
 
 def _recommend(args) -> int:
-    from ml_cloud_optimizer.optimizer.capacity import recommend, store_recommendations
-    from ml_cloud_optimizer.warehouse import connect
+    from ml_cloud_optimizer.optimizer.capacity import forecasts_long, recommend
+    from ml_cloud_optimizer.warehouse import connect, store_run
 
     if args.hours < 1:
         raise UserError("--hours must be at least 1")
-    if not 0 < args.target_utilisation <= 1:
-        raise UserError(f"--target-utilisation: target utilisation must be in (0, 1], got {args.target_utilisation}")
+    if not 0 < args.target_utilization <= 1:
+        raise UserError(f"--target-utilization: target utilization must be in (0, 1], got {args.target_utilization}")
     if args.granularity <= 0:
         raise UserError(f"--granularity must be positive, got {args.granularity}")
     model_dir = Path(args.model or default_model_dir())
@@ -180,16 +182,16 @@ def _recommend(args) -> int:
             raise UserError(f"not enough history for {model.kind} (needs {model.min_history} steps per entity)")
         try:
             recs = recommend(
-                forecasts, fleet.entities, target_utilisation=args.target_utilisation, granularity=args.granularity
+                forecasts, fleet.entities, target_utilization=args.target_utilization, granularity=args.granularity
             )
         except ValueError as exc:
             raise UserError(str(exc)) from None
         run_id = None
         if not args.no_store:
-            params = {"hours": args.hours, "target_utilisation": args.target_utilisation,
+            params = {"hours": args.hours, "target_utilization": args.target_utilization,
                       "granularity": args.granularity}
-            run_id = store_recommendations(
-                conn, recs, forecasts, model=f"{model.kind}:{model_dir.resolve()}", source=args.source, params=params
+            run_id = store_run(
+                conn, recs, forecasts_long(forecasts), model=f"{model.kind}:{model_dir.resolve()}", source=args.source, params=params
             )
     finally:
         if conn is not None:
@@ -256,8 +258,10 @@ def _backtest(args) -> int:
 
 
 def _monitor(args) -> int:
+    from functools import partial
+
     from ml_cloud_optimizer.optimizer.monitoring import monitor
-    from ml_cloud_optimizer.warehouse import connect
+    from ml_cloud_optimizer.warehouse import connect, stored_accuracy
 
     model = load_forecaster(args.model)
     conn = connect() if args.source == "warehouse" else None
@@ -271,7 +275,7 @@ def _monitor(args) -> int:
             report = monitor(
                 fleet.metrics,
                 model,
-                conn=conn,
+                stored=partial(stored_accuracy, conn) if conn is not None else None,
                 recent=pd.Timedelta(hours=args.recent_hours),
                 reference=pd.Timedelta(days=args.reference_days),
             )

@@ -15,10 +15,14 @@ import sys
 from pathlib import Path
 
 from ml_cloud_optimizer.cli import UserError
+from ml_cloud_optimizer.cli.optimize import add_target_utilization
+from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS, parse_horizons
+from ml_cloud_optimizer.models.registry import TRAINABLE
 
 __all__ = ["register"]
 
-_ALL_MODELS = "lightgbm,xgboost,catboost,lstm,gru"
+_ALL_MODELS = ",".join(TRAINABLE)
+_DEFAULT_HORIZONS = ",".join(map(str, DEFAULT_HORIZONS))
 
 
 def register(subparsers) -> None:
@@ -28,7 +32,8 @@ def register(subparsers) -> None:
     run.add_argument("--models", default=_ALL_MODELS, help=f"comma-separated model kinds (default {_ALL_MODELS})")
     run.add_argument("--epochs", type=int, default=None, help="most LSTM/GRU epochs (default: local budget)")
     run.add_argument("--trials", type=int, default=None, help="Optuna trials per tabular model (default: local budget)")
-    run.add_argument("--horizons", default="1,12", help="forecast horizons in 5-minute steps (default 1,12)")
+    run.add_argument("--horizons", default=_DEFAULT_HORIZONS,
+                     help=f"forecast horizons in 5-minute steps (default {_DEFAULT_HORIZONS})")
     run.add_argument("--source", default="synthetic", help="'synthetic' or a trace path (default synthetic)")
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     run.add_argument("--holdout", type=float, default=0.2, help="share of time held out (default 0.2)")
@@ -42,7 +47,7 @@ def register(subparsers) -> None:
     batch.add_argument("--champion", default=None,
                        help="model dir or models:/ URI to score with (default models:/mlco-forecaster@champion)")
     batch.add_argument("--lookback-hours", type=int, default=169, help="history read per entity (default 169)")
-    batch.add_argument("--target-utilisation", type=float, default=0.7, help="sizing target in (0, 1] (default 0.7)")
+    add_target_utilization(batch, help="sizing target in (0, 1] (default 0.7)")
     run.set_defaults(func=_run)
 
     comp = subparsers.add_parser("compile", help="compile the pipeline to YAML (default pipelines/compiled/)")
@@ -117,6 +122,11 @@ def _reads_settings(command):
 
 @_reads_settings
 def _run(args: argparse.Namespace) -> int:
+    if args.pipeline == "workload":  # checked before anything is imported, started or trained
+        try:
+            horizons = list(parse_horizons(args.horizons))
+        except ValueError as exc:
+            raise UserError(f"--{exc}") from None  # "--horizons 1,6: must include 12 (...)"
     from ml_cloud_optimizer.pipeline_steps.environment import local_tracking_uri
     from pipelines import local, local_docker, settings
 
@@ -137,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
             models=[m.strip() for m in args.models.split(",") if m.strip()],
             epochs=settings.LOCAL_BUDGET["epochs"] if args.epochs is None else args.epochs,
             trials=settings.LOCAL_BUDGET["trials"] if args.trials is None else args.trials,
-            horizons=_int_list(args.horizons, "--horizons"),
+            horizons=horizons,
             source=args.source,
             seed=args.seed,
             holdout_fraction=args.holdout,
@@ -175,12 +185,12 @@ def _run_batch(args: argparse.Namespace, home: Path, image: str | None) -> int:
     from pipelines import local
     from pipelines.batch_pipeline import DEFAULT_CHAMPION, run_batch_local
 
-    if not 0 < args.target_utilisation <= 1:
-        raise UserError(f"--target-utilisation wants a share in (0, 1], got {args.target_utilisation}")
+    if not 0 < args.target_utilization <= 1:
+        raise UserError(f"--target-utilization wants a share in (0, 1], got {args.target_utilization}")
     if args.lookback_hours < 1:
         raise UserError(f"--lookback-hours wants a positive number, got {args.lookback_hours}")
     arguments = {"champion": args.champion or DEFAULT_CHAMPION, "lookback_hours": args.lookback_hours,
-                 "target_utilisation": args.target_utilisation}
+                 "target_utilization": args.target_utilization}
     try:
         result = run_batch_local(arguments, home=home, image=image)
     except local.LocalRunError as exc:
@@ -189,16 +199,6 @@ def _run_batch(args: argparse.Namespace, home: Path, image: str | None) -> int:
     print(f"scored {result.entities} entities with {result.model_uri}: forecasts and recommendations stored as"
           f" optimizer run {result.optimizer_run_id} ({result.seconds:.0f} s); log: {result.log_path}")
     return 0
-
-
-def _int_list(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{flag} wants comma-separated whole numbers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise UserError(f"{flag} wants positive step counts, got {text!r}")
-    return values
 
 
 # -- compile ---------------------------------------------------------------------------------

@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 from ml_cloud_optimizer.cli import UserError
+from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
+from ml_cloud_optimizer.models.registry import TRAINABLE, build_forecaster, family, forecaster_entry
 
 __all__ = ["DEFAULT_MODELS", "register", "load_metrics", "build_candidates", "run"]
 
-DEFAULT_MODELS = "lightgbm,xgboost,catboost,lstm,gru"
-TABULAR = ("lightgbm", "xgboost", "catboost")
-SEQUENCE = ("lstm", "gru")
+DEFAULT_MODELS = ",".join(TRAINABLE)
 
 
 def register(subparsers) -> None:
@@ -69,28 +69,19 @@ def load_metrics(source: str, fmt: str | None = None, records: int = 100_000, se
 def build_candidates(kinds: list[str], trials: int = 0, epochs: int | None = None, jobs: int | None = None,
                      seed: int = 0, progress=None) -> dict:
     """Unfitted forecasters for ``kinds``; sequence kinds are skipped (with a note) when not importable."""
-    import ml_cloud_optimizer.models.tabular  # noqa: F401 - registers the tabular kinds
-    from ml_cloud_optimizer.models.base import forecaster_class
-
     candidates = {}
     for kind in kinds:
-        if kind in SEQUENCE:
-            try:
-                import ml_cloud_optimizer.models.sequence  # noqa: F401 - registers lstm and gru
-            except ImportError as exc:
-                if progress:
-                    progress(f"[{kind}] skipped: sequence models unavailable ({exc})")
-                continue
         try:
-            cls = forecaster_class(kind)
+            sequence = family(kind) == "sequence"
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        params = cls._get_param_names()
-        settings = {"random_state": seed, "seed": seed, "n_trials": trials, "n_jobs": jobs, "epochs": epochs}
-        chosen = {k: v for k, v in settings.items() if k in params and v is not None}
-        if kind in TABULAR and jobs is None:
-            chosen.pop("n_jobs", None)
-        candidates[kind] = cls(**chosen)
+        try:
+            candidates[kind] = build_forecaster(kind, seed=seed, trials=trials, epochs=epochs, threads=jobs)
+        except ImportError as exc:
+            if not sequence:
+                raise
+            if progress:
+                progress(f"[{kind}] skipped: sequence models unavailable ({exc})")
     if not candidates:
         raise UserError("--models: no usable model kinds")
     return candidates
@@ -106,8 +97,9 @@ def _backtest(metrics, candidates: dict, folds: int, holdout: float, out: Path) 
 
     scores = rolling_origin(candidates, metrics, folds=folds, holdout=holdout, progress=_progress)
     scores.to_csv(out / "backtest.csv", index=False)
-    table = scores.loc[scores["horizon"] == 12].pivot_table(index="model", columns="fold", values="mae")
-    table.columns = [f"mae_h12_fold{c + 1}" for c in table.columns]
+    h = HEADLINE_HORIZON
+    table = scores.loc[scores["horizon"] == h].pivot_table(index="model", columns="fold", values="mae")
+    table.columns = [f"mae_h{h}_fold{c + 1}" for c in table.columns]
     table["vs_persistence"] = table.mean(axis=1) / table.loc["persistence"].mean()
     return "rolling-origin backtest:\n" + table.sort_values("vs_persistence").to_markdown(floatfmt=".4g")
 
@@ -124,6 +116,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--holdout {args.holdout}: expected a share between 0 and 1")
     if args.backtest < 0 or args.backtest == 1:
         raise UserError(f"--backtest {args.backtest}: expected 0 (none) or at least 2 folds")
+    for kind in kinds:  # before any data is read or generated
+        try:
+            forecaster_entry(kind)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     fleet = load_metrics(args.source, args.format, args.records, args.seed)
     _progress(f"data: {fleet.source}, {fleet.metrics['entity_id'].nunique()} entities, {len(fleet.metrics):,} rows")
     candidates = build_candidates(kinds, args.trials, args.epochs, args.jobs, args.seed, _progress)

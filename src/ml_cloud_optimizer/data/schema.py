@@ -25,6 +25,7 @@ __all__ = [
     "METRIC_COLUMNS",
     "VALUE_COLUMNS",
     "ENTITY_COLUMNS",
+    "RECOMMENDATION_COLUMNS",
     "UTIL_MAX",
     "Fleet",
     "DataValidationError",
@@ -63,6 +64,22 @@ ENTITY_COLUMNS: dict[str, str] = {
     "mem_gib": "float64",
     "hourly_price": "float64",
 }
+
+# One capacity recommendation per (entity, hour), in order: what ``optimizer.capacity.recommend``
+# returns and the warehouse's ``recommendations`` table stores (``warehouse.optimizer_runs``).
+RECOMMENDATION_COLUMNS = [
+    "entity_id",
+    "hour",
+    "p50_cores",
+    "p90_cores",
+    "headroom_cores",
+    "request_cores",
+    "replicas",
+    "current_cores",
+    "hourly_cost",
+    "current_hourly_cost",
+    "hourly_saving",
+]
 
 # On-demand list prices of general-purpose instances work out to roughly this much per vCPU-hour
 # and per GiB-hour; used where a trace says what is provisioned but not what it costs.

@@ -9,6 +9,7 @@ score has its baselines measured on exactly the same rows.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +36,8 @@ __all__ = [
     "stderr_progress",
     "time_split",
 ]
+
+_log = logging.getLogger(__name__)
 
 BASELINES = ("persistence", "seasonal_naive")
 SEASON = 288
@@ -85,12 +88,17 @@ def _with_baselines(models: Mapping[str, Forecaster], horizons) -> dict[str, For
 
 
 def _say(progress, message: str) -> None:
-    if progress is not None:
+    if progress is None:
+        _log.info("%s", message)
+    else:
         progress(message)
 
 
 def stderr_progress(message: str) -> None:
-    """Progress sink that prints each line to stderr."""
+    """Progress sink that prints each line to stderr, for a script that has not configured logging.
+
+    Kept for ``bench/forecast_accuracy.py``; otherwise leave ``progress`` None: the lines are logged.
+    """
     print(message, file=sys.stderr, flush=True)
 
 
@@ -168,7 +176,7 @@ def evaluate_holdout(
         metrics: canonical long metrics.
         holdout: share of the time span, at its end, held out.
         horizons: horizons scored.
-        progress: called with one line per step (``stderr_progress`` prints them).
+        progress: called with one line per step; None logs them (``INFO``, ``ml_cloud_optimizer`` logger).
     """
     cutoff = holdout_cutoff(metrics, holdout)
     return _evaluate_window(_with_baselines(models, horizons), metrics, cutoff, None, horizons, progress)

@@ -13,16 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ml_cloud_optimizer.models.base import HEADLINE_HORIZON
+from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
+from ml_cloud_optimizer.models import registry
 
 __all__ = ["SIMPLICITY", "TIE_TOLERANCE", "leaderboard", "choose_champion", "to_markdown", "write_leaderboard"]
 
 TIE_TOLERANCE = 0.001
-SIMPLICITY = ("persistence", "seasonal_naive", "lightgbm", "xgboost", "catboost", "gru", "lstm")
-
-
-def _simplicity(kind: str) -> int:
-    return SIMPLICITY.index(kind) if kind in SIMPLICITY else len(SIMPLICITY)
+# Simplest first, from each kind's rank in ``models.registry``; an unknown kind is the least simple.
+SIMPLICITY = tuple(sorted(registry.FORECASTERS, key=registry.simplicity))
+_simplicity = registry.simplicity
 
 
 def leaderboard(scores: pd.DataFrame, headline: int = HEADLINE_HORIZON) -> pd.DataFrame:

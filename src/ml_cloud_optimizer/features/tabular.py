@@ -19,6 +19,7 @@ import pandas as pd
 
 from ml_cloud_optimizer.features.calendar import CALENDAR_COLUMNS, calendar_features
 from ml_cloud_optimizer.features.grid import to_grid
+from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS
 
 __all__ = ["FeatureSpec", "build_features", "from_hourly"]
 
@@ -50,7 +51,7 @@ class FeatureSpec:
                                "request_rate")
     lags: tuple[int, ...] = tuple(range(1, 25))
     seasonal_lags: tuple[str, ...] = ("1d", "7d")
-    horizons: tuple[int, ...] = (1, 12)
+    horizons: tuple[int, ...] = DEFAULT_HORIZONS
     windows: tuple[str, ...] = ("6h", "24h", "7d")
     median_windows: tuple[str, ...] = ("1h",)
     ewm_halflives: tuple[str, ...] = ("15min", "1h", "6h")

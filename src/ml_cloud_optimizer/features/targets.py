@@ -13,6 +13,7 @@ import pandas as pd
 
 from ml_cloud_optimizer.data.schema import STEP
 from ml_cloud_optimizer.features.grid import to_grid
+from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS, PEAK_HORIZON
 
 __all__ = ["TARGET", "target_column", "make_targets", "peak_thresholds", "peak_labels"]
 
@@ -25,7 +26,7 @@ def target_column(horizon: int) -> str:
 
 
 def make_targets(
-    metrics: pd.DataFrame, horizons: Sequence[int] = (1, 12), step: pd.Timedelta = STEP
+    metrics: pd.DataFrame, horizons: Sequence[int] = DEFAULT_HORIZONS, step: pd.Timedelta = STEP
 ) -> pd.DataFrame:
     """``cpu_util`` at ``ts + h`` steps for each horizon ``h``, as ``y_h{h}``; NaN where that slot is absent.
 
@@ -46,7 +47,7 @@ def peak_thresholds(reference: pd.DataFrame, quantile: float = 0.95) -> pd.Serie
 
 def peak_labels(
     metrics: pd.DataFrame,
-    horizon: int = 12,
+    horizon: int = PEAK_HORIZON,
     threshold: float | Mapping | pd.Series | None = None,
     quantile: float = 0.95,
     reference: pd.DataFrame | None = None,

@@ -15,27 +15,27 @@ models that have a quantile head, ``p90_h{h}``.
 from __future__ import annotations
 
 import abc
-import importlib
 import json
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
+
+from ml_cloud_optimizer.data.schema import UTIL_MAX
+from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS, HEADLINE_HORIZON
+from ml_cloud_optimizer.models.registry import FORECASTERS, forecaster_entry
 
 __all__ = [
     "DEFAULT_HORIZONS",
     "HEADLINE_HORIZON",
     "Forecaster",
+    "clip_forecast",
     "forecast_column",
     "register_forecaster",
     "forecaster_class",
 ]
-
-DEFAULT_HORIZONS: tuple[int, ...] = (1, 12)
-HEADLINE_HORIZON = 12  # one hour ahead: the champion is chosen on it
-
-_REGISTRY: dict[str, type["Forecaster"]] = {}
 
 
 def forecast_column(horizon: int, quantile: str = "p50") -> str:
@@ -43,34 +43,28 @@ def forecast_column(horizon: int, quantile: str = "p50") -> str:
     return f"{quantile}_h{horizon}"
 
 
+def clip_forecast(values):
+    """Forecasts limited to what utilisation can be, ``[0, UTIL_MAX]``: the one clipping rule.
+
+    Every model, tuning's scoring and serving clip through here, so a forecast means the same
+    wherever it is made.
+    """
+    return np.clip(values, 0.0, UTIL_MAX)
+
+
 def register_forecaster(cls: type["Forecaster"]) -> type["Forecaster"]:
-    """Class decorator: make ``cls`` loadable by its ``kind`` from a model directory."""
-    _REGISTRY[cls.kind] = cls
+    """Class decorator kept while model modules still carry it: the class unchanged.
+
+    Kinds are registered in ``models.registry``; this only insists that ``cls.kind`` is there,
+    so a class nobody can load by its kind is caught at import.
+    """
+    assert cls.kind in FORECASTERS, f"{cls.__name__}: kind {cls.kind!r} is not in models.registry.FORECASTERS"
     return cls
 
 
-# Where each built-in kind is defined, imported on first use so that loading a LightGBM model
-# never pays for importing torch.
-_BUILTIN_MODULES = {
-    "persistence": "ml_cloud_optimizer.models.baselines",
-    "seasonal_naive": "ml_cloud_optimizer.models.baselines",
-    "lightgbm": "ml_cloud_optimizer.models.tabular",
-    "xgboost": "ml_cloud_optimizer.models.tabular",
-    "catboost": "ml_cloud_optimizer.models.tabular",
-    "lstm": "ml_cloud_optimizer.models.sequence",
-    "gru": "ml_cloud_optimizer.models.sequence",
-}
-
-
 def forecaster_class(kind: str) -> type["Forecaster"]:
-    """The forecaster class registered for ``kind`` ("lightgbm", "lstm", ...)."""
-    if kind not in _REGISTRY and kind in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[kind])
-    try:
-        return _REGISTRY[kind]
-    except KeyError:
-        known = ", ".join(sorted({*_REGISTRY, *_BUILTIN_MODULES}))
-        raise ValueError(f"unknown model kind {kind!r}; known: {known}") from None
+    """The forecaster class for ``kind`` ("lightgbm", "lstm", ...), its module imported on first use."""
+    return forecaster_entry(kind).load()
 
 
 class Forecaster(BaseEstimator, abc.ABC):

@@ -22,6 +22,7 @@ from sklearn.metrics import (
 from ml_cloud_optimizer.data.schema import epoch_seconds
 from ml_cloud_optimizer.features import peak_labels
 from ml_cloud_optimizer.features.targets import TARGET, peak_thresholds
+from ml_cloud_optimizer.horizons import PEAK_HORIZON
 from ml_cloud_optimizer.models.peak import BasePeakModel, PeakClassifier, check_metrics, recall_at_precision
 
 __all__ = ["REPORT_COLUMNS", "peak_report"]
@@ -37,7 +38,7 @@ def peak_report(
     *,
     holdout: float = 0.2,
     models: dict[str, BasePeakModel] | None = None,
-    horizon: int = 12,
+    horizon: int = PEAK_HORIZON,
     quantile: float = 0.95,
     min_precision: float = 0.5,
     seed: int = 0,

@@ -9,211 +9,38 @@ and the output layer starts at zero, so training starts from persistence.
 
 Training samples windows without a missing slot, keeps the last ``validation`` share of
 time for early stopping and restores the best checkpoint. It runs on CUDA with bf16
-autocast when a GPU is present, else on the CPU cores other processes leave idle.
-``train_epoch`` is the one training step loop; ``bench/train_speed.py`` times it as is.
+autocast when a GPU is present, else on the CPU cores other processes leave idle. The
+network, the training loop and the loss are shared with the recurrent peak classifier and
+live in ``models._torch``; this module holds what is particular to forecasting.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
-from ml_cloud_optimizer.data.schema import STEP_SECONDS, UTIL_MAX
-from ml_cloud_optimizer.models.base import DEFAULT_HORIZONS, Forecaster, forecast_column, register_forecaster
-from ml_cloud_optimizer.models.cores import idle_cores
-from ml_cloud_optimizer.models.losses import WeightedL1Loss
+from ml_cloud_optimizer.data.schema import STEP_SECONDS
+from ml_cloud_optimizer.models._torch import (
+    RecurrentNet,
+    WeightedL1Loss,
+    fit_recurrent,
+    predict_windows,
+    select_device,
+    torch_threads,
+)
+from ml_cloud_optimizer.models.base import DEFAULT_HORIZONS, Forecaster, clip_forecast, forecast_column
 from ml_cloud_optimizer.models.windows import INPUT_CHANNELS, EntityScaler, Panel, build_panel, epoch_seconds
 
-__all__ = [
-    "RecurrentNet",
-    "TrainingLog",
-    "WeightedL1Loss",
-    "select_device",
-    "autocast_dtype",
-    "idle_cores",
-    "torch_threads",
-    "train_epoch",
-    "mean_loss",
-    "fit_recurrent",
-    "SequenceForecaster",
-    "LSTMForecaster",
-    "GRUForecaster",
-]
+__all__ = ["SequenceForecaster", "LSTMForecaster", "GRUForecaster"]
 
 _WEIGHTS_FILE = "model.pt"
 _SCALER_FILE = "scaler.json"
-_PREDICT_BATCH = 8192
-
-
-class RecurrentNet(nn.Module):
-    """A stacked LSTM or GRU whose last hidden state, beside the last input step, feeds a linear head."""
-
-    def __init__(self, cell: str, n_inputs: int, hidden: int, layers: int, n_outputs: int, dropout: float = 0.0):
-        super().__init__()
-        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
-        self.rnn = rnn(n_inputs, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
-        self.head = nn.Linear(hidden + n_inputs, n_outputs)
-        # Start from "no change": a forecaster begins as persistence and moves away where it pays.
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(x)
-        return self.head(torch.cat([out[:, -1], x[:, -1]], dim=1))
-
-
-def select_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` means CUDA when a GPU is visible, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 on CUDA (tensor cores, no loss scaling needed); full precision on the CPU."""
-    return torch.bfloat16 if device.type == "cuda" else None
-
-
-@contextlib.contextmanager
-def torch_threads(count: int | None = None) -> Iterator[int]:
-    """Use ``count`` intra-op threads (default: ``idle_cores()``), then restore the previous setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(count or idle_cores())))
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous)
-
-
-def train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    *,
-    amp_dtype: torch.dtype | None = None,
-    clip_norm: float | None = 1.0,
-) -> float:
-    """One pass of optimizer steps over ``batches`` of ``(inputs, targets)``; returns the mean loss.
-
-    The loss is summed on the device and read once at the end, so a GPU never waits for the host.
-    """
-    model.train()
-    total, count = None, 0
-    for x, y in batches:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            out = model(x)
-        loss = loss_fn(out.float(), y)
-        loss.backward()
-        if clip_norm:
-            nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-        optimizer.step()
-        batch_loss = loss.detach() * len(x)
-        total = batch_loss if total is None else total + batch_loss
-        count += len(x)
-    return float(total) / count if count else float("nan")
-
-
-@torch.inference_mode()
-def mean_loss(
-    model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    *,
-    amp_dtype: torch.dtype | None = None,
-) -> float:
-    """Mean of ``loss_fn`` over ``batches`` without updating anything (the early-stopping score)."""
-    model.eval()
-    total, count = 0.0, 0
-    for x, y in batches:
-        with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            out = model(x)
-        total += float(loss_fn(out.float(), y)) * len(x)
-        count += len(x)
-    return total / count if count else float("nan")
-
-
-@dataclass
-class TrainingLog:
-    """What ``fit_recurrent`` did: per-epoch losses and the epoch whose weights were kept."""
-
-    epochs: list[dict] = field(default_factory=list)
-    best_epoch: int = -1
-    best_loss: float = float("inf")
-
-
-def fit_recurrent(
-    model: nn.Module,
-    panel: Panel,
-    targets: torch.Tensor,
-    train_rows: np.ndarray,
-    val_rows: np.ndarray,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    *,
-    window: int,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    patience: int,
-    samples_per_epoch: int | None,
-    seed: int,
-    device: torch.device,
-) -> TrainingLog:
-    """Train ``model`` on windows ending at ``train_rows``; early stopping and best-checkpoint restore on ``val_rows``.
-
-    ``targets`` is ``[len(panel), outputs]`` on ``device``, indexed by row. Without validation
-    rows every epoch counts as an improvement and the last weights are kept.
-    """
-    rng = np.random.default_rng(seed)
-    amp_dtype = autocast_dtype(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    val_index = torch.as_tensor(val_rows, dtype=torch.long, device=device)
-    log, best_state, stale = TrainingLog(), None, 0
-    for epoch in range(epochs):
-        started = time.perf_counter()
-        rows = train_rows
-        if samples_per_epoch and len(rows) > samples_per_epoch:
-            rows = rng.choice(rows, size=samples_per_epoch, replace=False)
-        order = torch.as_tensor(rng.permutation(rows), dtype=torch.long, device=device)
-        train_loss = train_epoch(
-            model, optimizer, _window_batches(panel, targets, order, window, batch_size), loss_fn, amp_dtype=amp_dtype
-        )
-        val_loss = (
-            mean_loss(model, _window_batches(panel, targets, val_index, window, _PREDICT_BATCH), loss_fn,
-                      amp_dtype=amp_dtype)
-            if len(val_index) else train_loss
-        )
-        log.epochs.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                           "seconds": time.perf_counter() - started})
-        if val_loss < log.best_loss:
-            log.best_loss, log.best_epoch, stale = val_loss, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return log
-
-
-def _window_batches(
-    panel: Panel, targets: torch.Tensor, rows: torch.Tensor, window: int, batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for start in range(0, len(rows), batch_size):
-        index = rows[start:start + batch_size]
-        yield panel.windows(index, window), targets[index]
 
 
 class SequenceForecaster(Forecaster):
@@ -325,21 +152,12 @@ class SequenceForecaster(Forecaster):
         with torch_threads(self.num_threads):
             panel, _ = self._panel(metrics, self.scaler_, device)
             rows = np.flatnonzero(panel.origins(self.min_history))
-            net = self.net_.to(device).eval()
-            outputs = []
-            with torch.inference_mode():
-                index = torch.as_tensor(rows, dtype=torch.long, device=device)
-                for start in range(0, len(index), _PREDICT_BATCH):
-                    x = panel.windows(index[start:start + _PREDICT_BATCH], self.window)
-                    with torch.autocast(device.type, dtype=autocast_dtype(device) or torch.float32,
-                                        enabled=device.type == "cuda"):
-                        outputs.append(net(x).float().cpu())
+            change = predict_windows(self.net_, panel, rows, self.window, device).astype("float64")
             self.net_.to("cpu")
-        change = torch.cat(outputs).numpy().astype("float64") if outputs else np.zeros((0, len(self.horizons)))
         forecast = panel.level[rows, None] + change * panel.scale[rows, None]
         out = panel.frame.loc[rows, ["entity_id", "ts"]].reset_index(drop=True)
         for k, h in enumerate(self.horizons):
-            out[forecast_column(h)] = np.clip(forecast[:, k], 0.0, UTIL_MAX)
+            out[forecast_column(h)] = clip_forecast(forecast[:, k])
         return out
 
     def _save(self, directory: Path) -> dict:
@@ -391,7 +209,6 @@ def _time_split(panel: Panel, usable: np.ndarray, validation: float, lead: int) 
     return train, val
 
 
-@register_forecaster
 class LSTMForecaster(SequenceForecaster):
     """Long short-term memory network; see ``SequenceForecaster`` for the parameters."""
 
@@ -399,7 +216,6 @@ class LSTMForecaster(SequenceForecaster):
     cell: ClassVar[str] = "lstm"
 
 
-@register_forecaster
 class GRUForecaster(SequenceForecaster):
     """Gated recurrent unit network: fewer weights than the LSTM, often as accurate; same parameters."""
 

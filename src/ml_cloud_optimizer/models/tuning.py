@@ -34,15 +34,16 @@ def time_folds(ts: pd.Series, n_splits: int = 3, gap: int = 0) -> list[tuple[np.
 def tune_tabular(model, X, y, anchor, ts: pd.Series, horizon: int, n_splits: int = 3):
     """Search ``model``'s booster parameters for the ``horizon`` p50 forecast; returns the Optuna study.
 
-    ``model`` is a ``TabularForecaster`` (its ``search_space``, ``fit_booster`` and target
-    transforms are used, so the trials train exactly what ``fit`` will); ``X``, ``y`` and
-    ``anchor`` are its training rows.
+    ``model`` is a ``TabularForecaster``: its ``base_params``, ``search_space``, ``fit_booster``
+    and ``predict_booster`` are used, so the trials train exactly what ``fit`` will and score
+    forecasts as ``predict`` makes them (target transform and ``clip_forecast`` included);
+    ``X``, ``y`` and ``anchor`` are its training rows.
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     folds = time_folds(ts, n_splits=n_splits, gap=horizon)
-    base = model._merged_params()
+    base = model.base_params()
 
     def objective(trial) -> float:
         params = {**base, **model.search_space(trial)}
@@ -50,8 +51,7 @@ def tune_tabular(model, X, y, anchor, ts: pd.Series, horizon: int, n_splits: int
         for train_rows, valid_rows in folds:
             booster, _ = model.fit_booster(params, "p50", X[train_rows], y[train_rows], anchor[train_rows],
                                            ts.iloc[train_rows], horizon)
-            z = model._predict_booster(booster, X[valid_rows])
-            forecast = np.clip(model._from_target(z, anchor[valid_rows]), 0.0, None)
+            forecast = model.predict_booster(booster, X[valid_rows], anchor[valid_rows])
             errors.append(float(np.mean(np.abs(forecast - y[valid_rows]))))
         return float(np.mean(errors))
 

@@ -9,6 +9,10 @@ and for training it must have no missing slot and its targets must be present.
 
 Values are scaled per entity (``EntityScaler``), fitted on the training window and stored
 with the model, so the same history always gives the same inputs.
+
+A ``Panel`` holds its inputs as a torch tensor on the training device, so this module imports
+torch; only the recurrent models (``sequence``, ``peak.recurrent``) and their shared machinery
+in ``_torch`` import it, and serving a tabular champion never does.
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ Example::
 
     result = replay_fleet(read_fleet("../shared/data/traces/bitbrains_rnd_2013_08"))
     result.ratio("forecast", "vpa", "core_hours")     # cost against the VPA-style policy
-    recs = recommend(model.predict(history), fleet.entities, target_utilisation=0.7)
+    recs = recommend(model.predict(history), fleet.entities, target_utilization=0.7)
 
 Names are loaded on first use: the model server needs ``capacity`` only and must not pull in the
-backtest's forecasters, SciPy or the warehouse driver with it.
+backtest's forecasters or SciPy with it. Nothing in this package imports the warehouse driver:
+runs are stored and read by ``ml_cloud_optimizer.warehouse.optimizer_runs``.
 """
 
 from __future__ import annotations
@@ -34,13 +35,11 @@ __all__ = [
     "default_policies",
     "forecasts_long",
     "monitor",
-    "read_recommendations",
     "recommend",
     "replay_fleet",
     "round_up",
     "run_backtest",
     "score_capacity",
-    "store_recommendations",
 ]
 
 _HOMES = {
@@ -55,10 +54,8 @@ _HOMES = {
     "RECOMMENDATION_COLUMNS": "capacity",
     "DemandGrid": "capacity",
     "forecasts_long": "capacity",
-    "read_recommendations": "capacity",
     "recommend": "capacity",
     "round_up": "capacity",
-    "store_recommendations": "capacity",
     "MonitoringReport": "monitoring",
     "RetrainThresholds": "monitoring",
     "monitor": "monitoring",

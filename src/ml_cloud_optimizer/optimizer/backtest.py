@@ -45,9 +45,14 @@ __all__ = [
     "score_capacity",
     "run_backtest",
     "replay_fleet",
+    "DEFAULT_POLICY_FORECASTER",
     "default_forecaster",
     "default_policies",
+    "policy_forecaster",
 ]
+
+# The model kind the forecast-driven policy uses unless told otherwise.
+DEFAULT_POLICY_FORECASTER = "lightgbm"
 
 _STEP_HOURS = STEP_SECONDS / 3600.0
 _STEP_MINUTES = STEP_SECONDS / 60.0
@@ -188,6 +193,25 @@ def default_forecaster(horizon: int = 1) -> Forecaster:
     from ml_cloud_optimizer.models.tabular import LightGBMForecaster
 
     return LightGBMForecaster(horizons=(int(horizon),), quantile=True, refit=False)
+
+
+def policy_forecaster(kind: str = DEFAULT_POLICY_FORECASTER, horizon: int = 1) -> Forecaster:
+    """An unfitted forecaster of ``kind`` for the one horizon the policy decides on.
+
+    The default kind gets ``default_forecaster``'s settings; any other kind its own
+    defaults, with a p90 head where it has one, since the policy's margin reads it.
+
+    Raises:
+        ValueError: ``kind`` is not a known model kind.
+    """
+    from ml_cloud_optimizer.models.registry import build_forecaster
+
+    if kind == DEFAULT_POLICY_FORECASTER:
+        return default_forecaster(horizon)
+    model = build_forecaster(kind, horizons=(int(horizon),))
+    if "quantile" in model.get_params():
+        model.set_params(quantile=True)
+    return model
 
 
 def replay_fleet(

@@ -9,18 +9,19 @@ Definitions used by every policy, the backtest and ``mlco recommend`` alike:
   below one granule. All policies share the granularity, so none gains from finer steps.
 * **Cost** of a core-hour is the entity's own price per vCPU-hour (``hourly_price / vcpus``),
   so right-sizing an entity is valued at the instance's price.
+
+Nothing here touches the database: ``warehouse.optimizer_runs`` stores and reads the frames
+built here (``RECOMMENDATION_COLUMNS`` lives in ``data.schema``, shared by both).
 """
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ml_cloud_optimizer.data.schema import STEP, STEP_SECONDS, Fleet
+from ml_cloud_optimizer.data.schema import RECOMMENDATION_COLUMNS, STEP, STEP_SECONDS, Fleet
 from ml_cloud_optimizer.models.base import forecast_column
 
 __all__ = [
@@ -29,26 +30,11 @@ __all__ = [
     "STEPS_PER_HOUR",
     "DemandGrid",
     "forecasts_long",
-    "read_recommendations",
     "recommend",
     "round_up",
-    "store_recommendations",
 ]
 
 DEFAULT_GRANULARITY = 0.25
-RECOMMENDATION_COLUMNS = [
-    "entity_id",
-    "hour",
-    "p50_cores",
-    "p90_cores",
-    "headroom_cores",
-    "request_cores",
-    "replicas",
-    "current_cores",
-    "hourly_cost",
-    "current_hourly_cost",
-    "hourly_saving",
-]
 STEPS_PER_HOUR = 3600 // STEP_SECONDS
 
 
@@ -130,24 +116,24 @@ def recommend(
     entities: pd.DataFrame,
     *,
     horizons: tuple[int, ...] | None = None,
-    target_utilisation: float = 0.7,
+    target_utilization: float = 0.7,
     granularity: float = DEFAULT_GRANULARITY,
 ) -> pd.DataFrame:
-    """Per entity and hour: the vCPU request that keeps utilisation at the target, its cost and saving.
+    """Per entity and hour: the vCPU request that keeps utilization at the target, its cost and saving.
 
     Each forecast row (an origin ``ts`` with ``p50_h{h}`` / ``p90_h{h}`` columns, as every
     ``Forecaster.predict`` returns) speaks for the hour its target ``ts + h x 5 min`` falls in.
     Per hour, the typical demand is the mean p50 and the demand to cover is the largest p90:
     the p90 - p50 gap is the headroom that the forecast's own uncertainty asks for. Forecasts
     without p90 columns fall back to p50 (no headroom). The request is that demand divided by
-    the target utilisation, rounded up to ``granularity``; replicas are how many instances of
+    the target utilization, rounded up to ``granularity``; replicas are how many instances of
     the entity's current type the request needs.
 
     Args:
         forecasts: forecast frame (``entity_id``, ``ts``, ``p50_h{h}``, optional ``p90_h{h}``).
         entities: canonical entities frame (vcpus, hourly_price, instance_type...).
         horizons: which horizons to use; default: every horizon present.
-        target_utilisation: the utilisation the request is sized for, in (0, 1].
+        target_utilization: the utilisation the request is sized for, in (0, 1].
         granularity: request step in cores.
 
     Returns:
@@ -155,8 +141,8 @@ def recommend(
         ``request_cores``, ``replicas``, ``current_cores``, ``hourly_cost``, ``current_hourly_cost``
         and ``hourly_saving`` (USD; positive when the recommendation is cheaper).
     """
-    if not 0 < target_utilisation <= 1:
-        raise ValueError(f"target utilisation must be in (0, 1], got {target_utilisation}")
+    if not 0 < target_utilization <= 1:
+        raise ValueError(f"target utilization must be in (0, 1], got {target_utilization}")
     if horizons is None:
         horizons = tuple(sorted(int(c.split("_h")[1]) for c in forecasts.columns if c.startswith("p50_h")))
     if not horizons:
@@ -188,7 +174,7 @@ def recommend(
 
     p50_cores = np.clip(hourly["p50"].to_numpy(), 0, None) * vcpus
     p90_cores = np.maximum(np.clip(hourly["p90"].to_numpy(), 0, None) * vcpus, p50_cores)
-    request = round_up(p90_cores / target_utilisation, granularity)
+    request = round_up(p90_cores / target_utilization, granularity)
     hourly_cost = request * price / vcpus
     out = hourly[["entity_id", "hour"]].copy()  # columns in RECOMMENDATION_COLUMNS order
     out["p50_cores"] = p50_cores
@@ -229,62 +215,3 @@ def forecasts_long(forecasts: pd.DataFrame) -> pd.DataFrame:
     if not parts:
         raise ValueError("the forecast frame has no p50_h<h> columns")
     return pd.concat(parts, ignore_index=True).dropna(subset=["p50"])
-
-
-def _copy_frame(cur, table: str, frame: pd.DataFrame) -> None:
-    """COPY ``frame`` into ``table`` (columns by name) from an in-memory CSV; NaN becomes NULL."""
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, header=False, na_rep="", date_format="%Y-%m-%dT%H:%M:%S%z")
-    buffer.seek(0)
-    columns = ", ".join(frame.columns)
-    cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)", buffer)
-
-
-def store_recommendations(
-    conn,
-    recommendations: pd.DataFrame,
-    forecasts: pd.DataFrame | None = None,
-    *,
-    model: str,
-    source: str,
-    params: dict | None = None,
-) -> int:
-    """Write one optimizer run (its forecasts and recommendations) in one transaction; return its ``run_id``.
-
-    Both go in with COPY; a row that breaks a table's checks rolls the whole run back.
-    """
-    from ml_cloud_optimizer.warehouse import transaction  # psycopg2: not in the model server's image
-
-    missing = [c for c in RECOMMENDATION_COLUMNS if c not in recommendations.columns]
-    if missing:
-        raise ValueError(f"recommendations lack columns {', '.join(missing)}")
-    with transaction(conn), conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO optimizer_runs (model, source, params) VALUES (%s, %s, %s) RETURNING run_id",
-            (model, source, json.dumps(params or {}, default=str)),
-        )
-        (run_id,) = cur.fetchone()
-        if forecasts is not None and len(forecasts):
-            _copy_frame(cur, "forecasts", forecasts_long(forecasts).assign(run_id=run_id))
-        _copy_frame(cur, "recommendations", recommendations[RECOMMENDATION_COLUMNS].assign(run_id=run_id))
-    return int(run_id)
-
-
-def read_recommendations(conn, run_id: int | None = None) -> pd.DataFrame:
-    """The recommendations of ``run_id`` (default: the latest run), in ``RECOMMENDATION_COLUMNS``."""
-    from ml_cloud_optimizer.warehouse import transaction
-
-    with transaction(conn), conn.cursor() as cur:
-        if run_id is None:
-            cur.execute("SELECT max(run_id) FROM optimizer_runs")
-            (run_id,) = cur.fetchone()
-            if run_id is None:
-                return pd.DataFrame(columns=RECOMMENDATION_COLUMNS)
-        cur.execute(
-            f"SELECT {', '.join(RECOMMENDATION_COLUMNS)} FROM recommendations"
-            " WHERE run_id = %s ORDER BY entity_id, hour",
-            (run_id,),
-        )
-        frame = pd.DataFrame.from_records(cur.fetchall(), columns=RECOMMENDATION_COLUMNS)
-    frame["hour"] = pd.to_datetime(frame["hour"], utc=True)
-    return frame.astype({c: "float64" for c in RECOMMENDATION_COLUMNS[2:] if c != "replicas"})

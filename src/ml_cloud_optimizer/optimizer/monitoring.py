@@ -6,8 +6,9 @@ week before) and the *recent* window (the last day by default). Three signals:
 * feature drift: PSI and KS between the windows (``ml_cloud_optimizer.drift``) of each raw
   metric the model's features are built from (its ``FeatureSpec``'s target and inputs);
 * accuracy: the model's forecasts recomputed over both windows against what happened, MAE
-  and p90 coverage per horizon; and, with a warehouse, the forecasts stored by earlier
-  ``mlco recommend`` runs against the metrics loaded since (the ``forecast_errors`` view);
+  and p90 coverage per horizon; and, given ``stored``, the forecasts stored by earlier
+  ``mlco recommend`` runs against the metrics loaded since (for instance
+  ``warehouse.optimizer_runs.stored_accuracy`` over the ``forecast_errors`` view);
 * the verdict: retrain when the target or too many inputs drifted, the recent MAE grew past
   a ratio of the reference MAE, or p90 stopped covering the actuals (``RetrainThresholds``).
 """
@@ -15,6 +16,7 @@ week before) and the *recent* window (the last day by default). Three signals:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,14 +31,12 @@ from ml_cloud_optimizer.features import (
     target_column,
 )
 from ml_cloud_optimizer.models.base import Forecaster, forecast_column
-from ml_cloud_optimizer.warehouse import transaction
 
 __all__ = [
     "ACCURACY_COLUMNS",
     "RetrainThresholds",
     "MonitoringReport",
     "forecast_accuracy",
-    "stored_accuracy",
     "monitor",
 ]
 
@@ -129,31 +129,11 @@ def forecast_accuracy(
     return pd.DataFrame(rows, columns=ACCURACY_COLUMNS)
 
 
-def stored_accuracy(conn, start: pd.Timestamp, end: pd.Timestamp | None = None) -> pd.DataFrame:
-    """MAE and p90 coverage per horizon of the warehouse's stored forecasts whose target is in [start, end).
-
-    Reads the ``forecast_errors`` view (stored forecasts joined to the metrics loaded since);
-    an empty frame when no stored forecast has an actual yet.
-    """
-    query = (
-        "SELECT horizon, count(*), avg(abs(error)), avg(covered::int) FILTER (WHERE p90 IS NOT NULL)"
-        " FROM forecast_errors WHERE target_ts >= %s AND (%s::timestamptz IS NULL OR target_ts < %s)"
-        " GROUP BY horizon ORDER BY horizon"
-    )
-    with transaction(conn), conn.cursor() as cur:
-        cur.execute(query, (start, end, end))
-        records = cur.fetchall()
-    frame = pd.DataFrame.from_records(records, columns=["horizon", "n", "mae", "p90_coverage"])
-    frame.insert(0, "window", "recent")
-    frame.insert(0, "source", "warehouse")
-    return frame.astype({"horizon": "int64", "n": "int64", "mae": "float64", "p90_coverage": "float64"})
-
-
 def monitor(
     metrics: pd.DataFrame,
     model: Forecaster,
     *,
-    conn=None,
+    stored: Callable[[pd.Timestamp], pd.DataFrame] | None = None,
     recent: pd.Timedelta = pd.Timedelta(hours=24),
     reference: pd.Timedelta = pd.Timedelta(days=7),
     thresholds: RetrainThresholds = RetrainThresholds(),
@@ -163,7 +143,10 @@ def monitor(
     Args:
         metrics: canonical metrics covering both windows (plus the model's history before them).
         model: the fitted forecaster in service.
-        conn: a warehouse connection, to score stored forecasts too; optional.
+        stored: optional; called with the recent window's start, returns the accuracy of
+            forecasts stored elsewhere whose target falls in it, in ``ACCURACY_COLUMNS`` with
+            ``source`` other than "model" (e.g. ``partial(stored_accuracy, conn)`` from
+            ``warehouse.optimizer_runs``).
         recent, reference: window lengths.
         thresholds: when to ask for retraining.
     """
@@ -190,8 +173,8 @@ def monitor(
 
     forecasts = model.predict(metrics)
     accuracy = forecast_accuracy(forecasts, metrics, windows)
-    if conn is not None:
-        accuracy = pd.concat([accuracy, stored_accuracy(conn, recent_start)], ignore_index=True)
+    if stored is not None:
+        accuracy = pd.concat([accuracy, stored(recent_start)[ACCURACY_COLUMNS]], ignore_index=True)
 
     reasons = []
     judged = drift[drift["severity"] != "empty"]

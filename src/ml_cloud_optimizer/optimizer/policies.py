@@ -65,14 +65,14 @@ class StaticPolicy(Policy):
 class ReactiveHPAPolicy(Policy):
     """Kubernetes' HorizontalPodAutoscaler, with pods of one granule each.
 
-    At the end of each step the desired capacity is ``demand / target_utilisation`` rounded
+    At the end of each step the desired capacity is ``demand / target_utilization`` rounded
     up; nothing changes while ``demand / (capacity x target)`` is within ``tolerance`` of 1.
     Scaling up happens at once (the new pods serve from the next step); scaling down goes no
     lower than the highest recommendation of the last ``downscale_stabilisation_s`` seconds.
     The HPA starts from the entity's current vCPUs at the first step of the grid.
     """
 
-    target_utilisation: float = 0.7
+    target_utilization: float = 0.7
     tolerance: float = 0.1
     downscale_stabilisation_s: int = 300
     name: ClassVar[str] = "reactive_hpa"
@@ -88,8 +88,8 @@ class ReactiveHPAPolicy(Policy):
         # it runs step by step, vectorised across entities.
         for t in range(steps - 1):
             current = capacity[t]
-            ratio = usage[t] / (current * self.target_utilisation)
-            desired = round_up(usage[t] / self.target_utilisation, granularity)
+            ratio = usage[t] / (current * self.target_utilization)
+            desired = round_up(usage[t] / self.target_utilization, granularity)
             desired = np.where(np.abs(ratio - 1.0) <= self.tolerance, current, desired)
             recent[t % window] = desired
             ceiling = recent[: min(t + 1, window)].max(axis=0)

@@ -10,7 +10,6 @@ forecasts and recommendations as one optimizer run, in one transaction.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 import shutil
@@ -25,15 +24,9 @@ import yaml
 
 from ml_cloud_optimizer.data.schema import STEP
 from ml_cloud_optimizer.models.bundle import ModelBundle
-from ml_cloud_optimizer.optimizer.capacity import (
-    DEFAULT_GRANULARITY,
-    STEPS_PER_HOUR,
-    recommend,
-    store_recommendations,
-)
+from ml_cloud_optimizer.optimizer.capacity import DEFAULT_GRANULARITY, STEPS_PER_HOUR, forecasts_long, recommend
 from ml_cloud_optimizer.pipeline_steps.environment import use_tracking_uri
-from ml_cloud_optimizer.pipeline_steps.training import MODEL_MODULES
-from ml_cloud_optimizer.warehouse import connect, read_metrics, transaction
+from ml_cloud_optimizer.warehouse import connect, read_metrics, store_run, transaction
 
 __all__ = ["BatchScore", "fetch_champion", "load_champion", "score_fleet"]
 
@@ -48,7 +41,7 @@ class BatchScore:
     Attributes:
         run_id: the ``optimizer_runs`` row holding the forecasts and recommendations.
         forecasts: one row per scored entity (``ModelBundle.predict``'s frame).
-        recommendations: ``capacity.RECOMMENDATION_COLUMNS`` rows per entity and hour.
+        recommendations: ``data.schema.RECOMMENDATION_COLUMNS`` rows per entity and hour.
         window: first and last timestamp read from the warehouse.
         skipped: entities with too little recent history to forecast.
     """
@@ -72,9 +65,7 @@ class BatchScore:
 
 
 def load_champion(directory: str | Path) -> ModelBundle:
-    """``ModelBundle.load`` with every model kind registered first."""
-    for module in sorted(set(MODEL_MODULES.values())):
-        importlib.import_module(module)
+    """``ModelBundle.load``: only the saved kinds' modules are imported (see ``models.registry``)."""
     return ModelBundle.load(directory)
 
 
@@ -146,7 +137,7 @@ def score_fleet(
     bundle_dir: str | Path,
     *,
     lookback_hours: int,
-    target_utilisation: float = 0.7,
+    target_utilization: float = 0.7,
     granularity: float = DEFAULT_GRANULARITY,
     model_label: str = "",
 ) -> BatchScore:
@@ -159,7 +150,7 @@ def score_fleet(
     Args:
         bundle_dir: the champion bundle (see ``fetch_champion``).
         lookback_hours: history read per entity; at least the champion's ``min_history``.
-        target_utilisation: utilisation the recommended request is sized for, in (0, 1].
+        target_utilization: utilisation the recommended request is sized for, in (0, 1].
         granularity: request step in cores.
         model_label: how the optimizer run names the model (default: its kind and directory).
 
@@ -173,8 +164,8 @@ def score_fleet(
         need = math.ceil(bundle.min_history / STEPS_PER_HOUR)
         raise ValueError(f"lookback_hours={lookback_hours} covers {steps} 5-minute steps; the champion"
                          f" ({bundle.kind}) needs at least {bundle.min_history}: use {need} or more")
-    if not 0 < target_utilisation <= 1:
-        raise ValueError(f"target_utilisation must be in (0, 1], got {target_utilisation}")
+    if not 0 < target_utilization <= 1:
+        raise ValueError(f"target_utilization must be in (0, 1], got {target_utilization}")
     started = time.perf_counter()
     with closing(connect()) as conn:
         last = _newest_sample(conn)
@@ -185,14 +176,14 @@ def score_fleet(
         if forecasts.empty:
             raise ValueError(f"no entity has the {bundle.min_history} samples the champion needs between"
                              f" {first.isoformat()} and {last.isoformat()}")
-        recommendations = recommend(forecasts, fleet.entities, target_utilisation=target_utilisation,
+        recommendations = recommend(forecasts, fleet.entities, target_utilization=target_utilization,
                                     granularity=granularity)
-        params = {"lookback_hours": int(lookback_hours), "target_utilisation": float(target_utilisation),
+        params = {"lookback_hours": int(lookback_hours), "target_utilization": float(target_utilization),
                   "granularity": float(granularity), "window_start": first.isoformat(),
                   "window_end": last.isoformat()}
-        run_id = store_recommendations(conn, recommendations, forecasts,
-                                       model=model_label or f"{bundle.kind}:{Path(bundle_dir).resolve()}",
-                                       source="warehouse", params=params)
+        run_id = store_run(conn, recommendations, forecasts_long(forecasts),
+                           model=model_label or f"{bundle.kind}:{Path(bundle_dir).resolve()}",
+                           source="warehouse", params=params)
     score = BatchScore(run_id, forecasts, recommendations, (first, last), skipped)
     note = f"; skipped {len(skipped)} with too little history: {', '.join(skipped[:5])}" if skipped else ""
     print(f"[mlco] scored {forecasts['entity_id'].nunique()} entities with {bundle.kind} as optimizer run {run_id}"

@@ -12,18 +12,20 @@ tasks, so the same work is cut in three:
    threshold on the validation rows, returned as a fitted ``PeakClassifier`` that saves, loads
    and predicts like any other.
 
-Each step calls the classifier's own parts (``label_split``, ``feature_rows``, ``fit_rows``), so
-given the same data and seed LightGBM gets exactly the problem ``PeakClassifier(use_smote=True).fit``
-would give it: the same resampled rows, labels, validation rows and settings (a test holds this).
+Each step calls the classifier's own parts (``label_split``, ``feature_rows``, ``get_state``,
+``from_state``, ``fit_rows``), so given the same data and seed LightGBM gets exactly the
+problem ``PeakClassifier(use_smote=True).fit`` would give it: the same resampled rows, labels,
+validation rows and settings (a test holds this). No step sets the classifier's fitted
+attributes itself: the state crosses the task boundary as ``get_state``'s JSON.
 """
 
 from __future__ import annotations
 
-
+import logging
 import numpy as np
 import pandas as pd
 
-from ml_cloud_optimizer.features import FeatureSpec
+from ml_cloud_optimizer.horizons import PEAK_HORIZON
 from ml_cloud_optimizer.imbalance import smote_resample
 from ml_cloud_optimizer.models.peak import PeakClassifier
 
@@ -42,14 +44,17 @@ PART = "part"
 SYNTHETIC = "synthetic"
 _KEYS = ("entity_id", "ts")
 
+_log = logging.getLogger(__name__)
 
-def peak_training_rows(metrics: pd.DataFrame, *, horizon: int = 12, quantile: float = 0.95,
+
+def peak_training_rows(metrics: pd.DataFrame, *, horizon: int = PEAK_HORIZON, quantile: float = 0.95,
                        validation: float = 0.2, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """Labelled feature rows of the training window and the classifier's state (JSON-ready).
 
     Returns:
         ``(rows, state)``: rows hold ``entity_id``, ``ts``, the feature columns, ``label`` and
-        ``part``; ``state`` the parameters, per-entity thresholds, cut-off and feature spec.
+        ``part``; ``state`` is ``PeakClassifier.get_state()``: the parameters, per-entity
+        thresholds, cut-off and feature spec.
     """
     model = PeakClassifier(horizon=horizon, quantile=quantile, use_smote=True, validation=validation, seed=seed)
     y, fit, validate = model.label_split(metrics)
@@ -58,15 +63,9 @@ def peak_training_rows(metrics: pd.DataFrame, *, horizon: int = 12, quantile: fl
     rows[LABEL] = y
     rows[PART] = part
     rows = rows.loc[part != ""].reset_index(drop=True)
-    state = {
-        "params": {k: v for k, v in model.get_params().items() if k != "spec"},
-        "thresholds": {str(k): float(v) for k, v in model.thresholds_.items()},
-        "fallback_threshold": model.fallback_threshold_,
-        "split_ts": model.split_ts_.isoformat(),
-        "feature_spec": model.feature_spec.to_dict(),
-    }
-    print(f"[mlco] peak rows: {int((part == 'fit').sum()):,} to fit ({int(rows.loc[rows[PART] == 'fit', LABEL].sum()):,}"
-          f" peaks), {int((part == 'validation').sum()):,} to validate", flush=True)
+    state = model.get_state()
+    _log.info("peak rows: %s to fit (%s peaks), %s to validate", f"{int((part == 'fit').sum()):,}",
+              f"{int(rows.loc[rows[PART] == 'fit', LABEL].sum()):,}", f"{int((part == 'validation').sum()):,}")
     return rows, state
 
 
@@ -94,8 +93,8 @@ def balance_peak_rows(rows: pd.DataFrame, *, seed: int = 0) -> tuple[pd.DataFram
         "balanced_rows": int(len(y_res)), "balanced_peaks": int(y_res.sum()),
         "synthetic_rows": int(len(added)), "validation_rows": int((~fit).sum()),
     }
-    print(f"[mlco] SMOTE: {counts['fit_peaks']:,} of {counts['fit_rows']:,} training rows were peaks;"
-          f" {counts['synthetic_rows']:,} synthetic peaks added", flush=True)
+    _log.info("SMOTE: %s of %s training rows were peaks; %s synthetic peaks added", f"{counts['fit_peaks']:,}",
+              f"{counts['fit_rows']:,}", f"{counts['synthetic_rows']:,}")
     return balanced, {k: float(v) for k, v in fill.items()}, counts
 
 
@@ -104,18 +103,13 @@ def fit_peak_classifier(balanced: pd.DataFrame, state: dict) -> PeakClassifier:
 
     ``state`` is ``peak_training_rows``'s state plus ``fill_values`` from ``balance_peak_rows``.
     """
-    model = PeakClassifier(**state["params"])
-    model.spec_ = FeatureSpec.from_dict(state["feature_spec"])
-    model.thresholds_ = pd.Series(state["thresholds"], dtype="float64")
-    model.fallback_threshold_ = float(state["fallback_threshold"])
-    model.split_ts_ = pd.Timestamp(state["split_ts"])
     features = [c for c in balanced.columns if c not in (*_KEYS, LABEL, PART, SYNTHETIC)]
     fit = balanced[PART].to_numpy() == "fit"
-    model.fit_rows(balanced.loc[fit, features], balanced.loc[fit, LABEL], balanced.loc[~fit, features],
-                   balanced.loc[~fit, LABEL], fill_values=state["fill_values"])
-    model.n_train_rows_ = int((fit & ~balanced[SYNTHETIC].to_numpy(dtype=bool)).sum())
-    print(f"[mlco] peak classifier: {model.best_iteration_} rounds, validation PR-AUC {model.validation_pr_auc_:.3f}",
-          flush=True)
+    model = PeakClassifier.from_state(state).fit_rows(
+        balanced.loc[fit, features], balanced.loc[fit, LABEL], balanced.loc[~fit, features], balanced.loc[~fit, LABEL],
+        fill_values=state["fill_values"], n_train_rows=int((fit & ~balanced[SYNTHETIC].to_numpy(dtype=bool)).sum()),
+    )
+    _log.info("peak classifier: %s rounds, validation PR-AUC %.3f", model.best_iteration_, model.validation_pr_auc_)
     return model
 
 

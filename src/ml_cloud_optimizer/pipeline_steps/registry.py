@@ -9,7 +9,7 @@ registered version now serving?
 
 from __future__ import annotations
 
-import importlib
+import logging
 import json
 from pathlib import Path
 
@@ -21,14 +21,10 @@ from ml_cloud_optimizer.models.bundle import ModelBundle
 from ml_cloud_optimizer.models.peak import BasePeakModel
 from ml_cloud_optimizer.pipeline_steps.environment import use_tracking_uri
 from ml_cloud_optimizer.pipeline_steps.scoring import PLOTS_DIR, compare_on_holdout
-from ml_cloud_optimizer.pipeline_steps.training import MODEL_MODULES
 
 __all__ = ["compare_with_registered", "register_champion"]
 
-
-def _register_model_kinds() -> None:
-    for module in set(MODEL_MODULES.values()):
-        importlib.import_module(module)
+_log = logging.getLogger(__name__)
 
 
 def register_champion(
@@ -61,14 +57,13 @@ def register_champion(
     from ml_cloud_optimizer.tracking import DEFAULT_EXPERIMENT, Tracker
 
     use_tracking_uri(tracking_uri)
-    _register_model_kinds()
     board = pd.read_csv(Path(report_dir) / "leaderboard.csv")
     champion_row = board.loc[board["champion"].astype(bool)].iloc[0]
     headline = f"mae_h{HEADLINE_HORIZON}"
     forecaster = Forecaster.load(champion_dir)
     bundle = ModelBundle(forecaster, BasePeakModel.load(peak_dir), metadata={
         "source": "kfp pipeline", "pipeline_run": pipeline_run, "champion": str(champion_row["model"]),
-        "holdout_mae_h12": float(champion_row[headline]),
+        f"holdout_mae_h{HEADLINE_HORIZON}": float(champion_row[headline]),
     })
     bundle.save(bundle_dir)
 
@@ -88,7 +83,7 @@ def register_champion(
         )
     version = tracker.register_champion(run_ids[str(champion_row["model"])], bundle_dir)
     model_uri = f"models:/{model_name}/{version}"
-    print(f"[mlco] registered {champion_row['model']} as {model_uri} (alias champion)", flush=True)
+    _log.info("registered %s as %s (alias champion)", champion_row["model"], model_uri)
     return {
         "kind": forecaster.kind,
         "model_uri": model_uri,
@@ -113,7 +108,6 @@ def compare_with_registered(bundle_dir: str, model_uri: str, history: Fleet, *, 
     from ml_cloud_optimizer.tracking import tracking_uri as default_tracking_uri
 
     use_tracking_uri(tracking_uri)
-    _register_model_kinds()
     mlflow.set_tracking_uri(default_tracking_uri())
     try:
         deployed = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().bundle
@@ -123,7 +117,7 @@ def compare_with_registered(bundle_dir: str, model_uri: str, history: Fleet, *, 
     candidate = ModelBundle.load(bundle_dir)
     ours, theirs = compare_on_holdout(candidate.forecaster, deployed.forecaster, history,
                                       holdout_fraction=holdout_fraction, horizons=horizons)
-    print(f"[mlco] on this hold-out: candidate {ours:.5f}, deployed {model_uri} {theirs:.5f} MAE", flush=True)
+    _log.info("on this hold-out: candidate %.5f, deployed %s %.5f MAE", ours, model_uri, theirs)
     return ours, theirs
 
 

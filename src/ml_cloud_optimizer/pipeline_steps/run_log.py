@@ -3,7 +3,7 @@
 The exit handler calls ``record_pipeline_status`` whether the run succeeded or failed. Each call
 is one MLflow run in the experiment ``mlco-pipeline-runs``, tagged with the state, the failing
 task and the error, so failures can be found with a search such as
-``tags.state = 'FAILED'``. If MLflow cannot be reached the record is printed instead, and the
+``tags.state = 'FAILED'``. If MLflow cannot be reached the record is logged instead, and the
 exit handler itself still succeeds.
 
 The state arrives in one of two vocabularies. ``kfp.local`` says ``SUCCEEDED``, ``FAILED`` or
@@ -17,11 +17,14 @@ reported name is kept in the tag ``reported_state``.
 
 from __future__ import annotations
 
+import logging
 import json
 
 from ml_cloud_optimizer.pipeline_steps.environment import use_tracking_uri
 
 __all__ = ["STATUS_EXPERIMENT", "normalise_state", "record_pipeline_status"]
+
+_log = logging.getLogger(__name__)
 
 STATUS_EXPERIMENT = "mlco-pipeline-runs"
 
@@ -74,8 +77,8 @@ def record_pipeline_status(
         "error_code": "" if error_code is None else str(error_code),
         "error_message": (error_message or "")[:4000],
     }
-    print(f"[mlco] pipeline finished: {recorded}" + (f" (reported {state})" if state != recorded else "")
-          + (f": {error_message}" if error_message else ""), flush=True)
+    _log.info("pipeline finished: %s%s%s", recorded, f" (reported {state})" if state != recorded else "",
+              f": {error_message}" if error_message else "")
     try:
         from ml_cloud_optimizer.tracking import Tracker
 
@@ -85,6 +88,6 @@ def record_pipeline_status(
         tracker.client.set_terminated(run.info.run_id, mlflow_status)
         return run.info.run_id
     except Exception as exc:  # noqa: BLE001 - recording must never be what fails the run
-        print(f"[mlco] could not record the status in MLflow ({type(exc).__name__}: {exc}); record: {json.dumps(record)}",
-              flush=True)
+        _log.warning("could not record the status in MLflow (%s: %s); record: %s", type(exc).__name__, exc,
+                     json.dumps(record))
         return None

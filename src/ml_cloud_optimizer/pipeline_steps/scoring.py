@@ -9,7 +9,7 @@ would write (current load above the entity's threshold).
 
 from __future__ import annotations
 
-import importlib
+import logging
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -26,13 +26,15 @@ from ml_cloud_optimizer.features import peak_labels
 from ml_cloud_optimizer.features.targets import TARGET
 from ml_cloud_optimizer.models.base import HEADLINE_HORIZON, Forecaster
 from ml_cloud_optimizer.models.peak import BasePeakModel
-from ml_cloud_optimizer.pipeline_steps.training import FIT_INFO, MODEL_MODULES
+from ml_cloud_optimizer.pipeline_steps.training import FIT_INFO
 
 __all__ = ["PEAK_CLASSES", "PLOTS_DIR", "PrefittedForecaster", "ScoringResult", "compare_on_holdout", "score_candidates"]
 
 PEAK_CLASSES = ["no peak", "peak"]
 PLOTS_DIR = "plots"
 _ROC_POINTS = 101
+
+_log = logging.getLogger(__name__)
 
 
 class PrefittedForecaster(Forecaster):
@@ -112,8 +114,6 @@ def score_candidates(
         report_dir: where ``leaderboard.csv``, ``leaderboard.md`` and ``plots/`` (error by
             horizon, and forecast against actual per model) are written.
     """
-    for module in set(MODEL_MODULES.values()):
-        importlib.import_module(module)
     horizons = tuple(int(h) for h in horizons)
     models, fit_seconds, dirs = {}, {}, {}
     for directory in candidate_dirs:
@@ -123,8 +123,7 @@ def score_candidates(
         info = Path(directory) / FIT_INFO
         fit_seconds[name] = json.loads(info.read_text())["fit_seconds"] if info.exists() else float("nan")
 
-    evaluation = evaluate_holdout(models, history.metrics, holdout=holdout_fraction, horizons=horizons,
-                                  progress=lambda line: print(f"[mlco] {line}", flush=True))
+    evaluation = evaluate_holdout(models, history.metrics, holdout=holdout_fraction, horizons=horizons)
     if evaluation.cutoff != pd.Timestamp(cutoff):
         raise ValueError(f"hold-out cut-off {evaluation.cutoff} differs from the training cut-off {cutoff}")
     scores = evaluation.scores.copy()
@@ -154,8 +153,8 @@ def score_candidates(
     metrics = {k: v for k, v in metrics.items() if np.isfinite(v)}  # KFP metrics are JSON numbers
     result = ScoringResult(board, to_markdown(board), champion, evaluation.models[champion].kind, champion_mae, metrics)
     _score_peaks(BasePeakModel.load(peak_model_dir), history.metrics, pd.Timestamp(cutoff), result)
-    print(f"[mlco] champion: {champion} (1-hour MAE {champion_mae:.4f});"
-          f" peak PR-AUC {result.peak_scores['pr_auc']:.3f} vs rule {result.peak_scores['rule_pr_auc']:.3f}", flush=True)
+    _log.info("champion: %s (1-hour MAE %.4f); peak PR-AUC %.3f vs rule %.3f", champion, champion_mae,
+              result.peak_scores["pr_auc"], result.peak_scores["rule_pr_auc"])
     return result
 
 
@@ -164,7 +163,7 @@ def compare_on_holdout(candidate: Forecaster, deployed: Forecaster, history: Fle
     """One-hour MAE of ``candidate`` and of ``deployed`` on the same hold-out rows: ``(candidate, deployed)``."""
     evaluation = evaluate_holdout(
         {"candidate": PrefittedForecaster(candidate), "deployed": PrefittedForecaster(deployed)},
-        history.metrics, holdout=holdout_fraction, horizons=tuple(int(h) for h in horizons),
+        history.metrics, holdout=holdout_fraction, horizons=tuple(int(h) for h in horizons), progress=_log.debug,
     )
     scores = evaluation.scores.loc[evaluation.scores["horizon"] == HEADLINE_HORIZON].set_index("model")["mae"]
     return float(scores["candidate"]), float(scores["deployed"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from ml_cloud_optimizer.data.io import read_fleet
@@ -9,6 +10,8 @@ from ml_cloud_optimizer.data.schema import Fleet
 from ml_cloud_optimizer.data.synthetic import generate_fleet
 
 __all__ = ["SYNTHETIC", "acquire_fleet"]
+
+_log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"
 
@@ -20,9 +23,6 @@ def acquire_fleet(source: str, *, records: int, seed: int = 0) -> Fleet:
         fleet = generate_fleet(records, seed=seed)
     else:
         fleet = read_fleet(source)
-    print(
-        f"[mlco] data: {len(fleet.metrics):,} rows, {len(fleet.entities)} entities from {source}"
-        f" in {time.perf_counter() - started:.1f} s",
-        flush=True,
-    )
+    _log.info("data: %s rows, %d entities from %s in %.1f s", f"{len(fleet.metrics):,}", len(fleet.entities), source,
+              time.perf_counter() - started)
     return fleet

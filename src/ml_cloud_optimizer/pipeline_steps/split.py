@@ -8,12 +8,15 @@ evaluate task, which recomputes it from the same rows, agrees.
 
 from __future__ import annotations
 
+import logging
 import pandas as pd
 
 from ml_cloud_optimizer.data.schema import Fleet
 from ml_cloud_optimizer.evaluation import holdout_cutoff
 
 __all__ = ["split_by_time", "training_part"]
+
+_log = logging.getLogger(__name__)
 
 
 def split_by_time(fleet: Fleet, holdout_fraction: float) -> tuple[Fleet, str]:
@@ -23,8 +26,8 @@ def split_by_time(fleet: Fleet, holdout_fraction: float) -> tuple[Fleet, str]:
     """
     cutoff = holdout_cutoff(fleet.metrics, holdout_fraction)
     train = training_part(fleet, cutoff.isoformat())
-    print(f"[mlco] split at {cutoff:%Y-%m-%d %H:%M} UTC: {len(train.metrics):,} rows to train,"
-          f" {len(fleet.metrics) - len(train.metrics):,} held out", flush=True)
+    _log.info("split at %s UTC: %s rows to train, %s held out", f"{cutoff:%Y-%m-%d %H:%M}",
+              f"{len(train.metrics):,}", f"{len(fleet.metrics) - len(train.metrics):,}")
     return train, cutoff.isoformat()
 
 

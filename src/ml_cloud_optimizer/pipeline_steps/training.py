@@ -2,35 +2,36 @@
 
 from __future__ import annotations
 
-import importlib
+import logging
 import json
 import os
 import time
 from pathlib import Path
 
 from ml_cloud_optimizer.data.schema import Fleet
-from ml_cloud_optimizer.models.base import Forecaster, forecaster_class
+from ml_cloud_optimizer.horizons import check_horizons
+from ml_cloud_optimizer.models.base import Forecaster
+from ml_cloud_optimizer.models.registry import build_forecaster, forecaster_entry, kinds
 
-__all__ = ["FIT_INFO", "MODEL_MODULES", "SEQUENCE_KINDS", "TABULAR_KINDS", "THREADS_ENV", "save_model",
-           "train_forecaster"]
+__all__ = ["FIT_INFO", "SEQUENCE_KINDS", "TABULAR_KINDS", "THREADS_ENV", "save_model", "train_forecaster"]
+
+_log = logging.getLogger(__name__)
 
 # Threads a training task may use; unset (a cluster pod sized for the task) keeps the models' defaults.
 THREADS_ENV = "MLCO_THREADS"
 # Written beside the model's own files: what evaluation's tie rule (the faster fit) needs to know.
 FIT_INFO = "fit.json"
 
-TABULAR_KINDS = ("lightgbm", "xgboost", "catboost")
-SEQUENCE_KINDS = ("lstm", "gru")
-# Importing a module registers its forecasters by kind.
-MODEL_MODULES = {
-    **{kind: "ml_cloud_optimizer.models.tabular" for kind in TABULAR_KINDS},
-    **{kind: "ml_cloud_optimizer.models.sequence" for kind in SEQUENCE_KINDS},
-}
+TABULAR_KINDS = kinds("tabular")
+SEQUENCE_KINDS = kinds("sequence")
 
 
 def train_forecaster(kind: str, train: Fleet, *, horizons, trials: int = 0, epochs: int | None = None,
                      seed: int = 0) -> Forecaster:
     """Fit the forecaster ``kind`` on ``train``.
+
+    The horizons are checked first, so a run set up without the headline horizon (in the
+    KFP UI, say) fails at its first training task instead of after every model has trained.
 
     Args:
         kind: one of ``TABULAR_KINDS`` or ``SEQUENCE_KINDS``.
@@ -40,20 +41,15 @@ def train_forecaster(kind: str, train: Fleet, *, horizons, trials: int = 0, epoc
         epochs: most epochs for a sequence model (None: its default).
         seed: the model's seed.
     """
-    if kind not in MODEL_MODULES:
-        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_MODULES)}")
-    importlib.import_module(MODEL_MODULES[kind])
-    params: dict = {"horizons": tuple(int(h) for h in horizons)}
+    forecaster_entry(kind)
+    horizons = check_horizons(horizons)
     threads = int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV) else None
-    if kind in TABULAR_KINDS:
-        params.update(n_trials=int(trials), random_state=int(seed), **({"n_jobs": threads} if threads else {}))
-    else:
-        params.update(seed=int(seed), **({} if epochs is None else {"epochs": int(epochs)}),
-                      **({"num_threads": threads} if threads else {}))
+    model = build_forecaster(kind, horizons=horizons, trials=trials, epochs=epochs, seed=seed,
+                             threads=threads or None)
     started = time.perf_counter()
-    model = forecaster_class(kind)(**params).fit(train.metrics, train.entities)
+    model.fit(train.metrics, train.entities)
     model.fit_seconds_ = time.perf_counter() - started
-    print(f"[mlco] trained {kind} on {len(train.metrics):,} rows in {model.fit_seconds_:.1f} s", flush=True)
+    _log.info("trained %s on %s rows in %.1f s", kind, f"{len(train.metrics):,}", model.fit_seconds_)
     return model
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import closing
 
@@ -12,17 +13,16 @@ from ml_cloud_optimizer.warehouse import apply_schema, connect, load_fleet, read
 
 __all__ = ["load_into_warehouse", "read_from_warehouse"]
 
+_log = logging.getLogger(__name__)
+
 
 def load_into_warehouse(fleet: Fleet) -> dict:
     """Load ``fleet`` (COPY, one transaction, idempotent) and return the load report as a dict."""
     with closing(connect()) as conn:
         apply_schema(conn)
         report = load_fleet(conn, fleet)
-    print(
-        f"[mlco] warehouse: {report.rows:,} rows ({report.inserted:,} new, {report.updated:,} updated)"
-        f" in {report.seconds:.1f} s",
-        flush=True,
-    )
+    _log.info("warehouse: %s rows (%s new, %s updated) in %.1f s", f"{report.rows:,}", f"{report.inserted:,}",
+              f"{report.updated:,}", report.seconds)
     return {
         "rows": report.rows,
         "inserted": report.inserted,
@@ -40,6 +40,6 @@ def read_from_warehouse(entity_ids: list[str], start: str, end: str) -> Fleet:
     with closing(connect()) as conn:
         fleet = read_metrics(conn, start=pd.Timestamp(start), end=pd.Timestamp(end) + pd.Timedelta(seconds=1),
                              entity_ids=entity_ids)
-    print(f"[mlco] read back {len(fleet.metrics):,} rows from the warehouse in {time.perf_counter() - started:.1f} s",
-          flush=True)
+    _log.info("read back %s rows from the warehouse in %.1f s", f"{len(fleet.metrics):,}",
+              time.perf_counter() - started)
     return fleet

@@ -1,4 +1,4 @@
-"""The PostgreSQL OLAP warehouse: embedded server, schema, COPY loader and named queries.
+"""The PostgreSQL OLAP warehouse: embedded server, schema, COPY loader, named queries, optimizer runs.
 
 Typical use::
 
@@ -17,6 +17,7 @@ from ml_cloud_optimizer.warehouse.loader import (
     load_fleet,
     refresh_aggregates,
 )
+from ml_cloud_optimizer.warehouse.optimizer_runs import read_recommendations, store_run, stored_accuracy
 from ml_cloud_optimizer.warehouse.queries import (
     HOURLY_COLUMNS,
     NamedQuery,
@@ -55,12 +56,15 @@ __all__ = [
     "load_queries",
     "read_hourly",
     "read_metrics",
+    "read_recommendations",
     "refresh_aggregates",
     "run_query",
     "schema_files",
     "sql_dir",
     "start_embedded",
     "stop_embedded",
+    "store_run",
+    "stored_accuracy",
     "transaction",
     "with_database",
 ]

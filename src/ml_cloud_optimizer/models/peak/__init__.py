@@ -8,7 +8,10 @@ One module per backend, as mlforecast does, so that a backend's library is impor
 the model that uses it:
 
 * ``base``: ``BasePeakModel`` (labels, time split, decision threshold, save and load) and
-  the threshold helpers. ``BasePeakModel.load`` imports the module of the saved kind only.
+  the threshold helpers. Fitted state outside the booster or network moves through
+  ``get_state``/``from_state`` only, so save/load and the pipeline's tasks rebuild a model
+  alike. ``BasePeakModel.load`` imports the module of the saved kind only
+  (``models.registry.PEAK_MODELS``).
 * ``boosted``: ``PeakClassifier``, LightGBM on the shared feature rows; what the model
   server loads beside a tabular champion, without torch.
 * ``recurrent``: ``SequencePeakClassifier``, a GRU with the focal loss (torch).

@@ -4,13 +4,18 @@ The per-entity threshold is the quantile over the rows a model is trained on (be
 validation window), stored with the model, so no validation or test load defines it.
 
 ``BasePeakModel.load`` reads the kind named in the saved ``peak.json`` and imports that
-kind's module only: a boosted model loads without torch. scikit-learn's metrics are imported
-where a threshold is chosen, in training, not when a model is loaded to serve.
+kind's module only (``models.registry.PEAK_MODELS``): a boosted model loads without torch.
+scikit-learn's metrics are imported where a threshold is chosen, in training, not when a
+model is loaded to serve.
+
+A model's fitted state outside its network or booster (parameters, per-entity thresholds,
+cut-off, decision threshold) goes in and out through ``get_state``/``from_state`` only, so
+``save``/``load`` and the pipeline, which carries the state between tasks as JSON, build the
+model the same way and nobody sets fitted attributes from outside.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from pathlib import Path
@@ -23,16 +28,11 @@ from sklearn.base import BaseEstimator
 from ml_cloud_optimizer.data.schema import STEP_SECONDS, DataValidationError, epoch_seconds
 from ml_cloud_optimizer.features import FeatureSpec, peak_labels
 from ml_cloud_optimizer.features.targets import TARGET, peak_thresholds
+from ml_cloud_optimizer.models.registry import peak_entry
 
 __all__ = ["BasePeakModel", "check_metrics", "choose_threshold", "recall_at_precision"]
 
 CONFIG_FILE = "peak.json"
-
-# Saved kind -> (module, class).
-_KINDS = {
-    "lightgbm": ("ml_cloud_optimizer.models.peak.boosted", "PeakClassifier"),
-    "gru_focal": ("ml_cloud_optimizer.models.peak.recurrent", "SequencePeakClassifier"),
-}
 
 
 def recall_at_precision(y_true, score, min_precision: float) -> float:
@@ -72,7 +72,8 @@ class BasePeakModel(BaseEstimator):
     """What every peak model shares: labels, the time split, the decision threshold, save and load.
 
     Subclasses implement ``_fit_scores(metrics, labels, train, val) -> validation scores``,
-    ``_scores(metrics) -> (frame, scores)``, ``_save_model`` and ``_load_model``.
+    ``_scores(metrics) -> (frame, scores)``, ``_save_model(directory) -> config`` and
+    ``_load_model(directory, config)`` (files into a model ``from_state`` built).
     """
 
     kind: ClassVar[str] = "abstract"
@@ -101,7 +102,7 @@ class BasePeakModel(BaseEstimator):
         self.fallback_threshold_ = float(metrics.loc[train_rows, TARGET].quantile(self.quantile))
         if not train_rows.any():
             raise ValueError(f"{self.kind}: no training rows before {self.split_ts_}; give more history")
-        labels = peak_labels(metrics, self.horizon, threshold=self._threshold_map(metrics["entity_id"]))
+        labels = peak_labels(metrics, self.horizon, threshold=self.thresholds_for(metrics["entity_id"]))
         labelled = labels.notna().to_numpy()
         train, val = train_rows & labelled, (seconds >= cutoff) & labelled
         y = labels.fillna(False).to_numpy(dtype=bool)
@@ -149,18 +150,42 @@ class BasePeakModel(BaseEstimator):
         out["is_peak"] = out["peak_prob"].to_numpy() >= self.decision_threshold_
         return out
 
+    def get_state(self) -> dict:
+        """Parameters and fitted state outside the network or booster, JSON-ready (``peak.json``'s keys).
+
+        Holds ``params``, ``thresholds`` (per entity), ``fallback_threshold``, ``split_ts`` and,
+        once a cut-off was chosen, ``decision_threshold``. Available from ``label_split`` on:
+        the pipeline carries it between the task that labels and the one that boosts.
+        """
+        state = {
+            "params": {k: v for k, v in self.get_params().items() if k != "spec"},
+            "thresholds": {str(k): float(v) for k, v in self.thresholds_.items()},
+            "fallback_threshold": float(self.fallback_threshold_),
+            "split_ts": self.split_ts_.isoformat(),
+        }
+        if hasattr(self, "decision_threshold_"):
+            state["decision_threshold"] = float(self.decision_threshold_)
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict) -> "BasePeakModel":
+        """A model with ``get_state``'s parameters and fitted state; keys it does not know are ignored.
+
+        Without ``decision_threshold`` the model is labelled and split but not fitted (what
+        ``fit_rows`` continues from); with it, and the files ``_load_model`` reads, it predicts.
+        """
+        model = cls(**state["params"])
+        model.thresholds_ = pd.Series(state["thresholds"], dtype="float64")
+        model.fallback_threshold_ = float(state["fallback_threshold"])
+        model.split_ts_ = pd.Timestamp(state["split_ts"])
+        if "decision_threshold" in state:
+            model.decision_threshold_ = float(state["decision_threshold"])
+        return model
+
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        config = {
-            "kind": self.kind,
-            "params": {k: v for k, v in self.get_params().items() if k != "spec"},
-            "thresholds": {str(k): float(v) for k, v in self.thresholds_.items()},
-            "fallback_threshold": self.fallback_threshold_,
-            "decision_threshold": self.decision_threshold_,
-            "split_ts": self.split_ts_.isoformat(),
-            **self._save_model(directory),
-        }
+        config = {"kind": self.kind, **self.get_state(), **self._save_model(directory)}
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
         return directory
 
@@ -172,24 +197,24 @@ class BasePeakModel(BaseEstimator):
         if not path.exists():
             raise FileNotFoundError(f"{directory} holds no {CONFIG_FILE}: not a peak model directory")
         config = json.loads(path.read_text())
-        if config["kind"] not in _KINDS:
-            raise ValueError(f"{path}: unknown peak model kind {config['kind']!r}")
-        module, name = _KINDS[config["kind"]]
-        cls = getattr(importlib.import_module(module), name)
-        model = cls._load_model(directory, config)
-        model.thresholds_ = pd.Series(config["thresholds"], dtype="float64")
-        model.fallback_threshold_ = float(config["fallback_threshold"])
-        model.decision_threshold_ = float(config["decision_threshold"])
-        model.split_ts_ = pd.Timestamp(config["split_ts"])
+        try:
+            cls = peak_entry(config["kind"]).load()
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+        model = cls.from_state(config)
+        model._load_model(directory, config)
         return model
 
-    def _threshold_map(self, entity_id: pd.Series) -> pd.Series:
-        """Each entity's threshold, the pooled one for entities not seen in training."""
+    def thresholds_for(self, entity_id: pd.Series) -> pd.Series:
+        """Each distinct entity's threshold (index: entity as str); the pooled one for entities not seen in training.
+
+        What the labels are measured against, in training and in scoring alike.
+        """
         unique = pd.unique(entity_id.astype(str))
         return pd.Series(self.thresholds_.reindex(unique).fillna(self.fallback_threshold_).to_numpy(), index=unique)
 
     def _row_thresholds(self, entity_id: pd.Series) -> np.ndarray:
-        return entity_id.astype(str).map(self._threshold_map(entity_id)).to_numpy(dtype="float64")
+        return entity_id.astype(str).map(self.thresholds_for(entity_id)).to_numpy(dtype="float64")
 
 
 def check_metrics(metrics: pd.DataFrame) -> None:

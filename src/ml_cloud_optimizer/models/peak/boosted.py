@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ml_cloud_optimizer.features import FeatureSpec, build_features
+from ml_cloud_optimizer.horizons import PEAK_HORIZON
 from ml_cloud_optimizer.imbalance import smote_resample
 from ml_cloud_optimizer.models.cores import idle_cores
 from ml_cloud_optimizer.models.peak.base import BasePeakModel, check_metrics
@@ -47,8 +48,8 @@ class PeakClassifier(BasePeakModel):
 
     kind: ClassVar[str] = "lightgbm"
 
-    def __init__(self, horizon: int = 12, quantile: float = 0.95, use_smote: bool = False, decision: str = "f1",
-                 min_precision: float = 0.5, validation: float = 0.2, n_estimators: int = 300,
+    def __init__(self, horizon: int = PEAK_HORIZON, quantile: float = 0.95, use_smote: bool = False,
+                 decision: str = "f1", min_precision: float = 0.5, validation: float = 0.2, n_estimators: int = 300,
                  learning_rate: float = 0.05, num_leaves: int = 15, min_child_samples: int = 100,
                  colsample_bytree: float = 0.5, early_stopping_rounds: int = 30, seed: int = 0,
                  spec: FeatureSpec | None = None):
@@ -69,7 +70,24 @@ class PeakClassifier(BasePeakModel):
 
     @property
     def feature_spec(self) -> FeatureSpec:
+        """``spec_`` once labelled (``label_split``) or loaded; before that, the ``spec`` parameter's."""
         return self.spec_ if hasattr(self, "spec_") else (self.spec or FeatureSpec())
+
+    def label_split(self, metrics: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``BasePeakModel.label_split``, fixing ``spec_`` first: the state a split hands on includes the spec."""
+        self.spec_ = self.spec or FeatureSpec()
+        return super().label_split(metrics)
+
+    def get_state(self) -> dict:
+        """``BasePeakModel.get_state`` plus ``feature_spec``, the spec the feature rows are built with."""
+        return {**super().get_state(), "feature_spec": self.feature_spec.to_dict()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "PeakClassifier":
+        spec = FeatureSpec.from_dict(state["feature_spec"])
+        model = super().from_state({**state, "params": {**state["params"], "spec": spec}})
+        model.spec_ = spec
+        return model
 
     def predict_proba_last(self, metrics: pd.DataFrame, features: pd.DataFrame | None = None) -> pd.DataFrame:
         if not hasattr(self, "decision_threshold_"):
@@ -105,7 +123,6 @@ class PeakClassifier(BasePeakModel):
         return pd.DataFrame(out, index=rows.index)
 
     def _fit_scores(self, metrics, y, train, val) -> np.ndarray:
-        self.spec_ = self.spec or FeatureSpec()
         rows = self.feature_rows(metrics)
         X = rows.drop(columns=["entity_id", "ts"])
         self.fill_values_ = X.loc[train].median().fillna(0.0)
@@ -116,14 +133,18 @@ class PeakClassifier(BasePeakModel):
             X_train, y_train = smote_resample(X_train, y_train, random_state=self.seed)
         return self._boost(X_train, y_train, X.loc[val].fillna(self.fill_values_), y[val])
 
-    def fit_rows(self, X_train: pd.DataFrame, y_train, X_val: pd.DataFrame, y_val, *, fill_values) -> "PeakClassifier":
+    def fit_rows(self, X_train: pd.DataFrame, y_train, X_val: pd.DataFrame, y_val, *, fill_values,
+                 n_train_rows: int | None = None) -> "PeakClassifier":
         """Boost on ready ``feature_rows`` (resampled already where wanted) and choose the cut-off on ``X_val``.
 
         For callers that label, split and resample in steps of their own (the pipeline makes
-        SMOTE a task): ``label_split`` and ``feature_rows`` give the rows, this fits on them.
-        ``fill_values`` are the training medians that fill missing features at prediction.
+        SMOTE a task): ``label_split`` and ``feature_rows`` give the rows (or ``from_state`` the
+        model they were labelled with), this fits on them. ``fill_values`` are the training
+        medians that fill missing features at prediction; ``n_train_rows`` counts the training
+        rows before resampling (default: ``len(X_train)``, right when nothing was resampled).
         """
         self.fill_values_ = pd.Series(fill_values, dtype="float64")
+        self.n_train_rows_ = int(len(X_train) if n_train_rows is None else n_train_rows)
         y_val = np.asarray(y_val, dtype=bool)
         self._choose_threshold(y_val, self._boost(X_train, np.asarray(y_train, dtype=bool),
                                                   X_val.fillna(self.fill_values_), y_val))
@@ -162,22 +183,16 @@ class PeakClassifier(BasePeakModel):
         self.booster_.save_model(directory / _BOOSTER_FILE, num_iteration=self.best_iteration_)
         return {
             "booster_file": _BOOSTER_FILE,
-            "feature_spec": self.spec_.to_dict(),
             "feature_columns": self.feature_columns_,
             "fill_values": {k: float(v) for k, v in self.fill_values_.items()},
             "best_iteration": self.best_iteration_,
         }
 
-    @classmethod
-    def _load_model(cls, directory: Path, config: dict) -> "PeakClassifier":
-        spec = FeatureSpec.from_dict(config["feature_spec"])
-        model = cls(**config["params"], spec=spec)
-        model.spec_ = spec
-        model.booster_ = lgb.Booster(model_file=str(directory / config["booster_file"]))
-        model.feature_columns_ = list(config["feature_columns"])
-        model.fill_values_ = pd.Series(config["fill_values"], dtype="float64")
-        model.best_iteration_ = int(config["best_iteration"])
-        return model
+    def _load_model(self, directory: Path, config: dict) -> None:
+        self.booster_ = lgb.Booster(model_file=str(directory / config["booster_file"]))
+        self.feature_columns_ = list(config["feature_columns"])
+        self.fill_values_ = pd.Series(config["fill_values"], dtype="float64")
+        self.best_iteration_ = int(config["best_iteration"])
 
 
 def _eval_data(X, y) -> dict:

@@ -1,8 +1,9 @@
 """``SequencePeakClassifier``: a GRU over the forecasters' windows, trained with the focal loss.
 
 The windows are the sequence forecasters' (``models.windows``) plus one channel, the load's
-distance from the entity's threshold in the entity's scale. Everything torch lives here, so
-only a bundle whose peak model is of this kind imports torch when it is loaded.
+distance from the entity's threshold in the entity's scale. The network, training loop,
+focal loss and batched inference are the forecasters' own (``models._torch``); only a bundle
+whose peak model is of this kind imports this module, and so torch, when it is loaded.
 """
 
 from __future__ import annotations
@@ -16,21 +17,21 @@ import pandas as pd
 import torch
 
 from ml_cloud_optimizer.data.schema import STEP_SECONDS
-from ml_cloud_optimizer.models.losses import FocalLoss
-from ml_cloud_optimizer.models.peak.base import BasePeakModel
-from ml_cloud_optimizer.models.sequence import (
+from ml_cloud_optimizer.horizons import PEAK_HORIZON
+from ml_cloud_optimizer.models._torch import (
+    FocalLoss,
     RecurrentNet,
-    autocast_dtype,
     fit_recurrent,
+    predict_windows,
     select_device,
     torch_threads,
 )
+from ml_cloud_optimizer.models.peak.base import BasePeakModel
 from ml_cloud_optimizer.models.windows import INPUT_CHANNELS, EntityScaler, build_panel
 
 __all__ = ["SequencePeakClassifier"]
 
 _WEIGHTS_FILE = "peak_gru.pt"
-_PREDICT_BATCH = 8192
 
 
 class SequencePeakClassifier(BasePeakModel):
@@ -45,11 +46,11 @@ class SequencePeakClassifier(BasePeakModel):
 
     kind: ClassVar[str] = "gru_focal"
 
-    def __init__(self, horizon: int = 12, quantile: float = 0.95, decision: str = "f1", min_precision: float = 0.5,
-                 validation: float = 0.2, window: int = 48, hidden: int = 32, layers: int = 1, epochs: int = 6,
-                 batch_size: int = 256, lr: float = 3e-3, patience: int = 2, samples_per_epoch: int | None = 32_768,
-                 seasonal_lag: int = 288, gamma: float = 2.0, alpha: float | None = 0.5, device: str = "auto",
-                 seed: int = 0, num_threads: int | None = None):
+    def __init__(self, horizon: int = PEAK_HORIZON, quantile: float = 0.95, decision: str = "f1",
+                 min_precision: float = 0.5, validation: float = 0.2, window: int = 48, hidden: int = 32,
+                 layers: int = 1, epochs: int = 6, batch_size: int = 256, lr: float = 3e-3, patience: int = 2,
+                 samples_per_epoch: int | None = 32_768, seasonal_lag: int = 288, gamma: float = 2.0,
+                 alpha: float | None = 0.5, device: str = "auto", seed: int = 0, num_threads: int | None = None):
         self.horizon = horizon
         self.quantile = quantile
         self.decision = decision
@@ -113,18 +114,9 @@ class SequencePeakClassifier(BasePeakModel):
     def _panel_scores(self, panel, grid_rows: np.ndarray, device: torch.device) -> np.ndarray:
         """Peak probability per metrics row (NaN where the window is too short)."""
         rows = np.flatnonzero(panel.origins(self.min_history))
-        net = self.net_.to(device).eval()
+        logits = predict_windows(self.net_, panel, rows, self.window, device)
         proba = np.full(len(panel), np.nan)
-        chunks = []
-        with torch.inference_mode():
-            index = torch.as_tensor(rows, dtype=torch.long, device=device)
-            for start in range(0, len(index), _PREDICT_BATCH):
-                x = panel.windows(index[start:start + _PREDICT_BATCH], self.window)
-                with torch.autocast(device.type, dtype=autocast_dtype(device) or torch.float32,
-                                    enabled=device.type == "cuda"):
-                    chunks.append(torch.sigmoid(net(x).float()).cpu())
-        if chunks:
-            proba[rows] = torch.cat(chunks).numpy()[:, 0]
+        proba[rows] = torch.sigmoid(torch.from_numpy(logits[:, 0])).numpy()
         return proba[grid_rows]
 
     def _scores(self, metrics):
@@ -143,15 +135,12 @@ class SequencePeakClassifier(BasePeakModel):
         return {"weights_file": _WEIGHTS_FILE, "scaler": self.scaler_.to_dict(),
                 "input_channels": [*INPUT_CHANNELS, "cpu_over_threshold"]}
 
-    @classmethod
-    def _load_model(cls, directory: Path, config: dict) -> "SequencePeakClassifier":
-        model = cls(**config["params"])
-        model.net_ = model._network()
-        model.net_.load_state_dict(torch.load(directory / config["weights_file"], map_location="cpu",
-                                              weights_only=True))
-        model.net_.eval()
-        model.scaler_ = EntityScaler.from_dict(config["scaler"])
-        return model
+    def _load_model(self, directory: Path, config: dict) -> None:
+        self.net_ = self._network()
+        self.net_.load_state_dict(torch.load(directory / config["weights_file"], map_location="cpu",
+                                             weights_only=True))
+        self.net_.eval()
+        self.scaler_ = EntityScaler.from_dict(config["scaler"])
 
 
 def _grid_rows(panel, metrics: pd.DataFrame) -> np.ndarray:

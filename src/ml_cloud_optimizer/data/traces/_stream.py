@@ -1,0 +1,263 @@
+"""Steps every trace reader shares: stream, snap to the 5-minute grid, build the fleet.
+
+The formats differ only in how a file's columns map to ours. Everything after that (reading
+in bounded blocks, turning any clock into epoch seconds, averaging samples onto the 300 s
+grid, sizing and pricing entities, validating, reporting gaps) lives here once, so a new
+format cannot get the grid, the gap report or the memory bound subtly wrong.
+
+The module is private to ``data.traces``: its names carry no underscore because the format
+modules import them, but nothing outside the package should.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from ml_cloud_optimizer.data.schema import (
+    STEP,
+    STEP_SECONDS,
+    VALUE_COLUMNS,
+    DataValidationError,
+    Fleet,
+    estimate_hourly_price,
+    validate_fleet,
+)
+
+__all__ = [
+    "BLOCK_BYTES",
+    "EPOCH",
+    "MS_THRESHOLD",
+    "batches",
+    "csv_fields",
+    "data_csvs",
+    "entity_frame",
+    "epoch_of",
+    "epoch_seconds",
+    "existing",
+    "first_line",
+    "is_number",
+    "numbered",
+    "report_gaps",
+    "snap",
+    "to_fleet",
+    "with_percent",
+]
+
+# Blocks this size keep memory flat on multi-gigabyte traces (Azure, Alibaba) yet few enough
+# that per-block grouping costs little.
+BLOCK_BYTES = 16 << 20
+MS_THRESHOLD = 1e11  # epoch seconds stay below this until the year 5138
+EPOCH = pd.Timestamp(0, tz="UTC")
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def existing(path: str | Path) -> Path:
+    """``path`` as a Path; a missing one fails here, before any format is guessed."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    return path
+
+
+def first_line(path: Path) -> str:
+    """The first line of a plain or gzipped file: the header, or a sample to sniff."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+            return handle.readline().rstrip("\r\n")
+    except OSError as exc:
+        raise DataValidationError(f"{path}: cannot read: {exc}") from None
+
+
+def csv_fields(line: str) -> list[str]:
+    """A comma-separated line's fields, stripped."""
+    return [f.strip() for f in line.split(",")]
+
+
+def is_number(text: str) -> bool:
+    """Whether a field reads as a number: headerless formats start with numbers, headers don't."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def data_csvs(directory: Path) -> list[Path]:
+    """The CSVs of a trace directory, without the ``entities.csv`` catalogue beside them."""
+    return numbered(p for p in directory.glob("*.csv") if p.name != "entities.csv")
+
+
+def numbered(paths: Iterable[Path]) -> list[Path]:
+    """Files in natural order (2.csv before 10.csv), as traces number them."""
+    return sorted(paths, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
+
+
+# --- clocks --------------------------------------------------------------------------------
+
+
+def epoch_seconds(epoch: str) -> float:
+    """An ISO date as epoch seconds (UTC when no zone): the anchor of traces that count from zero."""
+    try:
+        stamp = pd.Timestamp(epoch)
+    except ValueError:
+        raise DataValidationError(f"epoch: cannot read {epoch!r} as a timestamp") from None
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+    return (stamp - EPOCH) / pd.Timedelta(seconds=1)
+
+
+def epoch_of(ts: pd.Series, unit: str | None, path: Path) -> np.ndarray:
+    """Epoch seconds from epoch numbers (s or ms) or date strings."""
+    numbers = pd.to_numeric(ts, errors="coerce")
+    if numbers.notna().all():
+        if unit == "ms" or (unit is None and numbers.max() > MS_THRESHOLD):
+            numbers = numbers / 1000.0
+        return numbers.to_numpy(dtype="float64")
+    try:
+        stamps = pd.to_datetime(ts, utc=True, format="ISO8601")
+    except (ValueError, TypeError):
+        raise DataValidationError(
+            f"{path}: timestamps are neither epoch numbers nor ISO dates (e.g. {ts.iloc[0]!r})"
+        ) from None
+    return ((stamps - EPOCH) / pd.Timedelta(seconds=1)).to_numpy(dtype="float64")
+
+
+# --- streaming and the grid ----------------------------------------------------------------
+
+
+def batches(path: Path, what: str, *, names=None, delimiter=",", types=None, include=None) -> Iterator[pd.DataFrame]:
+    """Stream a CSV (plain or compressed) as pandas blocks; read errors become one-line messages."""
+    try:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter),
+            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=include),
+        )
+        for batch in reader:
+            yield batch.to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise DataValidationError(f"{path}: cannot read as {what}: {reason}") from None
+
+
+def with_percent(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """Percent columns as the canonical fractions."""
+    return frame.assign(**{c: frame[c] / 100.0 for c in columns})
+
+
+def snap(parts: Iterable[pd.DataFrame], path: Path) -> pd.DataFrame:
+    """Average samples per (entity, nearest 300 s slot), block by block, then across blocks.
+
+    Sums and counts, not means, are kept per block so that a slot split across two blocks
+    averages exactly as if it had been read whole.
+
+    Each part has ``entity_id``, ``t`` (epoch seconds) and value columns. Returns one row
+    per (entity_id, slot) with ``slot`` in epoch seconds; a value is NaN where no sample
+    in the slot had it.
+    """
+    sums, counts = [], []
+    for part in parts:
+        if part.empty:
+            continue
+        unplaced = part["t"].isna() | part["entity_id"].isna()
+        if unplaced.any():
+            raise DataValidationError(f"{path}: {int(unplaced.sum())} samples have no timestamp or no entity id")
+        slot = np.floor(part["t"].to_numpy(dtype="float64") / STEP_SECONDS + 0.5).astype("int64") * STEP_SECONDS
+        grouped = part.drop(columns="t").assign(slot=slot).groupby(["entity_id", "slot"], sort=False)
+        sums.append(grouped.sum())
+        counts.append(grouped.count())
+    if not sums:
+        raise DataValidationError(f"{path}: the trace holds no samples")
+    total, seen = pd.concat(sums), pd.concat(counts)
+    if len(sums) > 1:
+        total, seen = total.groupby(level=[0, 1]).sum(), seen.groupby(level=[0, 1]).sum()
+    return (total / seen.where(seen > 0)).reset_index()
+
+
+# --- the fleet -----------------------------------------------------------------------------
+
+
+def entity_frame(ids, prefix: str, *, service, region, vcpus, mem_gib) -> pd.DataFrame:
+    """Entity rows for a trace: sizes as given, prices estimated from them."""
+    vcpus = np.broadcast_to(np.asarray(vcpus, dtype="int64"), ids.shape)
+    mem_gib = np.broadcast_to(np.asarray(mem_gib, dtype="float64"), ids.shape)
+    sizes = pd.Series(vcpus).astype(str) + "c-" + pd.Series(np.round(mem_gib).astype("int64")).astype(str) + "g"
+    return pd.DataFrame(
+        {
+            "entity_id": pd.array(ids, dtype="string"),
+            "service": service,
+            "instance_type": (f"{prefix}-" + sizes).to_numpy(),
+            "region": region,
+            "vcpus": vcpus,
+            "mem_gib": mem_gib,
+            "hourly_price": estimate_hourly_price(vcpus, mem_gib),
+        }
+    )
+
+
+def to_fleet(slots: pd.DataFrame, entities: pd.DataFrame, source: str) -> Fleet:
+    """Canonical metrics from snapped slots; a slot without CPU is a gap, not a row.
+
+    Traces carry no peak labels, so ``is_peak`` is left missing (NA) rather than False.
+    """
+    slots = slots[slots["cpu_util"].notna()]
+    n = len(slots)
+    metrics = pd.DataFrame(
+        {
+            "entity_id": slots["entity_id"].to_numpy(dtype=object),
+            "ts": pd.to_datetime(slots["slot"].to_numpy(), unit="s", utc=True),
+            **{c: slots[c].to_numpy() if c in slots else np.full(n, np.nan) for c in VALUE_COLUMNS},
+            "is_peak": pd.arrays.BooleanArray(np.zeros(n, dtype=bool), np.ones(n, dtype=bool)),
+        }
+    )
+    entities = entities[entities["entity_id"].isin(metrics["entity_id"])].reset_index(drop=True)
+    try:
+        fleet = validate_fleet(Fleet(metrics=metrics, entities=entities, source=source))
+    except DataValidationError as exc:
+        raise DataValidationError(f"{source}: {exc}") from None
+    fleet.gaps = report_gaps(fleet.metrics)
+    return fleet
+
+
+def report_gaps(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Missing 5-minute slots per entity, between its first and last sample.
+
+    Returns one row per entity with ``entity_id``, ``expected_slots``, ``present_slots``,
+    ``missing_slots`` and ``longest_gap_slots`` (the longest run of missing slots).
+    """
+    columns = ["entity_id", "expected_slots", "present_slots", "missing_slots", "longest_gap_slots"]
+    if metrics.empty:
+        return pd.DataFrame({c: pd.Series(dtype="string" if c == "entity_id" else "int64") for c in columns})
+    codes, names = pd.factorize(metrics["entity_id"])
+    slot = ((pd.to_datetime(metrics["ts"], utc=True) - EPOCH) // STEP).to_numpy(dtype="int64")
+    order = np.lexsort((slot, codes))
+    codes, slot = codes[order], slot[order]
+    distinct = np.r_[True, (codes[1:] != codes[:-1]) | (slot[1:] != slot[:-1])]
+    codes, slot = codes[distinct], slot[distinct]
+    first = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    last = np.r_[first[1:] - 1, codes.size - 1]
+    hole = np.r_[0, np.diff(slot) - 1]
+    hole[first] = 0
+    expected = slot[last] - slot[first] + 1
+    present = last - first + 1
+    report = pd.DataFrame(
+        {
+            "entity_id": pd.array(np.asarray(names, dtype=object)[codes[first]], dtype="string"),
+            "expected_slots": expected,
+            "present_slots": present,
+            "missing_slots": expected - present,
+            "longest_gap_slots": np.maximum.reduceat(hole, first),
+        }
+    )
+    return report.sort_values("entity_id", ignore_index=True)
