@@ -3,12 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from pipelines import settings
+from components._image import IMAGE
 
 __all__ = ["datagen"]
 
 
-@dsl.component(base_image=settings.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def datagen(source: str, records: int, seed: int, fleet: Output[Dataset]):
     """Write a canonical fleet: ``source`` "synthetic" generates ``records`` rows; a path reads a trace.
 

@@ -5,12 +5,12 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model
 
-from pipelines import settings
+from components._image import IMAGE
 
 __all__ = ["deploy"]
 
 
-@dsl.component(base_image=settings.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def deploy(
     bundle: Input[Model],
     history: Input[Dataset],
@@ -35,7 +35,7 @@ def deploy(
     from kserve import KServeClient
 
     from ml_cloud_optimizer.pipeline_steps import artifacts, registry
-    from pipelines.inference_service import Candidate, deploy_champion, storage_uri_for
+    from components._deploy import Candidate, deploy_champion, storage_uri_for
 
     fleet = artifacts.load_fleet(history.path)
 

@@ -5,12 +5,12 @@ from typing import List, NamedTuple
 from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
-from pipelines import settings
+from components._image import IMAGE
 
 __all__ = ["evaluate"]
 
 
-@dsl.component(base_image=settings.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def evaluate(
     tabular_models: Input[List[Model]],
     sequence_models: Input[List[Model]],

@@ -3,12 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from pipelines import settings
+from components._image import IMAGE
 
 __all__ = ["features"]
 
 
-@dsl.component(base_image=settings.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def features(
     fleet: Input[Dataset],
     start: str,

@@ -3,12 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Model, Output
 
-from pipelines import settings
+from components._image import IMAGE
 
 __all__ = ["fetch_champion"]
 
 
-@dsl.component(base_image=settings.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def fetch_champion(location: str, tracking_uri: str, champion: Output[Model]):
     """Copy the champion at ``location`` (a bundle directory or an MLflow model URI) into ``champion``.
 

@@ -5,12 +5,12 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from pipelines import settings
+from components._image import IMAGE
 
 __all__ = ["olap_load"]
 
 
-@dsl.component(base_image=settings.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def olap_load(fleet: Input[Dataset], load_report: Output[Metrics]) -> NamedTuple("Loaded", [("start", str), ("end", str)]):
     """Load ``fleet`` into the warehouse named by ``DATABASE_URL`` and refresh its hourly view.
 

@@ -2,12 +2,12 @@
 
 from kfp import dsl
 
-from pipelines import settings
+from components._image import IMAGE
 
 __all__ = ["record_status"]
 
 
-@dsl.component(base_image=settings.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def record_status(status: dsl.PipelineTaskFinalStatus, tracking_uri: str):
     """Log the run's final state, and the error of a failed one, as an MLflow run tagged for search.
 

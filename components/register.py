@@ -5,12 +5,12 @@ from typing import List, NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from pipelines import settings
+from components._image import IMAGE
 
 __all__ = ["register"]
 
 
-@dsl.component(base_image=settings.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def register(
     champion: Input[Model],
     peak_model: Input[Model],

@@ -5,12 +5,12 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from pipelines import settings
+from components._image import IMAGE
 
 __all__ = ["score_fleet"]
 
 
-@dsl.component(base_image=settings.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def score_fleet(
     champion: Input[Model],
     lookback_hours: int,

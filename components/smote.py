@@ -3,12 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from pipelines import settings
+from components._image import IMAGE
 
 __all__ = ["smote"]
 
 
-@dsl.component(base_image=settings.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def smote(peak_rows: Input[Dataset], seed: int, balanced: Output[Dataset], balance: Output[Metrics]):
     """SMOTE-oversample the rare peak class of the training part of ``peak_rows``.
 

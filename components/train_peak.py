@@ -3,12 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from pipelines import settings
+from components._image import IMAGE
 
 __all__ = ["train_peak"]
 
 
-@dsl.component(base_image=settings.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def train_peak(balanced: Input[Dataset], model: Output[Model]):
     """Fit the LightGBM peak classifier on the SMOTE-balanced rows; threshold chosen on validation rows."""
     from ml_cloud_optimizer.pipeline_steps import artifacts, peak_training

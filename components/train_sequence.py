@@ -3,12 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from pipelines import settings
+from components._image import CUDA_IMAGE
 
 __all__ = ["train_sequence"]
 
 
-@dsl.component(base_image=settings.CUDA_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
 def train_sequence(kind: str, train: Input[Dataset], horizons: list, epochs: int, seed: int, model: Output[Model]):
     """Fit the recurrent forecaster ``kind`` ("lstm" or "gru") for at most ``epochs`` epochs.
 

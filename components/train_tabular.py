@@ -3,12 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from pipelines import settings
+from components._image import IMAGE
 
 __all__ = ["train_tabular"]
 
 
-@dsl.component(base_image=settings.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def train_tabular(kind: str, train: Input[Dataset], horizons: list, trials: int, seed: int, model: Output[Model]):
     """Fit the forecaster ``kind`` on the training window, tuned with ``trials`` Optuna trials (0: defaults).
 

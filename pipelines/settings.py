@@ -4,7 +4,7 @@ One place, so that the compiled pipeline, the deploy step and the manifests agre
 settings are read from the environment when this module is imported, which is how a
 registry mirror, a release tag or a cluster's node labels reach the compiled YAML:
 
-* ``MLCO_IMAGE``, ``MLCO_CUDA_IMAGE``: the images (``MLCO_IMAGE=registry.local/mlco:0.2.0 mlco compile``);
+* ``MLCO_IMAGE``, ``MLCO_CUDA_IMAGE``: the images, read in ``components/_image.py``;
 * ``MLCO_GPU_NODE_SELECTOR``: ``key=value``, a node label the GPU tasks must match, e.g.
   ``nvidia.com/gpu.present=true`` where GPU Feature Discovery labels the nodes. Off by default:
   the ``nvidia.com/gpu`` request alone already places the pod on a node that has one.
@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import re
 
-from ml_cloud_optimizer import __version__
+# The components own their image setting; the pipelines name it too.
+from components._image import CUDA_IMAGE, DEFAULT_CUDA_IMAGE, DEFAULT_IMAGE, IMAGE
 from ml_cloud_optimizer.models.registry import kinds
 
 __all__ = [
@@ -48,11 +49,6 @@ __all__ = [
     "image_settings",
 ]
 
-DEFAULT_IMAGE = f"ghcr.io/mlco/ml-cloud-optimizer:{__version__}"
-DEFAULT_CUDA_IMAGE = f"ghcr.io/mlco/ml-cloud-optimizer-cuda:{__version__}"
-
-IMAGE: str = os.environ.get("MLCO_IMAGE") or DEFAULT_IMAGE
-CUDA_IMAGE: str = os.environ.get("MLCO_CUDA_IMAGE") or DEFAULT_CUDA_IMAGE
 
 PIPELINE_NAME = "mlco-workload-forecasting"
 

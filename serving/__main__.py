@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     # fight each other (KServe's lgbserver defaults to one as well).
     os.environ.setdefault("OMP_NUM_THREADS", str(args.nthread))
     from serving.model import ForecastModel
-    from serving.types import RequestLimits
     from serving.server import build_model_server
+    from serving.types import RequestLimits
 
     model = ForecastModel(
         args.model_name, args.model_dir,

@@ -29,6 +29,8 @@ from pipelines.local import environment
 
 from compiled_yaml import read_compiled
 
+pytestmark = pytest.mark.slow  # whole pipelines through kfp.local: minutes on two cores
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPILED = ROOT / "pipelines" / "compiled" / "batch_pipeline.yaml"
 CPU_IMAGE = "ghcr.io/mlco/ml-cloud-optimizer:0.1.0"

@@ -19,7 +19,7 @@ import yaml
 from kserve import KServeClient
 
 from fakes.kube_api import LAST_APPLIED, FakeKubeApi, base_inference_service, merge_patch, serving, three_way_merge_patch
-from pipelines.inference_service import (
+from components._deploy import (
     HOLDOUT_MAE_ANNOTATION,
     MODEL_URI_ANNOTATION,
     ROLLOUT_ANNOTATION,

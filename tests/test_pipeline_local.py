@@ -22,6 +22,8 @@ from ml_cloud_optimizer import cli
 from ml_cloud_optimizer.warehouse import connect, create_database, drop_database
 from pipelines.local import environment
 
+pytestmark = pytest.mark.slow  # whole pipelines through kfp.local: minutes on two cores
+
 RECORDS = 3_600
 TASKS = {"datagen", "olap-load", "features", "smote", "train-peak", "train-tabular", "train-sequence", "evaluate",
          "register", "record-status"}
@@ -158,7 +160,7 @@ def test_deploy_component_replaces_a_worse_deployed_model(run, tmp_path):
     from ml_cloud_optimizer.models.bundle import ModelBundle
     from ml_cloud_optimizer.pipeline_steps.artifacts import load_fleet
     from ml_cloud_optimizer.tracking import Tracker
-    from pipelines.inference_service import MODEL_URI_ANNOTATION, Candidate
+    from components._deploy import MODEL_URI_ANNOTATION, Candidate
 
     home = run["home"]
     history_dir = next(home.glob("pipeline_runs/*/features/history"))

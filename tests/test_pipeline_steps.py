@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +15,16 @@ from ml_cloud_optimizer.models.baselines import PersistenceForecaster, SeasonalN
 from ml_cloud_optimizer.models.peak import BasePeakModel, PeakClassifier
 from ml_cloud_optimizer.pipeline_steps import artifacts, peak_training, run_log, split
 from ml_cloud_optimizer.pipeline_steps.scoring import compare_on_holdout
+
+
+@pytest.fixture
+def step_log(caplog):
+    """The steps' log records, whatever an earlier test left the ``ml_cloud_optimizer`` logger configured to."""
+    logger = logging.getLogger("ml_cloud_optimizer")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="ml_cloud_optimizer")
+    yield caplog
+    logger.removeHandler(caplog.handler)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +119,7 @@ def test_comparing_fitted_models_scores_them_on_the_same_rows(fleet, train):
     assert theirs == pytest.approx(reference[("seasonal_naive", 12)])
 
 
-def test_status_record_never_fails_the_run(monkeypatch, capsys):
+def test_status_record_never_fails_the_run(monkeypatch, step_log):
     import socket
 
     with socket.socket() as sock:
@@ -118,5 +131,20 @@ def test_status_record_never_fails_the_run(monkeypatch, capsys):
     run_id = run_log.record_pipeline_status(state="FAILED", job="job-1", task="exit-handler-1",
                                             error_message="boom", tracking_uri=f"http://127.0.0.1:{port}")
     assert run_id is None
-    out = capsys.readouterr().out
-    assert "could not record the status" in out and '"error_message": "boom"' in out
+    warning = [r.getMessage() for r in step_log.records if r.levelno == logging.WARNING]
+    assert len(warning) == 1 and "could not record the status" in warning[0] and '"error_message": "boom"' in warning[0]
+
+
+def test_steps_report_on_stdout_as_mlco_lines(fleet, capsys):
+    """Each step's line reaches stdout as ``[mlco] ...``: ``mlco run``'s progress display shows only those."""
+    from ml_cloud_optimizer import logs
+
+    logger = logging.getLogger(logs.LOGGER)
+    saved = logger.handlers[:], logger.level, logger.propagate
+    try:
+        logs.configure(stream=sys.stdout)  # what importing pipeline_steps does in a task's process
+        split.split_by_time(fleet, 0.2)
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("[mlco] split at ") and "rows to train" in line for line in out)

@@ -52,11 +52,11 @@ NEEDS = [
     Call("Argo wait container", "patch", "argoproj.io", "workflowtaskresults", ANY_NAME,
          "argoproj/argo-workflows workflow/executor/taskresult.go patchTaskResult"),
     Call("deploy step", "get", KSERVE, "inferenceservices", ISVC_NAME,
-         "pipelines/inference_service.py _get; kserve/kserve python/kserve/kserve/api/kserve_client.py"
+         "components/_deploy.py _get; kserve/kserve python/kserve/kserve/api/kserve_client.py"
          " is_isvc_ready -> get"),
     Call("deploy step", "patch", KSERVE, "inferenceservices", ISVC_NAME,
-         "pipelines/inference_service.py _patch -> kserve_client.py patch"),
-    Call("deploy step", "list", "apps", "deployments", None, "pipelines/inference_service.py _rollout_of"),
+         "components/_deploy.py _patch -> kserve_client.py patch"),
+    Call("deploy step", "list", "apps", "deployments", None, "components/_deploy.py _rollout_of"),
 ]
 
 NOT_NEEDED = [

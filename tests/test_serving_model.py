@@ -17,8 +17,8 @@ from ml_cloud_optimizer.cli import UserError
 from ml_cloud_optimizer.cli import serve as serve_cli
 from ml_cloud_optimizer.data.synthetic import generate_fleet
 from ml_cloud_optimizer.models.bundle import ModelBundle
-from serving.model import ForecastModel
 from serving.errors import RequestError
+from serving.model import ForecastModel
 
 
 def _forecaster(kind: str):

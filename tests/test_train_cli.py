@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from contextlib import closing
 
 import pytest
 
-from ml_cloud_optimizer.cli import UserError
+from ml_cloud_optimizer import logs
+from ml_cloud_optimizer.cli import UserError, main
 from ml_cloud_optimizer.cli import train as train_cli
 from ml_cloud_optimizer.data.io import write_fleet
 from ml_cloud_optimizer.data.synthetic import generate_fleet
@@ -23,6 +25,15 @@ def _run(argv: list[str]) -> int:
 
 
 @pytest.fixture
+def restore_logging():
+    """``mlco``'s ``main`` configures the package logger; leave it as the test found it."""
+    logger = logging.getLogger(logs.LOGGER)
+    saved = logger.handlers[:], logger.level, logger.propagate
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+@pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("MLCO_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
@@ -30,12 +41,12 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_train_from_a_saved_fleet_prints_the_leaderboard_and_champion(home, capsys):
+def test_train_from_a_saved_fleet_prints_the_leaderboard_and_champion(home, capsys, restore_logging):
     fleet = generate_fleet(5_000, entities=3, seed=8)
     path = home / "fleet.parquet"
     write_fleet(fleet, path)
     out = home / "out"
-    code = _run(["train", "--source", str(path), "--models", "lightgbm", "--jobs", "1", "--out", str(out),
+    code = main(["train", "--source", str(path), "--models", "lightgbm", "--jobs", "1", "--out", str(out),
                  "--no-peak", "--no-tracking"])
     captured = capsys.readouterr()
     assert code == 0
@@ -47,14 +58,14 @@ def test_train_from_a_saved_fleet_prints_the_leaderboard_and_champion(home, caps
     assert json.loads((out / "champion" / "bundle.json").read_text())["source"]
 
 
-def test_train_from_the_warehouse_registers_the_champion(home, warehouse_dsn, monkeypatch, capsys):
+def test_train_from_the_warehouse_registers_the_champion(home, warehouse_dsn, monkeypatch, capsys, restore_logging):
     from ml_cloud_optimizer.warehouse import connect, load_fleet
 
     fleet = generate_fleet(4_000, entities=2, seed=9)
     with closing(connect(warehouse_dsn)) as conn:
         load_fleet(conn, fleet)
     monkeypatch.setenv("DATABASE_URL", warehouse_dsn)
-    code = _run(["train", "--source", "warehouse", "--models", "xgboost", "--jobs", "1", "--no-peak",
+    code = main(["train", "--source", "warehouse", "--models", "xgboost", "--jobs", "1", "--no-peak",
                  "--out", str(home / "out")])
     captured = capsys.readouterr()
     assert code == 0

@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import TextIO
 
-__all__ = ["FORMAT", "LOGGER", "configure", "configure_once", "reset"]
+__all__ = ["FORMAT", "LOGGER", "configure", "configure_once", "quiet_optuna", "reset"]
 
 LOGGER = "ml_cloud_optimizer"
 FORMAT = "[mlco] %(message)s"
@@ -28,12 +28,12 @@ class _StandardStream(logging.StreamHandler):
     """
 
     def __init__(self, name: str) -> None:
-        self._name = name
+        self._std = name
         super().__init__()
 
     @property
     def stream(self) -> TextIO:  # type: ignore[override]
-        return getattr(sys, self._name)
+        return getattr(sys, self._std)
 
     @stream.setter
     def stream(self, value: TextIO) -> None:  # StreamHandler.__init__ and setStream assign it
@@ -81,3 +81,14 @@ def reset() -> None:
         logger.removeHandler(old)
     logger.setLevel(logging.NOTSET)
     logger.propagate = True
+
+
+def quiet_optuna() -> None:
+    """Optuna's line per trial only when mlco logs DEBUG (``mlco -v``); otherwise its warnings only.
+
+    Optuna's verbosity is global, so the entry point that runs a search sets it, not the search.
+    """
+    import optuna
+
+    verbose = logging.getLogger(LOGGER).isEnabledFor(logging.DEBUG)
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)

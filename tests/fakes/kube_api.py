@@ -131,7 +131,7 @@ def base_inference_service() -> dict:
 
 def serving(isvc: dict, candidate) -> dict:
     """A copy of ``isvc`` that serves ``candidate`` as a finished rollout of the deploy step leaves it."""
-    from pipelines.inference_service import champion_annotations
+    from components._deploy import champion_annotations
 
     result = copy.deepcopy(isvc)
     result["spec"]["predictor"]["model"]["storageUri"] = candidate.storage_uri

@@ -4,15 +4,19 @@ A module in ``COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its
 subcommands and sets ``func`` on each; ``func(args)`` returns the exit code.
 User mistakes are raised as ``UserError`` (or the core's ``ValueError`` subclasses
 listed in ``USER_ERRORS``) and printed as one line, never as a traceback.
+
+The core logs (``logging``); ``main`` sends its lines to stderr as ``[mlco] ...``: INFO and
+above by default, WARNING and above with ``-q``, everything with ``-v``. Results go to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
-from ml_cloud_optimizer import __version__
+from ml_cloud_optimizer import __version__, logs
 from ml_cloud_optimizer.data.schema import DataValidationError
 
 __all__ = ["UserError", "main", "build_parser"]
@@ -41,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="ML Cloud Workload Optimizer: forecast cloud workload, detect peaks, recommend capacity.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    chatter = parser.add_mutually_exclusive_group()
+    chatter.add_argument("-q", "--quiet", dest="log_level", action="store_const", const=logging.WARNING,
+                         default=logging.INFO, help="progress lines off: warnings and errors only")
+    chatter.add_argument("-v", "--verbose", dest="log_level", action="store_const", const=logging.DEBUG,
+                         help="debug lines too (and Optuna's line per trial)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -50,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logs.configure(args.log_level, sys.stderr)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

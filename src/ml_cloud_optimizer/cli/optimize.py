@@ -190,9 +190,8 @@ def _recommend(args) -> int:
         if not args.no_store:
             params = {"hours": args.hours, "target_utilization": args.target_utilization,
                       "granularity": args.granularity}
-            run_id = store_run(
-                conn, recs, forecasts_long(forecasts), model=f"{model.kind}:{model_dir.resolve()}", source=args.source, params=params
-            )
+            run_id = store_run(conn, recs, forecasts_long(forecasts), model=f"{model.kind}:{model_dir.resolve()}",
+                               source=args.source, params=params)
     finally:
         if conn is not None:
             conn.close()

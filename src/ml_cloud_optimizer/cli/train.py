@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from pathlib import Path
 
 from ml_cloud_optimizer.cli import UserError
@@ -13,6 +13,8 @@ from ml_cloud_optimizer.models.registry import TRAINABLE, build_forecaster, fami
 __all__ = ["DEFAULT_MODELS", "register", "load_metrics", "build_candidates", "run"]
 
 DEFAULT_MODELS = ",".join(TRAINABLE)
+
+_log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
@@ -88,7 +90,8 @@ def build_candidates(kinds: list[str], trials: int = 0, epochs: int | None = Non
 
 
 def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """Progress lines go to the log (stderr under ``mlco``; ``-q`` turns them off)."""
+    _log.info("%s", message)
 
 
 def _backtest(metrics, candidates: dict, folds: int, holdout: float, out: Path) -> str:
@@ -121,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
             forecaster_entry(kind)
         except ValueError as exc:
             raise UserError(str(exc)) from None
+    if args.trials:
+        from ml_cloud_optimizer.logs import quiet_optuna
+
+        quiet_optuna()
     fleet = load_metrics(args.source, args.format, args.records, args.seed)
     _progress(f"data: {fleet.source}, {fleet.metrics['entity_id'].nunique()} entities, {len(fleet.metrics):,} rows")
     candidates = build_candidates(kinds, args.trials, args.epochs, args.jobs, args.seed, _progress)

@@ -41,7 +41,6 @@ def tune_tabular(model, X, y, anchor, ts: pd.Series, horizon: int, n_splits: int
     """
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     folds = time_folds(ts, n_splits=n_splits, gap=horizon)
     base = model.base_params()
 

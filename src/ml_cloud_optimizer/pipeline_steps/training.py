@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ml_cloud_optimizer.data.schema import Fleet
 from ml_cloud_optimizer.horizons import check_horizons
+from ml_cloud_optimizer.logs import quiet_optuna
 from ml_cloud_optimizer.models.base import Forecaster
 from ml_cloud_optimizer.models.registry import build_forecaster, forecaster_entry, kinds
 
@@ -46,6 +47,8 @@ def train_forecaster(kind: str, train: Fleet, *, horizons, trials: int = 0, epoc
     threads = int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV) else None
     model = build_forecaster(kind, horizons=horizons, trials=trials, epochs=epochs, seed=seed,
                              threads=threads or None)
+    if trials:
+        quiet_optuna()
     started = time.perf_counter()
     model.fit(train.metrics, train.entities)
     model.fit_seconds_ = time.perf_counter() - started

@@ -57,7 +57,6 @@ from kserve.configuration import Configuration
 from kubernetes.client import V1Deployment, V1ObjectMeta
 from kubernetes.client.rest import ApiException
 
-from pipelines import settings
 
 __all__ = [
     "MODEL_URI_ANNOTATION",
@@ -171,8 +170,8 @@ def deploy_champion(
     client: KServeClient,
     candidate: Candidate,
     *,
-    name: str = settings.ISVC_NAME,
-    namespace: str = settings.ISVC_NAMESPACE,
+    name: str,
+    namespace: str,
     compare: Callable[[str], tuple[float, float]],
     timeout_s: float = 600,
     poll_s: float = 5.0,
