@@ -15,13 +15,23 @@ from ml_cloud_optimizer.cli import build_parser
 @pytest.fixture(autouse=True)
 def restore_logging():
     logger = logging.getLogger(logs.LOGGER)
-    saved = logger.handlers[:], logger.level, logger.propagate
+    mine = [h for h in logger.handlers if _ours_or_null(h)]
+    level, propagate = logger.level, logger.propagate
     yield logger
-    logger.handlers[:], logger.level, logger.propagate = saved
+    for handler in [h for h in logger.handlers if _ours_or_null(h)]:
+        logger.removeHandler(handler)
+    for handler in mine:
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = propagate
+
+
+def _ours_or_null(handler: logging.Handler) -> bool:  # pytest attaches its own handlers too: leave those alone
+    return getattr(handler, "_mlco", False) or isinstance(handler, logging.NullHandler)
 
 
 def _ours(logger: logging.Logger) -> list[logging.Handler]:
-    return [h for h in logger.handlers if not isinstance(h, logging.NullHandler)]
+    return [h for h in logger.handlers if getattr(h, "_mlco", False)]
 
 
 def test_the_library_alone_prints_nothing(restore_logging):
@@ -65,7 +75,7 @@ def test_importing_the_steps_sends_their_lines_to_stdout(restore_logging):
 
     importlib.reload(steps)
     handler = _ours(restore_logging)[0]
-    assert handler.stream is sys.stdout and handler.formatter._fmt == logs.FORMAT
+    assert handler.stream is sys.stdout and handler.formatter._fmt == logs.FORMAT and not restore_logging.propagate
 
 
 @pytest.mark.parametrize(("flags", "level"), [([], logging.INFO), (["-q"], logging.WARNING),

@@ -140,11 +140,16 @@ def test_steps_report_on_stdout_as_mlco_lines(fleet, capsys):
     from ml_cloud_optimizer import logs
 
     logger = logging.getLogger(logs.LOGGER)
-    saved = logger.handlers[:], logger.level, logger.propagate
+    before = [h for h in logger.handlers if getattr(h, "_mlco", False)]
+    level, propagate = logger.level, logger.propagate
     try:
         logs.configure(stream=sys.stdout)  # what importing pipeline_steps does in a task's process
         split.split_by_time(fleet, 0.2)
     finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
+        logs.reset()
+        for handler in before:
+            logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
     out = capsys.readouterr().out.splitlines()
     assert any(line.startswith("[mlco] split at ") and "rows to train" in line for line in out)

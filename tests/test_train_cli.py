@@ -28,9 +28,19 @@ def _run(argv: list[str]) -> int:
 def restore_logging():
     """``mlco``'s ``main`` configures the package logger; leave it as the test found it."""
     logger = logging.getLogger(logs.LOGGER)
-    saved = logger.handlers[:], logger.level, logger.propagate
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
+    mine = [h for h in logger.handlers if _ours_or_null(h)]
+    level, propagate = logger.level, logger.propagate
+    yield logger
+    for handler in [h for h in logger.handlers if _ours_or_null(h)]:
+        logger.removeHandler(handler)
+    for handler in mine:
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = propagate
+
+
+def _ours_or_null(handler: logging.Handler) -> bool:  # pytest attaches its own handlers too: leave those alone
+    return getattr(handler, "_mlco", False) or isinstance(handler, logging.NullHandler)
 
 
 @pytest.fixture
