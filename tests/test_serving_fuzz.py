@@ -26,6 +26,8 @@ from serving_support import MODEL_NAME, champion, history_sample, v1_history, v2
 
 from serving.local import LocalServer
 
+pytestmark = pytest.mark.slow  # many generated requests against a real server
+
 V1 = f"/v1/models/{MODEL_NAME}:predict"
 V2 = f"/v2/models/{MODEL_NAME}/infer"
 MIN_PAYLOADS = 1000

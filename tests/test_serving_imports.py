@@ -20,6 +20,8 @@ from serving_support import champion, history_sample, v1_history
 from ml_cloud_optimizer.data.synthetic import generate_fleet
 from ml_cloud_optimizer.models.bundle import ModelBundle
 
+pytestmark = pytest.mark.slow  # fresh interpreters that train and serve a champion
+
 TRAINING_ONLY = ("torch", "imblearn", "psycopg2", "pyarrow", "mlflow", "kfp", "optuna", "matplotlib")
 
 # Runs in the child: argv = model_dir, request JSON path, comma-separated packages made absent.

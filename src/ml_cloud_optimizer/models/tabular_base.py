@@ -218,7 +218,7 @@ class TabularForecaster(Forecaster):
             for loss in losses:
                 step = time.perf_counter()
                 booster, rounds = self.fit_booster(params, loss, X[rows], y[rows], anchor[rows], ts.iloc[rows], h)
-                _log.info("%s %s: %d rounds on %d rows in %.1fs", self.kind, forecast_column(h, loss), rounds,
+                _log.debug("%s %s: %d rounds on %d rows in %.1fs", self.kind, forecast_column(h, loss), rounds,
                           len(rows), time.perf_counter() - step)
                 self.boosters_[forecast_column(h, loss)] = booster
                 self.rounds_[forecast_column(h, loss)] = int(rounds)

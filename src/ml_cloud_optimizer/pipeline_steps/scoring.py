@@ -172,7 +172,7 @@ def compare_on_holdout(candidate: Forecaster, deployed: Forecaster, history: Fle
 def _score_peaks(model: BasePeakModel, metrics: pd.DataFrame, cutoff: pd.Timestamp, result: ScoringResult) -> None:
     """Confusion matrix, ROC curve, PR-AUC of the classifier and of the rule, on the hold-out."""
     entity = metrics["entity_id"].astype(str)
-    thresholds = model.thresholds_.reindex(pd.unique(entity)).fillna(model.fallback_threshold_)
+    thresholds = model.thresholds_for(entity)
     limit = entity.map(thresholds).to_numpy(dtype="float64")
     labels = peak_labels(metrics, model.horizon, threshold=thresholds)
     proba = model.predict_proba(metrics)["peak_prob"].reindex(metrics.index).to_numpy(dtype="float64")
