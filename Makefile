@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: run test test-fast venv test-tools images images-cuda clean-db clean
+.PHONY: run test test-fast lint venv test-tools images images-cuda clean-db clean
 
 run: $(STAMP)
 	$(VENV)/bin/mlco run
@@ -17,6 +17,12 @@ test: $(STAMP) test-tools
 # The inner loop: everything but the tests marked slow, container or gpu (`make test` runs all).
 test-fast: $(STAMP) test-tools
 	$(PY) -m pytest -m "not slow and not container and not gpu" $(PYTEST_ARGS)
+
+# ruff (lint and format check) and mypy, as configured in pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Tools the tests drive for real but that cannot share .venv: checkov (own venv), chromium (apt).
 # Both scripts return at once when the tool is already there.

@@ -45,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     fleet = read_fleet(args.trace, args.format)
     _log(f"read {len(fleet.metrics):,} rows of {fleet.metrics['entity_id'].nunique()} entities from {args.trace}")
     forecaster = policy_forecaster(args.forecaster, 1)
-    result = replay_fleet(
-        fleet, forecaster, replay_fraction=args.replay_fraction, coverage=args.coverage, log=_log
-    )
+    result = replay_fleet(fleet, forecaster, replay_fraction=args.replay_fraction, coverage=args.coverage, log=_log)
     if args.out:
         result.save(args.out)
     print(result.summary.to_string(index=False, float_format=lambda x: f"{x:.4g}"), file=sys.stderr)
@@ -63,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     figures = {
         "trace": str(args.trace),
-        "entities": int(len(result.grid.entity_ids)),
+        "entities": len(result.grid.entity_ids),
         "replay_steps": int(len(result.grid.ts) - result.start),
         "granularity_cores": result.params["granularity"],
         "forecaster": result.params["forecaster"],

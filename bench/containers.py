@@ -56,11 +56,13 @@ def build(cold: bool) -> dict:
         _say("removing the images and the build cache")
         _docker("image", "rm", "-f", *IMAGES.values(), check=False)
         _docker("builder", "prune", "-af", check=False)
-        figures["build_cold_s"] = round(_timed(["bash", "tools/build_images.sh"], cwd=REPO, env=env,
-                                               stdout=subprocess.DEVNULL), 1)
+        figures["build_cold_s"] = round(
+            _timed(["bash", "tools/build_images.sh"], cwd=REPO, env=env, stdout=subprocess.DEVNULL), 1
+        )
         _say(f"cold build: {figures['build_cold_s']} s")
-    figures["build_warm_s"] = round(_timed(["bash", "tools/build_images.sh"], cwd=REPO, env=env,
-                                           stdout=subprocess.DEVNULL), 1)
+    figures["build_warm_s"] = round(
+        _timed(["bash", "tools/build_images.sh"], cwd=REPO, env=env, stdout=subprocess.DEVNULL), 1
+    )
     _say(f"warm build: {figures['build_warm_s']} s")
     for role, ref in IMAGES.items():
         figures[f"{role}_image_gb"] = round(int(_docker("image", "inspect", "-f", "{{.Size}}", ref)) / 1e9, 3)
@@ -72,10 +74,30 @@ def build(cold: bool) -> dict:
 def predictor_ready_seconds(champion: Path, image: str) -> float:
     """``docker run`` of the model server in ``image`` to ``/v2/health/ready`` answering 200."""
     started = time.perf_counter()
-    container = _docker("run", "-d", "--rm", "--user", "10001:10001", "--read-only", "--cap-drop", "ALL",
-                        "--memory", "2g", "--tmpfs", "/tmp", "-v", f"{champion}:/mnt/models:ro",
-                        "-p", "127.0.0.1::8080", image, "python", "-m", "serving",
-                        "--model_name=bench", "--model_dir=/mnt/models")
+    container = _docker(
+        "run",
+        "-d",
+        "--rm",
+        "--user",
+        "10001:10001",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--memory",
+        "2g",
+        "--tmpfs",
+        "/tmp",
+        "-v",
+        f"{champion}:/mnt/models:ro",
+        "-p",
+        "127.0.0.1::8080",
+        image,
+        "python",
+        "-m",
+        "serving",
+        "--model_name=bench",
+        "--model_dir=/mnt/models",
+    )
     try:
         port = _docker("port", container, "8080/tcp").split(":")[-1]
         while time.perf_counter() - started < 120:
@@ -93,8 +115,22 @@ def predictor_ready_seconds(champion: Path, image: str) -> float:
 def pipeline_seconds(runner: str, records: int, models: str, home: Path) -> float:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MLFLOW_TRACKING_URI")}
     env["MLCO_HOME"] = str(home)
-    seconds = _timed([sys.executable, "-m", "ml_cloud_optimizer", "run", "--runner", runner, "--records",
-                      str(records), "--models", models], env=env, stdout=subprocess.DEVNULL)
+    seconds = _timed(
+        [
+            sys.executable,
+            "-m",
+            "ml_cloud_optimizer",
+            "run",
+            "--runner",
+            runner,
+            "--records",
+            str(records),
+            "--models",
+            models,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     _say(f"mlco run --runner {runner}: {seconds:.1f} s")
     return seconds
 
@@ -121,13 +157,15 @@ def main() -> None:
         image = IMAGES["cpu"] if family(kind) == "sequence" else IMAGES["predictor"]
         figures["predictor_ready_s"] = round(predictor_ready_seconds(champion, image), 1)
         figures["predictor_image"] = image
-    figures.update({
-        "records": args.records,
-        "models": args.models,
-        "pipeline_docker_s": round(docker_s, 1),
-        "pipeline_subprocess_s": round(subprocess_s, 1),
-        "docker_vs_subprocess": round(docker_s / subprocess_s, 2),
-    })
+    figures.update(
+        {
+            "records": args.records,
+            "models": args.models,
+            "pipeline_docker_s": round(docker_s, 1),
+            "pipeline_subprocess_s": round(subprocess_s, 1),
+            "docker_vs_subprocess": round(docker_s / subprocess_s, 2),
+        }
+    )
     print(json.dumps(figures))
 
 

@@ -41,8 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="epochs for lstm/gru (default: theirs)")
     parser.add_argument("--holdout", type=float, default=0.2, help="held-out share of the time span")
     parser.add_argument("--jobs", type=int, default=1, help="threads per model (default 1: the machine is shared)")
-    parser.add_argument("--max-entities", type=int, default=0,
-                        help="score a seeded random subset of this many entities (default 0: all)")
+    parser.add_argument(
+        "--max-entities",
+        type=int,
+        default=0,
+        help="score a seeded random subset of this many entities (default 0: all)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="  %(message)s", stream=sys.stderr)
 
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "trace": str(fleet.source),
         "entities": int(metrics["entity_id"].nunique()),
-        "rows": int(len(metrics)),
+        "rows": len(metrics),
         "holdout_cutoff": str(evaluation.cutoff),
         "scored_origins": int(board[f"n_h{h}"].iloc[0]),
         "horizon_steps": h,

@@ -41,9 +41,7 @@ def main() -> None:
     rows = len(generate_fleet(args.records).metrics)  # warm-up, and the row count actually produced
     seconds = _best_of(args.repeat, "generate_fleet", lambda: generate_fleet(args.records, seed=1))
     rng = np.random.default_rng(1)
-    numpy_seconds = _best_of(
-        args.repeat, "numpy fill", lambda: rng.standard_normal((args.records, len(VALUE_COLUMNS)))
-    )
+    numpy_seconds = _best_of(args.repeat, "numpy fill", lambda: rng.standard_normal((args.records, len(VALUE_COLUMNS))))
     print(
         json.dumps(
             {

@@ -100,8 +100,8 @@ def main() -> None:
                 log(f"full scan {full_scan_ms} ms, one-day scan {one_day_scan_ms} ms")
 
                 for name in load_queries():
-                    ms, frame = median_ms(args.repeats, lambda: run_query(conn, name))
-                    day_ms, _ = median_ms(args.repeats, lambda: run_query(conn, name, one_day))
+                    ms, frame = median_ms(args.repeats, lambda name=name: run_query(conn, name))
+                    day_ms, _ = median_ms(args.repeats, lambda name=name: run_query(conn, name, one_day))
                     results[name] = {
                         "ms": ms,
                         "one_day_ms": day_ms,

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from serving_support import champion  # noqa: E402
+from serving_support import champion
 
 LOAD = "from serving.model import ForecastModel; ForecastModel('bench', {dir!r}).load()"
 
@@ -45,12 +45,16 @@ def main() -> None:
             lean.append(seconds(load))
             with_torch.append(seconds("import torch; " + load))
             print(f"round {i + 1}/{args.rounds}: {lean[-1]:.2f} s, with torch {with_torch[-1]:.2f} s", file=sys.stderr)
-    print(json.dumps({
-        "rounds": args.rounds,
-        "load_s_median": round(statistics.median(lean), 2),
-        "with_torch_s_median": round(statistics.median(with_torch), 2),
-        "ratio": round(statistics.median(lean) / statistics.median(with_torch), 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "rounds": args.rounds,
+                "load_s_median": round(statistics.median(lean), 2),
+                "with_torch_s_median": round(statistics.median(with_torch), 2),
+                "ratio": round(statistics.median(lean) / statistics.median(with_torch), 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

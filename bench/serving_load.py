@@ -109,20 +109,35 @@ def make_payloads(model_dir: Path, history_steps: int) -> tuple[dict[str, bytes]
         tensor = {"name": "features", "datatype": "FP64", "shape": list(block.shape), "data": block.ravel().tolist()}
         payloads[f"v2_features_{n}"] = json.dumps({"inputs": [tensor]}).encode()
         # The same rows asking for the one forecast MLServer's booster gives (MLServer ignores both fields).
-        payloads[f"v2_p50h{HEADLINE}_{n}"] = json.dumps({
-            "inputs": [tensor], "parameters": {"horizons": str(HEADLINE)}, "outputs": [{"name": f"p50_h{HEADLINE}"}],
-        }).encode()
-        payloads[f"v1_features_{n}"] = json.dumps({"instances": [
-            {"entity_id": e, "features": row} for e, row in zip(ids[:n], block.tolist())
-        ]}).encode()
+        payloads[f"v2_p50h{HEADLINE}_{n}"] = json.dumps(
+            {
+                "inputs": [tensor],
+                "parameters": {"horizons": str(HEADLINE)},
+                "outputs": [{"name": f"p50_h{HEADLINE}"}],
+            }
+        ).encode()
+        payloads[f"v1_features_{n}"] = json.dumps(
+            {"instances": [{"entity_id": e, "features": row} for e, row in zip(ids[:n], block.tolist(), strict=True)]}
+        ).encode()
         part = history[history["entity_id"].isin(ids[:n])]
-        epoch = (pd.to_datetime(part["ts"], utc=True).astype("int64") // 10**9)
-        payloads[f"v2_history_{n}"] = json.dumps({"inputs": [
-            {"name": "entity_id", "datatype": "BYTES", "shape": [len(part)],
-             "data": part["entity_id"].astype(str).tolist()},
-            {"name": "ts", "datatype": "INT64", "shape": [len(part)], "data": epoch.tolist()},
-            *({"name": c, "datatype": "FP64", "shape": [len(part)], "data": part[c].tolist()} for c in VALUE_COLUMNS),
-        ]}).encode()
+        epoch = pd.to_datetime(part["ts"], utc=True).astype("int64") // 10**9
+        payloads[f"v2_history_{n}"] = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "entity_id",
+                        "datatype": "BYTES",
+                        "shape": [len(part)],
+                        "data": part["entity_id"].astype(str).tolist(),
+                    },
+                    {"name": "ts", "datatype": "INT64", "shape": [len(part)], "data": epoch.tolist()},
+                    *(
+                        {"name": c, "datatype": "FP64", "shape": [len(part)], "data": part[c].tolist()}
+                        for c in VALUE_COLUMNS
+                    ),
+                ]
+            }
+        ).encode()
         instances = []
         for entity, g in part.groupby("entity_id", sort=False):
             series = {"ts": epoch.loc[g.index].tolist(), **{c: g[c].tolist() for c in VALUE_COLUMNS}}
@@ -174,17 +189,35 @@ def start_mlserver(model_dir: Path, workdir: Path, env: dict) -> tuple[subproces
     (repo / MLSERVER_MODEL).mkdir(parents=True, exist_ok=True)
     booster = repo / MLSERVER_MODEL / "model.bst"
     shutil.copy(model_dir / f"p50_h{HEADLINE}.txt", booster)
-    (repo / MLSERVER_MODEL / "model-settings.json").write_text(json.dumps({
-        "name": MLSERVER_MODEL, "implementation": "mlserver_lightgbm.LightGBMModel",
-        "parameters": {"uri": "./model.bst"},
-    }))
+    (repo / MLSERVER_MODEL / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": MLSERVER_MODEL,
+                "implementation": "mlserver_lightgbm.LightGBMModel",
+                "parameters": {"uri": "./model.bst"},
+            }
+        )
+    )
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    (repo / "settings.json").write_text(json.dumps({
-        "debug": False, "http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port,
-        "host": "127.0.0.1",
-    }))
-    process = subprocess.Popen([str(ROOT / ".venv-mlserver" / "bin" / "mlserver"), "start", "."], cwd=repo,
-                               stdout=open(workdir / "mlserver.log", "wb"), stderr=subprocess.STDOUT, env=env)
+    (repo / "settings.json").write_text(
+        json.dumps(
+            {
+                "debug": False,
+                "http_port": http_port,
+                "grpc_port": grpc_port,
+                "metrics_port": metrics_port,
+                "host": "127.0.0.1",
+            }
+        )
+    )
+    with open(workdir / "mlserver.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [str(ROOT / ".venv-mlserver" / "bin" / "mlserver"), "start", "."],
+            cwd=repo,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     url = f"http://127.0.0.1:{http_port}"
     wait_ready(f"{url}/v2/models/{MLSERVER_MODEL}/ready", process)
     return process, url
@@ -202,18 +235,38 @@ def drive(url: str, body: bytes, connections: int, duration: float, workdir: Pat
         script.write_text(_WRK_SCRIPT)
         threads = min(2, connections)
         out = subprocess.run(
-            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:.0f}s", "--timeout", "60s",
-             "-s", str(script), url],
-            capture_output=True, text=True, env={**os.environ, "MLCO_BODY_FILE": str(body_file)}, check=True,
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{duration:.0f}s",
+                "--timeout",
+                "60s",
+                "-s",
+                str(script),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "MLCO_BODY_FILE": str(body_file)},
+            check=True,
         ).stdout
         line = next(x for x in out.splitlines() if x.startswith("RESULT"))
         requests, status_errors, socket_errors, p50_us, p99_us, duration_us = (float(v) for v in line.split()[1:])
         seconds = duration_us / 1e6
-        return {"rps": requests / seconds, "p50_ms": p50_us / 1e3, "p99_ms": p99_us / 1e3,
-                "requests": int(requests), "errors": int(status_errors + socket_errors), "driver": "wrk"}
+        return {
+            "rps": requests / seconds,
+            "p50_ms": p50_us / 1e3,
+            "p99_ms": p99_us / 1e3,
+            "requests": int(requests),
+            "errors": int(status_errors + socket_errors),
+            "driver": "wrk",
+        }
     out = subprocess.run(
         [sys.executable, __file__, "--drive", url, str(body_file), str(connections), str(duration)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return json.loads(out.splitlines()[-1])
 
@@ -238,8 +291,14 @@ async def _python_driver(url: str, body: bytes, connections: int, duration: floa
         await asyncio.gather(*(worker(client) for _ in range(connections)))
     elapsed = time.perf_counter() - started
     ms = np.array(latencies) * 1e3
-    return {"rps": len(ms) / elapsed, "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "requests": len(ms), "errors": errors, "driver": "python-httpx"}
+    return {
+        "rps": len(ms) / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "requests": len(ms),
+        "errors": errors,
+        "driver": "python-httpx",
+    }
 
 
 def measure(url: str, body: bytes, rows: int, seconds: float, args, workdir: Path) -> dict:
@@ -262,8 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_dir", default=None, help="champion directory (default: train a small one)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per feature-row run (default 5)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="paired rounds per feature-row case, alternating our server and MLServer (default 3)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="paired rounds per feature-row case, alternating our server and MLServer (default 3)",
+    )
     parser.add_argument("--history_duration", type=float, default=10.0, help="seconds per history case")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
     parser.add_argument("--history_steps", type=int, default=288, help="history samples per entity (default 288)")
@@ -272,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.drive:
         url, body_file, connections, seconds = args.drive
-        print(json.dumps(asyncio.run(_python_driver(url, Path(body_file).read_bytes(), int(connections),
-                                                    float(seconds)))))
+        print(
+            json.dumps(asyncio.run(_python_driver(url, Path(body_file).read_bytes(), int(connections), float(seconds))))
+        )
         return 0
 
     sys.path.insert(0, str(ROOT))
@@ -294,12 +358,19 @@ def main(argv: list[str] | None = None) -> int:
                 log("starting MLServer (idle while our server is driven, and the other way round)")
                 mlserver, theirs_url = start_mlserver(model_dir, workdir, env)
             try:
-                result = {"connections": args.connections, "duration_s": args.duration, "rounds": args.rounds,
-                          "history_steps": args.history_steps}
+                result = {
+                    "connections": args.connections,
+                    "duration_s": args.duration,
+                    "rounds": args.rounds,
+                    "history_steps": args.history_steps,
+                }
                 if mlserver is not None:
                     result["same_answers_max_abs_diff"] = _cross_check(
                         post(ours.http_url + ours_v2, payloads["v2_features_100"]),
-                        post(theirs_url + theirs_v2, payloads["v2_features_100"]), matrix, model_dir)
+                        post(theirs_url + theirs_v2, payloads["v2_features_100"]),
+                        matrix,
+                        model_dir,
+                    )
                 runs: dict[str, dict[str, list]] = {}
                 for round_ in range(1, args.rounds + 1):
                     for n in BATCHES:
@@ -311,25 +382,32 @@ def main(argv: list[str] | None = None) -> int:
                             for server, url in targets:
                                 run = measure(url, payloads[body], n, args.duration, args, workdir)
                                 runs.setdefault(server, {}).setdefault(body, []).append(run)
-                                log(f"round {round_} {server} {body}: {run['rps']:.1f} req/s, {run['rows_per_s']:.0f}"
+                                log(
+                                    f"round {round_} {server} {body}: {run['rps']:.1f} req/s, {run['rows_per_s']:.0f}"
                                     f" rows/s, p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms,"
-                                    f" errors {run['errors']}")
+                                    f" errors {run['errors']}"
+                                )
                 for n in BATCHES:
                     for body, path in ((f"v2_history_{n}", ours_v2), (f"v1_history_{n}", ours_v1)):
                         run = measure(ours.http_url + path, payloads[body], n, args.history_duration, args, workdir)
                         runs.setdefault("ours", {})[body] = [run]
-                        log(f"ours {body}: {run['rps']:.2f} req/s, {run['rows_per_s']:.1f} rows/s,"
-                            f" p50 {run['p50_ms']:.0f} ms, p99 {run['p99_ms']:.0f} ms, errors {run['errors']}")
+                        log(
+                            f"ours {body}: {run['rps']:.2f} req/s, {run['rows_per_s']:.1f} rows/s,"
+                            f" p50 {run['p50_ms']:.0f} ms, p99 {run['p99_ms']:.0f} ms, errors {run['errors']}"
+                        )
             finally:
                 if mlserver is not None:
                     stop(mlserver)
     for server, cases in runs.items():
         result[server] = {case: summarize(case_runs) for case, case_runs in cases.items()}
     if "mlserver" in runs:
+
         def paired(ours_case: str, their_case: str, digits: int = 3) -> float:
             """Median over rounds of the ratio within each round: drift in the machine's load cancels."""
-            ratios = [a["rows_per_s"] / b["rows_per_s"]
-                      for a, b in zip(runs["ours"][ours_case], runs["mlserver"][their_case])]
+            ratios = [
+                a["rows_per_s"] / b["rows_per_s"]
+                for a, b in zip(runs["ours"][ours_case], runs["mlserver"][their_case], strict=True)
+            ]
             return round(float(np.median(ratios)), digits)
 
         # Headline: byte-identical bodies asking both servers for the same booster's forecast.

@@ -52,8 +52,12 @@ def structured_matrix(rows: int, cols: int, seed: int = 0) -> tuple[np.ndarray, 
     base = rng.standard_normal((rows, 8), dtype=np.float32)
     mixing = rng.standard_normal((8, cols)).astype(np.float32) / np.sqrt(8)
     X = base @ mixing + 0.5 * rng.standard_normal((rows, cols), dtype=np.float32)
-    y = (np.sin(X[:, 0]) + 0.5 * X[:, 1] * X[:, 2] + (X[:, 3] > 0.5) * X[:, 4]
-         + 0.3 * rng.standard_normal(rows, dtype=np.float32))
+    y = (
+        np.sin(X[:, 0])
+        + 0.5 * X[:, 1] * X[:, 2]
+        + (X[:, 3] > 0.5) * X[:, 4]
+        + 0.3 * rng.standard_normal(rows, dtype=np.float32)
+    )
     return X, y.astype(np.float32)
 
 
@@ -73,8 +77,9 @@ def tabular_fit_seconds(rows: int, cols: int, rounds: int, threads: int) -> dict
     _say(f"tabular: scikit-learn HistGradientBoostingRegressor, {rounds} rounds ...")
     with threadpool_limits(threads):
         started = time.perf_counter()
-        HistGradientBoostingRegressor(loss="absolute_error", max_iter=rounds, learning_rate=0.05,
-                                      early_stopping=False, random_state=0).fit(X, y)
+        HistGradientBoostingRegressor(
+            loss="absolute_error", max_iter=rounds, learning_rate=0.05, early_stopping=False, random_state=0
+        ).fit(X, y)
         out["sklearn_hist_gb"] = time.perf_counter() - started
     _say(f"  {out['sklearn_hist_gb']:.1f} s")
     return out
@@ -129,7 +134,7 @@ def sequence_speed(cell: str, device: torch.device, seconds: float, rounds: int)
         started = time.perf_counter()
         run(net, optimizers[name], x, y, 1, amp_dtype)
         per_step[name] = time.perf_counter() - started
-    best = {name: 0.0 for name in contenders}
+    best = dict.fromkeys(contenders, 0.0)
     for r in range(rounds):
         for name, (net, run) in contenders.items():
             steps = max(1, int(seconds / rounds / per_step[name]))
@@ -138,8 +143,11 @@ def sequence_speed(cell: str, device: torch.device, seconds: float, rounds: int)
             rate = steps * BATCH / (time.perf_counter() - started)
             best[name] = max(best[name], rate)
             _say(f"{cell}: round {r + 1}/{rounds} {name}: {steps} steps, {rate:,.0f} seq/s")
-    return {"ours_seq_per_s": round(best["ours"], 1), "plain_seq_per_s": round(best["plain"], 1),
-            "ratio": round(best["ours"] / best["plain"], 3)}
+    return {
+        "ours_seq_per_s": round(best["ours"], 1),
+        "plain_seq_per_s": round(best["plain"], 1),
+        "ratio": round(best["ours"] / best["plain"], 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,14 +171,21 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_tabular:
         fit_s = tabular_fit_seconds(args.rows, args.cols, args.rounds, threads)
         result["tabular_fit_s"] = {k: round(v, 2) for k, v in fit_s.items()}
-        result["tabular_ratio_to_sklearn"] = {k: round(v / fit_s["sklearn_hist_gb"], 3)
-                                              for k, v in fit_s.items() if k != "sklearn_hist_gb"}
+        result["tabular_ratio_to_sklearn"] = {
+            k: round(v / fit_s["sklearn_hist_gb"], 3) for k, v in fit_s.items() if k != "sklearn_hist_gb"
+        }
         result["tabular_shape"] = {"rows": args.rows, "cols": args.cols, "rounds": args.rounds}
     for cell in ("lstm", "gru"):
         result[cell] = sequence_speed(cell, device, args.seconds, args.repeats)
     result["device"] = name
-    result["sequence_shape"] = {"window": WINDOW, "features": FEATURES, "hidden": HIDDEN, "layers": LAYERS,
-                                "batch": BATCH, "amp": str(autocast_dtype(device)).replace("torch.", "")}
+    result["sequence_shape"] = {
+        "window": WINDOW,
+        "features": FEATURES,
+        "hidden": HIDDEN,
+        "layers": LAYERS,
+        "batch": BATCH,
+        "amp": str(autocast_dtype(device)).replace("torch.", ""),
+    }
     result["target_ratio"] = TARGET_RATIO
     result["meets_target"] = all(result[c]["ratio"] >= TARGET_RATIO for c in ("lstm", "gru"))
     print(json.dumps(result))

@@ -77,8 +77,17 @@ def time_psql(server_url: str, csv_path: Path, first_ts, last_ts, rows: int) -> 
         with closing(connect(dsn)) as conn, conn, conn.cursor() as cur:
             cur.execute("SELECT ensure_metric_partitions(%s, %s)", (first_ts, last_ts + STEP))
         columns = ", ".join(METRIC_COLUMNS)
-        command = [str(psql_path()), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn,
-                   "-c", f"\\copy metrics ({columns}) FROM '{csv_path}' WITH (FORMAT csv)"]
+        command = [
+            str(psql_path()),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            dsn,
+            "-c",
+            f"\\copy metrics ({columns}) FROM '{csv_path}' WITH (FORMAT csv)",
+        ]
         started = time.perf_counter()
         subprocess.run(command, check=True)
         seconds = time.perf_counter() - started

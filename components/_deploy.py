@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from kserve import (
     KServeClient,
@@ -57,13 +57,12 @@ from kserve.configuration import Configuration
 from kubernetes.client import V1Deployment, V1ObjectMeta
 from kubernetes.client.rest import ApiException
 
-
 __all__ = [
-    "MODEL_URI_ANNOTATION",
     "HOLDOUT_MAE_ANNOTATION",
     "MODEL_KIND_ANNOTATION",
-    "STORAGE_URI_ANNOTATION",
+    "MODEL_URI_ANNOTATION",
     "ROLLOUT_ANNOTATION",
+    "STORAGE_URI_ANNOTATION",
     "Candidate",
     "DeployResult",
     "champion_annotations",
@@ -119,7 +118,7 @@ class DeployResult:
 def storage_uri_for(artifact_uri: str) -> str:
     """KServe's storage initializer reads ``s3://``; KFP names its MinIO artifacts ``minio://``."""
     if artifact_uri.startswith("minio://"):
-        return "s3://" + artifact_uri[len("minio://"):]
+        return "s3://" + artifact_uri[len("minio://") :]
     return artifact_uri
 
 
@@ -200,16 +199,21 @@ def deploy_champion(
     where = f"InferenceService {namespace}/{name}"
     isvc = _get(client, name, namespace)
     if isvc is None:
-        raise RuntimeError(f"{where} does not exist: apply the manifests first (kubectl apply -k); the deploy step"
-                           " rolls models out onto the InferenceService they define and never creates one")
+        raise RuntimeError(
+            f"{where} does not exist: apply the manifests first (kubectl apply -k); the deploy step"
+            " rolls models out onto the InferenceService they define and never creates one"
+        )
     deadline = time.monotonic() + timeout_s
     annotations = (isvc.get("metadata") or {}).get("annotations") or {}
     serving = (((isvc.get("spec") or {}).get("predictor") or {}).get("model") or {}).get("storageUri")
     pending = _pending_rollout(annotations)
     deployed_mae = None
 
-    if pending is not None and serving == pending.storage_uri == candidate.storage_uri \
-            and pending.model_uri == candidate.model_uri:
+    if (
+        pending is not None
+        and serving == pending.storage_uri == candidate.storage_uri
+        and pending.model_uri == candidate.model_uri
+    ):
         why = f"resuming the rollout of {candidate.model_uri} that an earlier attempt started"
     else:
         if serving is None:
@@ -219,8 +223,10 @@ def deploy_champion(
         elif pending is not None and serving == pending.storage_uri:
             done, message = _rollout_of(client, name, namespace, serving)
             if not done:
-                raise RuntimeError(f"{where}: the rollout of {pending.model_uri} ({serving}) has not finished"
-                                   f" ({message}); not starting another on top of it")
+                raise RuntimeError(
+                    f"{where}: the rollout of {pending.model_uri} ({serving}) has not finished"
+                    f" ({message}); not starting another on top of it"
+                )
             _patch_annotations(client, name, namespace, pending)
             deployed = pending.model_uri
         else:
@@ -228,7 +234,8 @@ def deploy_champion(
                 f"{where} serves {serving}, which its annotations do not name ({STORAGE_URI_ANNOTATION}="
                 f"{annotations.get(STORAGE_URI_ANNOTATION)!r}): the candidate cannot be vetted against an unknown"
                 f" model. Annotate the model that is serving ({MODEL_URI_ANNOTATION}, {STORAGE_URI_ANNOTATION}), or"
-                " remove spec.predictor.model.storageUri to let the next run roll out without a comparison")
+                " remove spec.predictor.model.storageUri to let the next run roll out without a comparison"
+            )
 
         if deployed == candidate.model_uri:
             return _skipped(isvc, f"{candidate.model_uri} is already deployed", None)
@@ -237,18 +244,31 @@ def deploy_champion(
         else:
             ours, deployed_mae = compare(deployed)
             if not ours < deployed_mae:
-                return _skipped(isvc, f"the deployed model scores {deployed_mae:.5g} MAE on this hold-out and the"
-                                      f" candidate {ours:.5g}: not better, nothing changed", deployed_mae)
+                return _skipped(
+                    isvc,
+                    f"the deployed model scores {deployed_mae:.5g} MAE on this hold-out and the"
+                    f" candidate {ours:.5g}: not better, nothing changed",
+                    deployed_mae,
+                )
             why = f"candidate {ours:.5g} MAE beats the deployed {deployed_mae:.5g} on the same rows"
-        _patch(client, name, namespace, _isvc(
-            annotations={ROLLOUT_ANNOTATION: _rollout_value(candidate)},
-            spec=V1beta1InferenceServiceSpec(predictor=V1beta1PredictorSpec(model=_storage_only(candidate.storage_uri)))))
+        _patch(
+            client,
+            name,
+            namespace,
+            _isvc(
+                annotations={ROLLOUT_ANNOTATION: _rollout_value(candidate)},
+                spec=V1beta1InferenceServiceSpec(
+                    predictor=V1beta1PredictorSpec(model=_storage_only(candidate.storage_uri))
+                ),
+            ),
+        )
 
     _wait_for_rollout(client, name, namespace, candidate.storage_uri, deadline, poll_s)
     _patch_annotations(client, name, namespace, candidate)
     ready = _get(client, name, namespace) or {}
     return DeployResult(
-        "patched", why,
+        "patched",
+        why,
         url=(ready.get("status") or {}).get("url", ""),
         deployed_mae=deployed_mae,
         generation=(ready.get("metadata") or {}).get("generation"),
@@ -256,8 +276,9 @@ def deploy_champion(
     )
 
 
-def _wait_for_rollout(client: KServeClient, name: str, namespace: str, storage_uri: str, deadline: float,
-                      poll_s: float) -> None:
+def _wait_for_rollout(
+    client: KServeClient, name: str, namespace: str, storage_uri: str, deadline: float, poll_s: float
+) -> None:
     """Return once the predictor Deployment runs ``storage_uri`` on every replica and the service is Ready."""
     delay = min(_FIRST_POLL_S, poll_s)
     while True:
@@ -267,8 +288,9 @@ def _wait_for_rollout(client: KServeClient, name: str, namespace: str, storage_u
                 return
             message = f"InferenceService {namespace}/{name} is not Ready"
         if time.monotonic() + delay > deadline:
-            raise RuntimeError(f"Timeout waiting for the rollout of {storage_uri} to InferenceService"
-                               f" {namespace}/{name}: {message}")
+            raise RuntimeError(
+                f"Timeout waiting for the rollout of {storage_uri} to InferenceService {namespace}/{name}: {message}"
+            )
         time.sleep(delay)
         delay = min(delay * 2, poll_s)
 
@@ -278,8 +300,10 @@ def _rollout_of(client: KServeClient, name: str, namespace: str, storage_uri: st
     try:
         found = client.app_api.list_namespaced_deployment(namespace, label_selector=predictor_selector(name)).items
     except ApiException as exc:
-        raise RuntimeError(f"listing the predictor Deployments of {namespace}/{name} failed: {exc.status}"
-                           f" {exc.reason} (the step's service account needs get/list/watch on deployments)") from None
+        raise RuntimeError(
+            f"listing the predictor Deployments of {namespace}/{name} failed: {exc.status}"
+            f" {exc.reason} (the step's service account needs get/list/watch on deployments)"
+        ) from None
     ours = [d for d in found if _template_storage_uri(d) == storage_uri]
     if not ours:
         return False, f"no predictor Deployment of {namespace}/{name} loads {storage_uri} yet"
@@ -296,8 +320,15 @@ def _template_storage_uri(deployment: V1Deployment) -> str | None:
 
 
 def _rollout_value(candidate: Candidate) -> str:
-    return json.dumps({"storageUri": candidate.storage_uri, "modelUri": candidate.model_uri,
-                       "holdoutMae": candidate.holdout_mae, "kind": candidate.kind}, sort_keys=True)
+    return json.dumps(
+        {
+            "storageUri": candidate.storage_uri,
+            "modelUri": candidate.model_uri,
+            "holdoutMae": candidate.holdout_mae,
+            "kind": candidate.kind,
+        },
+        sort_keys=True,
+    )
 
 
 def _pending_rollout(annotations: dict) -> Candidate | None:
@@ -327,8 +358,12 @@ def _storage_only(storage_uri: str) -> V1beta1ModelSpec:
 
 
 def _isvc(*, annotations: dict, spec: V1beta1InferenceServiceSpec | None = None) -> V1beta1InferenceService:
-    return V1beta1InferenceService(api_version=_API_VERSION, kind=constants.KSERVE_KIND_INFERENCESERVICE,
-                                   metadata=V1ObjectMeta(annotations=annotations), spec=spec)
+    return V1beta1InferenceService(
+        api_version=_API_VERSION,
+        kind=constants.KSERVE_KIND_INFERENCESERVICE,
+        metadata=V1ObjectMeta(annotations=annotations),
+        spec=spec,
+    )
 
 
 def _patch(client: KServeClient, name: str, namespace: str, body: V1beta1InferenceService) -> dict:
@@ -337,7 +372,8 @@ def _patch(client: KServeClient, name: str, namespace: str, body: V1beta1Inferen
 
 def _skipped(existing: dict, reason: str, deployed_mae: float | None) -> DeployResult:
     return DeployResult(
-        "skipped", reason,
+        "skipped",
+        reason,
         url=(existing.get("status") or {}).get("url", ""),
         deployed_mae=deployed_mae,
         generation=existing.get("metadata", {}).get("generation"),

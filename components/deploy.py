@@ -34,18 +34,27 @@ def deploy(
 
     from kserve import KServeClient
 
-    from ml_cloud_optimizer.pipeline_steps import artifacts, registry
     from components._deploy import Candidate, deploy_champion, storage_uri_for
+    from ml_cloud_optimizer.pipeline_steps import artifacts, registry
 
     fleet = artifacts.load_fleet(history.path)
 
     def compare(deployed_uri: str):
         # Raises when the deployed model will not load: the step fails and KFP retries it.
-        return registry.compare_with_registered(bundle.path, deployed_uri, fleet, holdout_fraction=holdout_fraction,
-                                                horizons=horizons, tracking_uri=tracking_uri)
+        return registry.compare_with_registered(
+            bundle.path,
+            deployed_uri,
+            fleet,
+            holdout_fraction=holdout_fraction,
+            horizons=horizons,
+            tracking_uri=tracking_uri,
+        )
 
-    candidate = Candidate(storage_uri_for(bundle.uri), model_uri, bundle.metadata["holdout_mae"], bundle.metadata["kind"])
-    result = deploy_champion(KServeClient(), candidate, name=isvc_name, namespace=namespace, compare=compare,
-                             timeout_s=timeout_s)
+    candidate = Candidate(
+        storage_uri_for(bundle.uri), model_uri, bundle.metadata["holdout_mae"], bundle.metadata["kind"]
+    )
+    result = deploy_champion(
+        KServeClient(), candidate, name=isvc_name, namespace=namespace, compare=compare, timeout_s=timeout_s
+    )
     print(f"[mlco] deploy: {result.action}: {result.reason}; url {result.url}")
     return namedtuple("Deployed", ["action", "url"])(result.action, result.url)

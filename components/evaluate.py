@@ -1,6 +1,6 @@
 """Component ``evaluate``: every candidate on the same hold-out; the leaderboard and the champion."""
 
-from typing import List, NamedTuple
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
@@ -12,8 +12,8 @@ __all__ = ["evaluate"]
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def evaluate(
-    tabular_models: Input[List[Model]],
-    sequence_models: Input[List[Model]],
+    tabular_models: Input[list[Model]],
+    sequence_models: Input[list[Model]],
     peak_model: Input[Model],
     history: Input[Dataset],
     holdout_fraction: float,
@@ -38,9 +38,13 @@ def evaluate(
 
     result = scoring.score_candidates(
         [m.path for m in list(tabular_models) + list(sequence_models)],
-        artifacts.load_fleet(history.path), history.metadata["cutoff"],
-        holdout_fraction=holdout_fraction, horizons=horizons, peak_model_dir=peak_model.path,
-        champion_dir=champion.path, report_dir=evaluation.path,
+        artifacts.load_fleet(history.path),
+        history.metadata["cutoff"],
+        holdout_fraction=holdout_fraction,
+        horizons=horizons,
+        peak_model_dir=peak_model.path,
+        champion_dir=champion.path,
+        report_dir=evaluation.path,
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
@@ -49,5 +53,7 @@ def evaluate(
     with open(leaderboard.path, "w") as out:
         out.write(result.leaderboard_markdown + "\n")
     evaluation.metadata.update({"models": len(result.leaderboard), "champion": result.champion})
-    champion.metadata.update({"kind": result.champion_kind, "name": result.champion, "holdout_mae": result.champion_mae})
+    champion.metadata.update(
+        {"kind": result.champion_kind, "name": result.champion, "holdout_mae": result.champion_mae}
+    )
     return namedtuple("Champion", ["kind", "holdout_mae"])(result.champion_kind, result.champion_mae)

@@ -11,7 +11,9 @@ __all__ = ["olap_load"]
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def olap_load(fleet: Input[Dataset], load_report: Output[Metrics]) -> NamedTuple("Loaded", [("start", str), ("end", str)]):
+def olap_load(fleet: Input[Dataset], load_report: Output[Metrics]) -> NamedTuple(
+    "Loaded", [("start", str), ("end", str)]
+):
     """Load ``fleet`` into the warehouse named by ``DATABASE_URL`` and refresh its hourly view.
 
     Idempotent: loading the same fleet again upserts the same rows. Returns the loaded time

@@ -1,6 +1,6 @@
 """Component ``register``: every candidate logged to MLflow, the champion bundle registered as ``champion``."""
 
-from typing import List, NamedTuple
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
@@ -15,8 +15,8 @@ def register(
     champion: Input[Model],
     peak_model: Input[Model],
     evaluation: Input[Dataset],
-    tabular_models: Input[List[Model]],
-    sequence_models: Input[List[Model]],
+    tabular_models: Input[list[Model]],
+    sequence_models: Input[list[Model]],
     tracking_uri: str,
     model_name: str,
     pipeline_run: str,
@@ -34,9 +34,14 @@ def register(
     from ml_cloud_optimizer.pipeline_steps import registry
 
     registered = registry.register_champion(
-        champion.path, peak_model.path, evaluation.path,
+        champion.path,
+        peak_model.path,
+        evaluation.path,
         [m.path for m in list(tabular_models) + list(sequence_models)],
-        bundle_dir=bundle.path, tracking_uri=tracking_uri, model_name=model_name, pipeline_run=pipeline_run,
+        bundle_dir=bundle.path,
+        tracking_uri=tracking_uri,
+        model_name=model_name,
+        pipeline_run=pipeline_run,
     )
     bundle.metadata.update(registered)
     return namedtuple("Registered", ["model_uri", "version"])(registered["model_uri"], registered["version"])

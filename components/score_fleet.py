@@ -30,8 +30,13 @@ def score_fleet(
     from ml_cloud_optimizer.pipeline_steps import artifacts, batch
 
     label = f"{champion.metadata.get('kind', 'model')}:{champion.metadata.get('model_uri', champion.uri)}"
-    score = batch.score_fleet(champion.path, lookback_hours=lookback_hours, target_utilization=target_utilization,
-                              granularity=granularity, model_label=label)
+    score = batch.score_fleet(
+        champion.path,
+        lookback_hours=lookback_hours,
+        target_utilization=target_utilization,
+        granularity=granularity,
+        model_label=label,
+    )
     forecasts.metadata.update(artifacts.save_frame(score.forecasts, forecasts.path))
     recommendations.metadata.update(artifacts.save_frame(score.recommendations, recommendations.path))
     summary = score.summary()

@@ -17,5 +17,7 @@ def train_sequence(kind: str, train: Input[Dataset], horizons: list, epochs: int
     """
     from ml_cloud_optimizer.pipeline_steps import artifacts, training
 
-    fitted = training.train_forecaster(kind, artifacts.load_fleet(train.path), horizons=horizons, epochs=epochs, seed=seed)
+    fitted = training.train_forecaster(
+        kind, artifacts.load_fleet(train.path), horizons=horizons, epochs=epochs, seed=seed
+    )
     model.metadata.update(training.save_model(fitted, model.path))

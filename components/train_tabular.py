@@ -16,5 +16,7 @@ def train_tabular(kind: str, train: Input[Dataset], horizons: list, trials: int,
     """
     from ml_cloud_optimizer.pipeline_steps import artifacts, training
 
-    fitted = training.train_forecaster(kind, artifacts.load_fleet(train.path), horizons=horizons, trials=trials, seed=seed)
+    fitted = training.train_forecaster(
+        kind, artifacts.load_fleet(train.path), horizons=horizons, trials=trials, seed=seed
+    )
     model.metadata.update(training.save_model(fitted, model.path))

@@ -90,8 +90,9 @@ class BatchRunResult:
     task_seconds: dict = field(default_factory=dict)
 
 
-def run_batch_local(arguments: dict, *, home: "str | Path | None" = None,
-                    progress: "TextIO | None" = None, image: "str | None" = None) -> BatchRunResult:
+def run_batch_local(
+    arguments: dict, *, home: "str | Path | None" = None, progress: "TextIO | None" = None, image: "str | None" = None
+) -> BatchRunResult:
     """Run ``batch_pipeline(**arguments)`` through kfp.local against ``DATABASE_URL`` (or the embedded warehouse).
 
     Args:
@@ -105,12 +106,25 @@ def run_batch_local(arguments: dict, *, home: "str | Path | None" = None,
     """
     from pipelines.local import LocalRunError, execute_locally, executor_output
 
-    done = execute_locally(batch_pipeline, {"mlflow_tracking_uri": "", **arguments}, pipeline_name=BATCH_PIPELINE_NAME,
-                           home=home, log_prefix="batch", progress=progress, image=image)
+    done = execute_locally(
+        batch_pipeline,
+        {"mlflow_tracking_uri": "", **arguments},
+        pipeline_name=BATCH_PIPELINE_NAME,
+        home=home,
+        log_prefix="batch",
+        progress=progress,
+        image=image,
+    )
     if not (done.run_dir / "score-fleet" / "executor_output.json").exists():
         raise LocalRunError(f"the batch pipeline ended without scoring; see {done.log_path}")
     scored = executor_output(done.run_dir / "score-fleet")["parameterValues"]
     champion = executor_output(done.run_dir / "fetch-champion")["artifacts"]["champion"]["artifacts"][0]
-    return BatchRunResult(run_dir=done.run_dir, log_path=done.log_path, optimizer_run_id=int(scored["run_id"]),
-                          entities=int(scored["entities"]), model_uri=str(champion["metadata"]["model_uri"]),
-                          seconds=done.seconds, task_seconds=done.task_seconds)
+    return BatchRunResult(
+        run_dir=done.run_dir,
+        log_path=done.log_path,
+        optimizer_run_id=int(scored["run_id"]),
+        entities=int(scored["entities"]),
+        model_uri=str(champion["metadata"]["model_uri"]),
+        seconds=done.seconds,
+        task_seconds=done.task_seconds,
+    )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from kfp import compiler
 
-__all__ = ["PIPELINES", "COMPILED_PATH", "compile_pipeline", "render_pipeline", "is_stale"]
+__all__ = ["COMPILED_PATH", "PIPELINES", "compile_pipeline", "is_stale", "render_pipeline"]
 
 _COMPILED = Path(__file__).resolve().parent / "compiled"
 # name -> (module:function, committed YAML). Imported on use, so compiling one never imports the other.
@@ -51,7 +51,8 @@ def render_pipeline(pipeline: str = "workload") -> str:
 
 
 def is_stale(path: str | Path | None = None, pipeline: str = "workload") -> bool:
-    """True when the compiled YAML at ``path`` (default: the committed one) is missing or differs from a fresh compile."""
+    """True when the compiled YAML at ``path`` (default: the committed one) is missing or differs from a fresh
+    compile."""
     path = Path(path or PIPELINES[pipeline][1])
     return not path.exists() or path.read_text() != render_pipeline(pipeline)
 

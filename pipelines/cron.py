@@ -75,7 +75,7 @@ def validate_cron(expression: str) -> str:
             f"cron expression {text!r} has {len(parts)} fields; KFP expects 6:"
             f" second minute hour day-of-month month day-of-week{hint}"
         )
-    for part, spec in zip(parts, _FIELDS):
+    for part, spec in zip(parts, _FIELDS, strict=True):
         _check_field(part, spec)
     return text
 

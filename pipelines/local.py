@@ -107,8 +107,9 @@ def local_arguments(
     }
 
 
-def run_local(arguments: dict, *, home: str | Path | None = None, progress: TextIO | None = None,
-              image: str | None = None) -> LocalRunResult:
+def run_local(
+    arguments: dict, *, home: str | Path | None = None, progress: TextIO | None = None, image: str | None = None
+) -> LocalRunResult:
     """Run ``workload_pipeline(**arguments)`` locally and collect the champion.
 
     Args:
@@ -130,8 +131,16 @@ def run_local(arguments: dict, *, home: str | Path | None = None, progress: Text
     # kfp.local runs two loop iterations at once; each gets its share of the cores, since
     # OpenMP workers that outnumber the cores spend their time waiting for each other.
     threads = {"MLCO_THREADS": str(max(1, (os.cpu_count() or 2) // _LOCAL_PARALLELISM))}
-    done = execute_locally(workload_pipeline, arguments, pipeline_name=settings.PIPELINE_NAME, home=home,
-                           log_prefix="run", progress=progress, env=threads, image=image)
+    done = execute_locally(
+        workload_pipeline,
+        arguments,
+        pipeline_name=settings.PIPELINE_NAME,
+        home=home,
+        log_prefix="run",
+        progress=progress,
+        env=threads,
+        image=image,
+    )
     if not (done.run_dir / "register" / "executor_output.json").exists():
         raise LocalRunError(f"the pipeline ended without registering a champion; see {done.log_path}")
 
@@ -208,8 +217,10 @@ def execute_locally(
         raise LocalRunError(f"the pipeline left no run directory under {pipeline_root}; see {log_path}")
     run_dir = max(new, key=lambda p: p.stat().st_mtime)
     if image and (silent := local_docker.missing_outputs(run_dir)):
-        raise LocalRunError(f"task(s) {', '.join(silent)} exited without writing their outputs (a container that"
-                            f" died before kfp.local read its exit code); see {log_path}")
+        raise LocalRunError(
+            f"task(s) {', '.join(silent)} exited without writing their outputs (a container that"
+            f" died before kfp.local read its exit code); see {log_path}"
+        )
     return LocalExecution(run_dir=run_dir, log_path=log_path, seconds=seconds, task_seconds=dict(tee.task_seconds))
 
 
@@ -224,7 +235,7 @@ def _in_containers(pipeline_func, arguments: dict, image: str, home: Path, task_
     return runner, local_docker.pipeline_in_image(pipeline_func, image)
 
 
-def _execute(pipeline_func, arguments: dict, pipeline_root: Path, tee: "_ProgressTee", runner=None) -> None:
+def _execute(pipeline_func, arguments: dict, pipeline_root: Path, tee: _ProgressTee, runner=None) -> None:
     """``pipeline_func(**arguments)`` through kfp.local (subprocesses unless ``runner``), its stdout into ``tee``."""
     from kfp import local
 
@@ -239,8 +250,11 @@ def _execute(pipeline_func, arguments: dict, pipeline_root: Path, tee: "_Progres
             warnings.filterwarnings("ignore", message=".*non-Python base image.*")
             # Resources and accelerators are the cluster's business (see the compiled YAML).
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-            local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-                       raise_on_error=False)
+            local.init(
+                runner=runner or local.SubprocessRunner(use_venv=False),
+                pipeline_root=str(pipeline_root),
+                raise_on_error=False,
+            )
             pipeline_func(**arguments)
     finally:
         builtins.print = real_print
@@ -253,7 +267,7 @@ class _ProgressTee:
     """A stdout stand-in: everything to the log file; task starts/ends and step lines to ``progress``."""
 
     def __init__(self, log_path: Path, progress: TextIO) -> None:
-        self._log = open(log_path, "w", encoding="utf-8")
+        self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 (open for the tee's lifetime; close() closes it)
         self._progress = progress
         self._lock = threading.Lock()
         self._pending = threading.local()
@@ -265,7 +279,8 @@ class _ProgressTee:
 
     def write(self, text: str) -> int:
         if self._log.closed:  # a logging handler created during the run may still hold this stream
-            return sys.__stdout__.write(text)
+            stdout = sys.__stdout__
+            return stdout.write(text) if stdout is not None else len(text)
         buffered = getattr(self._pending, "text", "") + text
         *lines, self._pending.text = buffered.split("\n")
         for line in lines:
@@ -310,7 +325,7 @@ class _ProgressTee:
                     self._lines.setdefault(task, []).append(line.strip())
                 stripped = line.strip()
                 if stripped.startswith(_STEP_LINE):
-                    self._emit(f"      {stripped[len(_STEP_LINE):]}")
+                    self._emit(f"      {stripped[len(_STEP_LINE) :]}")
 
     def _emit(self, text: str) -> None:
         print(text, file=self._progress, flush=True)

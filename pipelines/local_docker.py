@@ -22,6 +22,7 @@ would start it, while the warehouse, the MLflow store and the task outputs stay 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -74,8 +75,10 @@ def require_image(image: str) -> None:
         client = docker.from_env()
         client.ping()
     except Exception as exc:  # the SDK raises several types for "no daemon"
-        raise DockerUnavailable(f"no Docker daemon answers ({type(exc).__name__}); start dockerd"
-                                " (tools/start_docker.sh), or run without --runner docker") from None
+        raise DockerUnavailable(
+            f"no Docker daemon answers ({type(exc).__name__}); start dockerd"
+            " (tools/start_docker.sh), or run without --runner docker"
+        ) from None
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:
@@ -84,7 +87,7 @@ def require_image(image: str) -> None:
         client.close()
 
 
-def docker_runner(image: str, *, home: Path, environment: dict[str, str], read_only_paths: list[Path] = ()):
+def docker_runner(image: str, *, home: Path, environment: dict[str, str], read_only_paths: Sequence[Path] = ()):
     """A ``DockerRunner`` for ``image`` with mlco's state mounted and the host network.
 
     Raises:

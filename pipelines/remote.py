@@ -44,8 +44,8 @@ __all__ = [
     "package_pipeline_name",
     "parse_params",
     "pipeline_parameters",
-    "service_account_token_path",
     "schedule_pipeline",
+    "service_account_token_path",
     "submit_pipeline",
 ]
 
@@ -89,8 +89,13 @@ class ScheduleResult:
     replaced: tuple[str, ...]
 
 
-def connect(host: str, *, namespace: str | None = None, token: str | None = None,
-            service_account_token: bool | str | None = None) -> kfp.Client:
+def connect(
+    host: str,
+    *,
+    namespace: str | None = None,
+    token: str | None = None,
+    service_account_token: bool | str | None = None,
+) -> kfp.Client:
     """A ``kfp.Client`` for the KFP API at ``host`` (e.g. ``http://localhost:8080`` after a port-forward).
 
     Args:
@@ -121,8 +126,9 @@ def connect(host: str, *, namespace: str | None = None, token: str | None = None
         credentials = ServiceAccountTokenVolumeCredentials(service_account_token_path())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP v2.0.0-beta.2 and later"
-        return kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token or None,
-                          credentials=credentials)
+        return kfp.Client(
+            host=host, namespace=namespace or "kubeflow", existing_token=token or None, credentials=credentials
+        )
 
 
 def service_account_token_path(path: str | None = None) -> str:
@@ -221,8 +227,9 @@ def schedule_pipeline(
     """
     cron = validate_cron(cron)
     pipeline_name = package_pipeline_name(package)
-    pipeline_id, version_id = _upload_version(client, package, pipeline_name,
-                                              version_name or f"{pipeline_name}-{_stamp()}", namespace)
+    pipeline_id, version_id = _upload_version(
+        client, package, pipeline_name, version_name or f"{pipeline_name}-{_stamp()}", namespace
+    )
     experiment_id = client.create_experiment(name=experiment, namespace=namespace).experiment_id
     replaced = []
     for job in _recurring_runs_named(client, experiment_id, name):
@@ -243,14 +250,16 @@ def schedule_pipeline(
     return ScheduleResult(job.recurring_run_id, pipeline_id, version_id, experiment_id, tuple(replaced))
 
 
-def list_runs(client: kfp.Client, *, experiment: str | None = None, limit: int = 20,
-              namespace: str | None = None) -> list[dict]:
+def list_runs(
+    client: kfp.Client, *, experiment: str | None = None, limit: int = 20, namespace: str | None = None
+) -> list[dict]:
     """The newest runs (all experiments of ``namespace``, or one) as plain dicts: id, name, state, created, finished."""
     experiment_id = None
     if experiment:
         experiment_id = client.get_experiment(experiment_name=experiment, namespace=namespace).experiment_id
-    response = client.list_runs(page_size=limit, sort_by="created_at desc", experiment_id=experiment_id,
-                                namespace=namespace)
+    response = client.list_runs(
+        page_size=limit, sort_by="created_at desc", experiment_id=experiment_id, namespace=namespace
+    )
     return [
         {
             "run_id": run.run_id,
@@ -264,8 +273,9 @@ def list_runs(client: kfp.Client, *, experiment: str | None = None, limit: int =
     ]
 
 
-def _upload_version(client: kfp.Client, package: str | Path, pipeline_name: str, version_name: str,
-                    namespace: str | None) -> tuple[str, str]:
+def _upload_version(
+    client: kfp.Client, package: str | Path, pipeline_name: str, version_name: str, namespace: str | None
+) -> tuple[str, str]:
     pipeline_id = _pipeline_id(client, pipeline_name, namespace)
     if pipeline_id is None:
         pipeline_id = client.upload_pipeline(str(package), pipeline_name=pipeline_name, namespace=namespace).pipeline_id
@@ -279,8 +289,11 @@ def _pipeline_id(client: kfp.Client, name: str, namespace: str | None) -> str | 
     # Not client.get_pipeline_id: it lists without a namespace, which on a multi-user server
     # means the shared pipelines only.
     flt = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
-    pipelines = [p for p in client.list_pipelines(filter=flt, namespace=namespace, page_size=100).pipelines or []
-                 if p.display_name == name]
+    pipelines = [
+        p
+        for p in client.list_pipelines(filter=flt, namespace=namespace, page_size=100).pipelines or []
+        if p.display_name == name
+    ]
     if len(pipelines) > 1:
         raise ValueError(f"{len(pipelines)} pipelines are named {name!r}; the name should be unique")
     return pipelines[0].pipeline_id if pipelines else None

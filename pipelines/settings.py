@@ -20,31 +20,31 @@ from components._image import CUDA_IMAGE, DEFAULT_CUDA_IMAGE, DEFAULT_IMAGE, IMA
 from ml_cloud_optimizer.models.registry import kinds
 
 __all__ = [
-    "IMAGE",
+    "CLUSTER_BUDGET",
     "CUDA_IMAGE",
-    "DEFAULT_IMAGE",
-    "DEFAULT_CUDA_IMAGE",
-    "PIPELINE_NAME",
-    "PIPELINE_RUNNER_SERVICE_ACCOUNT",
-    "PREDICTOR_SERVICE_ACCOUNT",
     "DB_SECRET",
     "DB_SECRET_KEY",
-    "PIPELINE_SETTINGS_CONFIG_MAP",
-    "MLFLOW_TRACKING_URI_KEY",
-    "ISVC_NAME",
-    "REGISTERED_MODEL",
-    "ISVC_NAMESPACE",
-    "MODEL_FORMAT",
-    "SERVING_RUNTIME",
-    "PREDICTOR_LABEL",
-    "GPU_RESOURCE",
+    "DEFAULT_CUDA_IMAGE",
+    "DEFAULT_IMAGE",
     "GPU_NODE_SELECTOR",
+    "GPU_RESOURCE",
     "GPU_TOLERATION",
-    "RUN_AS_USER",
-    "TABULAR_MODELS",
-    "SEQUENCE_MODELS",
-    "CLUSTER_BUDGET",
+    "IMAGE",
+    "ISVC_NAME",
+    "ISVC_NAMESPACE",
     "LOCAL_BUDGET",
+    "MLFLOW_TRACKING_URI_KEY",
+    "MODEL_FORMAT",
+    "PIPELINE_NAME",
+    "PIPELINE_RUNNER_SERVICE_ACCOUNT",
+    "PIPELINE_SETTINGS_CONFIG_MAP",
+    "PREDICTOR_LABEL",
+    "PREDICTOR_SERVICE_ACCOUNT",
+    "REGISTERED_MODEL",
+    "RUN_AS_USER",
+    "SEQUENCE_MODELS",
+    "SERVING_RUNTIME",
+    "TABULAR_MODELS",
     "gpu_node_selector",
     "image_settings",
 ]
@@ -116,8 +116,10 @@ def gpu_node_selector(text: str | None = None) -> tuple[str, str] | None:
         return None
     key, sep, value = text.partition("=")
     if not sep or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
-        raise ValueError(f"MLCO_GPU_NODE_SELECTOR={text!r}: expected key=value with a Kubernetes label key and value,"
-                         " e.g. nvidia.com/gpu.present=true")
+        raise ValueError(
+            f"MLCO_GPU_NODE_SELECTOR={text!r}: expected key=value with a Kubernetes label key and value,"
+            " e.g. nvidia.com/gpu.present=true"
+        )
     return key, value
 
 

@@ -3,8 +3,10 @@
 ::
 
     datagen -> olap_load -> features -+-> ParallelFor(tabular_models)  train_tabular  -+
-                                      +-> ParallelFor(sequence_models) train_sequence -+-> evaluate -> register -> If(deploy) deploy
+                                      +-> ParallelFor(sequence_models) train_sequence -+-> evaluate -> ...
                                       +-> smote -> train_peak ------------------------+
+
+    ... evaluate -> register -> If(deploy) deploy
     (all inside an ExitHandler whose record_status task logs how the run ended)
 
 Cluster settings live on the tasks here: the database secret on the tasks that use the
@@ -48,8 +50,9 @@ def _on_gpu_node(task: dsl.PipelineTask) -> dsl.PipelineTask:
     """One GPU (the request is what places the pod), the GPU taint tolerated, and the optional node selector."""
     task.set_accelerator_type(settings.GPU_RESOURCE).set_accelerator_limit(1)
     if settings.GPU_NODE_SELECTOR is not None:
-        kubernetes.add_node_selector(task, label_key=settings.GPU_NODE_SELECTOR[0],
-                                     label_value=settings.GPU_NODE_SELECTOR[1])
+        kubernetes.add_node_selector(
+            task, label_key=settings.GPU_NODE_SELECTOR[0], label_value=settings.GPU_NODE_SELECTOR[1]
+        )
     kubernetes.add_toleration(task, **settings.GPU_TOLERATION)
     return task
 
@@ -122,12 +125,16 @@ def workload_pipeline(
         peak.set_caching_options(enable_caching=False).set_retry(num_retries=1)
 
         with dsl.ParallelFor(tabular_models, name="tabular-models") as kind:
-            tabular = train_tabular(kind=kind, train=split.outputs["train"], horizons=horizons, trials=trials, seed=seed)
+            tabular = train_tabular(
+                kind=kind, train=split.outputs["train"], horizons=horizons, trials=trials, seed=seed
+            )
             tabular.set_caching_options(enable_caching=False).set_retry(num_retries=1, backoff_duration="60s")
             tabular.set_cpu_request("2").set_cpu_limit("4").set_memory_request("4G").set_memory_limit("8G")
 
         with dsl.ParallelFor(sequence_models, name="sequence-models") as kind:
-            sequence = train_sequence(kind=kind, train=split.outputs["train"], horizons=horizons, epochs=epochs, seed=seed)
+            sequence = train_sequence(
+                kind=kind, train=split.outputs["train"], horizons=horizons, epochs=epochs, seed=seed
+            )
             sequence.set_caching_options(enable_caching=False).set_retry(num_retries=1, backoff_duration="60s")
             sequence.set_cpu_request("4").set_memory_request("16G").set_memory_limit("16G")
             _on_gpu_node(sequence)

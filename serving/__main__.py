@@ -22,24 +22,46 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     """KServe's model server flags plus the forecaster's."""
     parser = argparse.ArgumentParser(
-        prog="python -m serving", parents=[model_server.parser],
+        prog="python -m serving",
+        parents=[model_server.parser],
         description="Serve a workload-forecaster champion directory over KServe v1, v2 REST and v2 gRPC.",
     )
     parser.add_argument("--model_dir", required=True, help="The champion directory (metadata.json and model files).")
-    parser.add_argument("--max_batch_entities", type=int, default=1000,
-                        help="Most entities (or feature rows) answered in one request.")
-    parser.add_argument("--max_history_rows", type=int, default=250_000,
-                        help="Most history samples in one request, over all its entities.")
+    parser.add_argument(
+        "--max_batch_entities", type=int, default=1000, help="Most entities (or feature rows) answered in one request."
+    )
+    parser.add_argument(
+        "--max_history_rows",
+        type=int,
+        default=250_000,
+        help="Most history samples in one request, over all its entities.",
+    )
     parser.add_argument("--max_body_mb", type=float, default=64.0, help="Larger request bodies are refused (413).")
-    parser.add_argument("--target_utilization", type=float, default=0.7,
-                        help="Utilisation the capacity recommendation aims at unless a request says otherwise.")
-    parser.add_argument("--peak_threshold", type=float, default=0.5,
-                        help="Peak probability from which a forecast row counts as a predicted peak.")
-    parser.add_argument("--nthread", type=int, default=1,
-                        help="Threads per prediction (OpenMP: LightGBM, XGBoost, torch). One per process serves"
-                             " concurrent small requests best; raise it for large batches on idle cores.")
-    parser.add_argument("--enable_access_log", type=strtobool, default=False,
-                        help="Log one line per request (uvicorn access log, KServe timing and gRPC lines).")
+    parser.add_argument(
+        "--target_utilization",
+        type=float,
+        default=0.7,
+        help="Utilisation the capacity recommendation aims at unless a request says otherwise.",
+    )
+    parser.add_argument(
+        "--peak_threshold",
+        type=float,
+        default=0.5,
+        help="Peak probability from which a forecast row counts as a predicted peak.",
+    )
+    parser.add_argument(
+        "--nthread",
+        type=int,
+        default=1,
+        help="Threads per prediction (OpenMP: LightGBM, XGBoost, torch). One per process serves"
+        " concurrent small requests best; raise it for large batches on idle cores.",
+    )
+    parser.add_argument(
+        "--enable_access_log",
+        type=strtobool,
+        default=False,
+        help="Log one line per request (uvicorn access log, KServe timing and gRPC lines).",
+    )
     return parser
 
 
@@ -61,9 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     from serving.types import RequestLimits
 
     model = ForecastModel(
-        args.model_name, args.model_dir,
+        args.model_name,
+        args.model_dir,
         limits=RequestLimits(max_entities=args.max_batch_entities, max_history_rows=args.max_history_rows),
-        target_utilization=args.target_utilization, peak_threshold=args.peak_threshold,
+        target_utilization=args.target_utilization,
+        peak_threshold=args.peak_threshold,
     )
     try:
         model.load()
@@ -71,9 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no model to serve: {exc}", file=sys.stderr)
         return 2
     server = build_model_server(
-        model_names=(args.model_name,), http_port=args.http_port, grpc_port=args.grpc_port,
-        enable_grpc=args.enable_grpc, workers=args.workers, max_threads=args.max_threads,
-        max_body_bytes=int(args.max_body_mb * 2**20), access_log=bool(args.enable_access_log),
+        model_names=(args.model_name,),
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        enable_grpc=args.enable_grpc,
+        workers=args.workers,
+        max_threads=args.max_threads,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        access_log=bool(args.enable_access_log),
         max_asyncio_workers=args.max_asyncio_workers,
     )
     server.start([model])

@@ -9,6 +9,7 @@ the same answer whichever protocol carried it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -54,8 +55,9 @@ Locate = Callable[[str, int], str]
 # -- request parameters ---------------------------------------------------------------------
 
 
-def parameters(params, where: str, *, horizons: tuple[int, ...],
-               target_utilization: float) -> tuple[tuple[int, ...], float]:
+def parameters(
+    params, where: str, *, horizons: tuple[int, ...], target_utilization: float
+) -> tuple[tuple[int, ...], float]:
     """``horizons`` and ``target_utilization`` of a request, defaulting to the model's."""
     if params is None:
         return horizons, target_utilization
@@ -84,31 +86,40 @@ def _horizons(value, where: str, known: tuple[int, ...]) -> tuple[int, ...]:
         value = [int(p) for p in parts]
     elif isinstance(value, int) and not isinstance(value, bool):
         value = [value]
-    if not isinstance(value, list) or not value or not all(
-        isinstance(h, int) and not isinstance(h, bool) for h in value
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(h, int) and not isinstance(h, bool) for h in value)
     ):
-        raise RequestError(where, "expected a non-empty list of integer horizons (steps of 5 minutes)",
-                           ErrorKind.WRONG_TYPE)
+        raise RequestError(
+            where, "expected a non-empty list of integer horizons (steps of 5 minutes)", ErrorKind.WRONG_TYPE
+        )
     unknown = [h for h in value if h not in known]
     if unknown:
-        raise RequestError(where, f"unknown horizon {unknown[0]}; the model forecasts {list(known)}",
-                           ErrorKind.UNKNOWN_HORIZON)
+        raise RequestError(
+            where, f"unknown horizon {unknown[0]}; the model forecasts {list(known)}", ErrorKind.UNKNOWN_HORIZON
+        )
     return tuple(dict.fromkeys(value))
 
 
 def require_feature_rows(feature_names: Sequence[str]) -> None:
     """Refuse feature rows for a model that forecasts from history only."""
     if not feature_names:
-        raise RequestError("features", "this model forecasts from history only; send 'history'",
-                           ErrorKind.UNSUPPORTED)
+        raise RequestError("features", "this model forecasts from history only; send 'history'", ErrorKind.UNSUPPORTED)
 
 
 # -- history --------------------------------------------------------------------------------
 
 
-def history_frame(entity_rows: np.ndarray, arrays: dict[str, np.ndarray], locate: Locate, *,
-                  limits: RequestLimits, min_history: int,
-                  absent: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+def history_frame(
+    entity_rows: np.ndarray,
+    arrays: dict[str, np.ndarray],
+    locate: Locate,
+    *,
+    limits: RequestLimits,
+    min_history: int,
+    absent: dict[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
     """Check history columns (types done) and build the canonical long frame.
 
     ``absent`` marks, per metric, the samples of entities that did not give it: NaN there.
@@ -120,7 +131,7 @@ def history_frame(entity_rows: np.ndarray, arrays: dict[str, np.ndarray], locate
         if name not in arrays:
             continue
         values = np.asarray(arrays[name], dtype="float64")
-        check_finite(values, lambda row, name=name: locate(name, row), allow_nan=False)
+        check_finite(values, partial(locate, name), allow_nan=False)
         if name in absent:
             values = np.where(absent[name], np.nan, values)
         low_bad = values < 0
@@ -138,8 +149,9 @@ def history_frame(entity_rows: np.ndarray, arrays: dict[str, np.ndarray], locate
     dup = key.duplicated()
     if dup.any():
         row = int(np.argmax(dup.to_numpy()))
-        raise RequestError(locate("ts", row), f"two samples of entity {entity_rows[row]!r} in one 5-minute slot",
-                           ErrorKind.MALFORMED)
+        raise RequestError(
+            locate("ts", row), f"two samples of entity {entity_rows[row]!r} in one 5-minute slot", ErrorKind.MALFORMED
+        )
     span = key.groupby("e", sort=False)["s"].agg(["min", "max"])
     steps = (span["max"] - span["min"] + 1).to_numpy()
     # The model lays each entity out on its full grid: a gap of years would be millions of rows.
@@ -170,17 +182,19 @@ def history_frame(entity_rows: np.ndarray, arrays: dict[str, np.ndarray], locate
 
 
 def reject_unknown(mapping: Mapping, known: Sequence[str], where: str) -> None:
-    known = set(known)
-    unknown = [k for k in mapping if k not in known]
+    allowed = set(known)
+    unknown = [k for k in mapping if k not in allowed]
     if unknown:
-        raise RequestError(f"{where}.{unknown[0]}", f"unknown field; expected {', '.join(sorted(known))}",
-                           ErrorKind.UNKNOWN_FIELD)
+        raise RequestError(
+            f"{where}.{unknown[0]}", f"unknown field; expected {', '.join(sorted(allowed))}", ErrorKind.UNKNOWN_FIELD
+        )
 
 
 def entity_id(value, where: str) -> str:
     if not isinstance(value, str) or not value:
-        raise RequestError(where, "expected a non-empty string",
-                           ErrorKind.MISSING_FIELD if value is None else ErrorKind.WRONG_TYPE)
+        raise RequestError(
+            where, "expected a non-empty string", ErrorKind.MISSING_FIELD if value is None else ErrorKind.WRONG_TYPE
+        )
     return value
 
 
@@ -218,8 +232,9 @@ def check_unique(ids: list[str], template: str) -> None:
         raise RequestError(template.format(i), f"entity {ids[i]!r} appears twice", ErrorKind.MALFORMED)
 
 
-def json_column(values: list, name: str, locate: Locate, *, allow_strings: bool = False,
-                allow_missing: bool = False) -> np.ndarray:
+def json_column(
+    values: list, name: str, locate: Locate, *, allow_strings: bool = False, allow_missing: bool = False
+) -> np.ndarray:
     """A flat JSON list as a 1-D array of numbers (or strings for ``ts``), typed strictly."""
     try:
         array = np.asarray(values)
@@ -237,15 +252,16 @@ def json_column(values: list, name: str, locate: Locate, *, allow_strings: bool 
             out[~is_missing] = np.asarray(rest.tolist(), dtype="float64")
             return out
     # The error path only: find the first offending element to name it.
-    row = next(
-        (i for i, v in enumerate(values) if isinstance(v, bool) or not isinstance(v, (int, float))), 0
-    )
+    row = next((i for i, v in enumerate(values) if isinstance(v, bool) or not isinstance(v, (int, float))), 0)
     bad = values[row] if values else None
     if isinstance(bad, (list, dict)):
         raise RequestError(locate(name, row), "expected a flat list of values", ErrorKind.BAD_SHAPE)
     expected = "numbers (epoch seconds) or ISO-8601 strings" if allow_strings else "numbers"
-    raise RequestError(locate(name, row), f"expected {expected}, got {type(bad).__name__} {bad!r:.40}",
-                       ErrorKind.NON_FINITE if bad is None else ErrorKind.WRONG_TYPE)
+    raise RequestError(
+        locate(name, row),
+        f"expected {expected}, got {type(bad).__name__} {bad!r:.40}",
+        ErrorKind.NON_FINITE if bad is None else ErrorKind.WRONG_TYPE,
+    )
 
 
 def check_finite(values: np.ndarray, locate: Callable[[int], str], *, allow_nan: bool) -> None:
@@ -261,8 +277,7 @@ def timestamps(raw: np.ndarray, locate: Callable[[int], str]) -> pd.Series:
         bad = (raw < 0) | (raw > _TS_MAX)
         if bad.any():
             row = int(np.argmax(bad))
-            raise RequestError(locate(row), f"{raw[row]!r} epoch seconds is outside 1970-2100",
-                               ErrorKind.OUT_OF_RANGE)
+            raise RequestError(locate(row), f"{raw[row]!r} epoch seconds is outside 1970-2100", ErrorKind.OUT_OF_RANGE)
         return pd.Series(pd.to_datetime(raw.astype("int64"), unit="s", utc=True))
     if raw.dtype.kind == "f":
         bad = ~np.isfinite(raw) | (raw != np.round(raw))
@@ -297,8 +312,7 @@ def tensor(inp: InferInput, name: str) -> np.ndarray:
     try:
         array = inp.as_numpy()
     except InvalidInput as exc:
-        raise RequestError(where, f"datatype {inp.datatype!r} is not supported: {exc}",
-                           ErrorKind.WRONG_TYPE) from None
+        raise RequestError(where, f"datatype {inp.datatype!r} is not supported: {exc}", ErrorKind.WRONG_TYPE) from None
     except (ValueError, TypeError, OverflowError) as exc:
         kind = ErrorKind.BAD_SHAPE if "reshape" in str(exc) or "shape" in str(exc) else ErrorKind.WRONG_TYPE
         raise RequestError(where, f"data do not fit datatype {inp.datatype} and shape {shape}: {exc}", kind) from None
@@ -309,8 +323,9 @@ def tensor(inp: InferInput, name: str) -> np.ndarray:
 
 def check_datatype(inp: InferInput, where: str, allowed: set[str]) -> None:
     if inp.datatype not in allowed:
-        raise RequestError(where, f"datatype {inp.datatype}, expected one of {', '.join(sorted(allowed))}",
-                           ErrorKind.WRONG_TYPE)
+        raise RequestError(
+            where, f"datatype {inp.datatype}, expected one of {', '.join(sorted(allowed))}", ErrorKind.WRONG_TYPE
+        )
 
 
 def strings(values: np.ndarray, where: str) -> np.ndarray:

@@ -41,8 +41,16 @@ class LocalServer:
         ...     urllib.request.urlopen(server.http_url + "/v2/health/ready")
     """
 
-    def __init__(self, model_dir: str | Path, model_name: str = "model", *, args: tuple[str, ...] = (),
-                 log_path: str | Path | None = None, startup_timeout: float = 90.0, env: dict | None = None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        model_name: str = "model",
+        *,
+        args: tuple[str, ...] = (),
+        log_path: str | Path | None = None,
+        startup_timeout: float = 90.0,
+        env: dict | None = None,
+    ):
         self.model_dir = Path(model_dir)
         self.model_name = model_name
         self.args = tuple(args)
@@ -60,18 +68,32 @@ class LocalServer:
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         self.http_port, self.grpc_port = free_port(), free_port()
         command = [
-            sys.executable, "-m", "serving", "--model_dir", str(self.model_dir), "--model_name", self.model_name,
-            "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port), *self.args,
+            sys.executable,
+            "-m",
+            "serving",
+            "--model_dir",
+            str(self.model_dir),
+            "--model_name",
+            self.model_name,
+            "--http_port",
+            str(self.http_port),
+            "--grpc_port",
+            str(self.grpc_port),
+            *self.args,
         ]
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        log = open(self.log_path, "wb") if self.log_path else None
         try:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, **self.env})
+            self.process = subprocess.Popen(
+                command,
+                stdout=subprocess.DEVNULL if log is None else log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+            )
         finally:
-            if self.log_path:
+            if log is not None:
                 log.close()
         try:
             self._wait_ready()
@@ -86,9 +108,11 @@ class LocalServer:
     def _wait_ready(self) -> None:
         url = f"{self.http_url}/v2/models/{self.model_name}/ready"
         deadline = time.monotonic() + self.startup_timeout
+        process = self.process
+        assert process is not None  # __enter__ started it
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"model server exited with status {self.process.returncode}{self._log_tail()}")
+            if process.poll() is not None:
+                raise RuntimeError(f"model server exited with status {process.returncode}{self._log_tail()}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:

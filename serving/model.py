@@ -98,8 +98,12 @@ class ForecastModel(kserve.Model):
         self.feature_names = list(self.tabular.feature_columns_) if self.tabular else []
         self.output_names = self._output_names()
         self.parser = RequestParser(
-            feature_names=self.feature_names, horizons=self.horizons, min_history=self.bundle.min_history,
-            output_names=self.output_names, limits=self.limits, target_utilization=self.target_utilization,
+            feature_names=self.feature_names,
+            horizons=self.horizons,
+            min_history=self.bundle.min_history,
+            output_names=self.output_names,
+            limits=self.limits,
+            target_utilization=self.target_utilization,
         )
         self.ready = True
         return self.ready
@@ -110,7 +114,7 @@ class ForecastModel(kserve.Model):
         names += [forecast_column(h) for h in self.horizons]
         if self.has_quantiles:
             names += [forecast_column(h, "p90") for h in self.horizons]
-        return names + ["peak_prob", *_CAPACITY]
+        return [*names, "peak_prob", *_CAPACITY]
 
     # -- v2 model metadata ------------------------------------------------------------------
 
@@ -139,6 +143,7 @@ class ForecastModel(kserve.Model):
         Client mistakes raise ``RequestError`` (400) here, counted by kind.
         """
         received = time.perf_counter()
+        assert self.parser is not None, "load() first"
         with self._errors_counted():
             request = self.parser.parse(payload)
         request.received_s = received
@@ -157,8 +162,9 @@ class ForecastModel(kserve.Model):
         with self._errors_counted():
             return Forecast(payload, self.forecast(payload))
 
-    def postprocess(self, result: Forecast, headers: dict | None = None,
-                    response_headers: dict | None = None) -> dict | InferResponse:
+    def postprocess(
+        self, result: Forecast, headers: dict | None = None, response_headers: dict | None = None
+    ) -> dict | InferResponse:
         """Stage three: the answer in the request's protocol; counts the request, its rows and peaks."""
         request, answer = result.request, result.columns
         with self._errors_counted():
@@ -217,13 +223,15 @@ class ForecastModel(kserve.Model):
 
     def _forecast_history(self, request: ForecastRequest) -> dict[str, np.ndarray]:
         """The bundle's own forecast from history (features, boosters and peak classifier), in request order."""
+        assert self.bundle is not None, "load() first"
         raw = self.bundle.predict(request.history).drop_duplicates("entity_id", keep="last")
         raw = raw.set_index(raw["entity_id"].astype(str)).reindex(request.entity_id)
         first = forecast_column(self.horizons[0])
         if raw[first].isna().any():
             missing = raw.index[raw[first].isna()][0]
-            raise RequestError("history", f"entity {missing!r} has no forecastable last sample",
-                               ErrorKind.HISTORY_TOO_SHORT)
+            raise RequestError(
+                "history", f"entity {missing!r} has no forecastable last sample", ErrorKind.HISTORY_TOO_SHORT
+            )
         out = {c: raw[c].to_numpy(dtype="float64") for c in raw.columns if c not in ("entity_id", "ts")}
         out["ts"] = raw["ts"].to_numpy()
         return out
@@ -236,12 +244,17 @@ class ForecastModel(kserve.Model):
         bundle's peak classifier reads history (it adds per-entity threshold features), so
         feature-row answers carry ``peak_prob`` NaN (JSON null).
         """
+        assert self.tabular is not None, "feature rows need a tabular forecaster; load() sets it"
+        assert request.features is not None, "the parser gives feature rows or history"
         anchor = self.tabular.target_index_
         missing = np.isnan(request.features[:, anchor])
         if missing.any():
             row = int(np.argmax(missing))
-            raise RequestError(f"features[{row}].{self.feature_names[anchor]}",
-                               "missing; the forecast starts from the current value", ErrorKind.MISSING_FIELD)
+            raise RequestError(
+                f"features[{row}].{self.feature_names[anchor]}",
+                "missing; the forecast starts from the current value",
+                ErrorKind.MISSING_FIELD,
+            )
         out = self.tabular.predict_matrix(request.features, request.horizons, quantiles)
         out["peak_prob"] = np.full(len(request.features), np.nan)
         if request.ts is not None:
@@ -275,7 +288,7 @@ class ForecastModel(kserve.Model):
 
 def _v1_response(answer: dict[str, np.ndarray]) -> dict:
     """``{"predictions": [{column: value, ...}, ...]}``, timestamps as ISO-8601 UTC, NaN as null."""
-    columns = {}
+    columns: dict[str, list] = {}
     for name, values in answer.items():
         if name == "ts":
             columns[name] = [f"{t}Z" for t in np.datetime_as_string(_epoch_seconds(values).astype("datetime64[s]"))]
@@ -283,15 +296,16 @@ def _v1_response(answer: dict[str, np.ndarray]) -> dict:
             columns[name] = list(values)
         else:
             array = np.asarray(values)
-            columns[name] = array.tolist() if array.dtype.kind != "f" or not np.isnan(array).any() else [
-                None if np.isnan(v) else v for v in array.tolist()
-            ]
+            columns[name] = (
+                array.tolist()
+                if array.dtype.kind != "f" or not np.isnan(array).any()
+                else [None if np.isnan(v) else v for v in array.tolist()]
+            )
     names = list(columns)
-    return {"predictions": [dict(zip(names, row)) for row in zip(*columns.values())]}
+    return {"predictions": [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]}
 
 
 def _epoch_seconds(values) -> np.ndarray:
     """Timestamps (UTC datetimes of any resolution) as int64 epoch seconds."""
     stamps = pd.to_datetime(pd.Series(values), utc=True)
     return (stamps.astype("int64") // 10**9).to_numpy()
-

@@ -54,23 +54,29 @@ def parse_v1(body, parser: RequestParser) -> ForecastRequest:
     if not isinstance(instances, list) or not instances:
         raise RequestError("instances", "expected a non-empty list", ErrorKind.WRONG_TYPE)
     if len(instances) > parser.limits.max_entities:
-        raise RequestError("instances", f"{len(instances)} rows, at most {parser.limits.max_entities} per request",
-                           ErrorKind.OVERSIZED)
-    horizons, target = parameters(body.get("parameters"), "parameters", horizons=parser.horizons,
-                                  target_utilization=parser.target_utilization)
+        raise RequestError(
+            "instances", f"{len(instances)} rows, at most {parser.limits.max_entities} per request", ErrorKind.OVERSIZED
+        )
+    horizons, target = parameters(
+        body.get("parameters"), "parameters", horizons=parser.horizons, target_utilization=parser.target_utilization
+    )
     for i, inst in enumerate(instances):
         if not isinstance(inst, Mapping):
             raise RequestError(f"instances[{i}]", "expected an object", ErrorKind.WRONG_TYPE)
     has_history = ["history" in inst for inst in instances]
     has_features = ["features" in inst for inst in instances]
-    for i, (h, f) in enumerate(zip(has_history, has_features)):
+    for i, (h, f) in enumerate(zip(has_history, has_features, strict=True)):
         if h == f:
-            raise RequestError(f"instances[{i}]", "give exactly one of 'history' or 'features'",
-                               ErrorKind.MALFORMED if h else ErrorKind.MISSING_FIELD)
+            raise RequestError(
+                f"instances[{i}]",
+                "give exactly one of 'history' or 'features'",
+                ErrorKind.MALFORMED if h else ErrorKind.MISSING_FIELD,
+            )
     if any(has_history) and any(has_features):
         i = next(i for i, h in enumerate(has_history) if h != has_history[0])
-        raise RequestError(f"instances[{i}]", "one request takes either histories or feature rows, not both",
-                           ErrorKind.MALFORMED)
+        raise RequestError(
+            f"instances[{i}]", "one request takes either histories or feature rows, not both", ErrorKind.MALFORMED
+        )
     if has_history[0]:
         return _history(instances, parser, horizons, target)
     return _features(instances, parser, horizons, target)
@@ -82,7 +88,9 @@ def _capacity(inst: Mapping, where: str, i: int, vcpus: np.ndarray, replicas: np
 
 
 def _history(instances: list, parser: RequestParser, horizons: tuple[int, ...], target: float) -> ForecastRequest:
-    ids, columns, lengths = [], {}, []
+    ids: list[str] = []
+    columns: dict[str, dict[int, list]] = {}
+    lengths: list[int] = []
     vcpus = np.ones(len(instances))
     replicas = np.ones(len(instances), dtype=np.int64)
     for i, inst in enumerate(instances):
@@ -94,7 +102,7 @@ def _history(instances: list, parser: RequestParser, horizons: tuple[int, ...], 
         if not isinstance(history, Mapping):
             raise RequestError(f"{where}.history", "expected an object of equal-length lists", ErrorKind.WRONG_TYPE)
         reject_unknown(history, ("ts", *VALUE_COLUMNS), f"{where}.history")
-        n = None
+        n: int | None = None
         for name in REQUIRED_HISTORY:
             if name not in history:
                 raise RequestError(f"{where}.history.{name}", "missing", ErrorKind.MISSING_FIELD)
@@ -104,9 +112,12 @@ def _history(instances: list, parser: RequestParser, horizons: tuple[int, ...], 
             if n is None:
                 n = len(values)
             elif len(values) != n:
-                raise RequestError(f"{where}.history.{name}", f"{len(values)} values, but {n} in the columns before",
-                                   ErrorKind.BAD_SHAPE)
-        if n == 0:
+                raise RequestError(
+                    f"{where}.history.{name}",
+                    f"{len(values)} values, but {n} in the columns before",
+                    ErrorKind.BAD_SHAPE,
+                )
+        if not n:  # None only for an empty object, which REQUIRED_HISTORY already refused
             raise RequestError(f"{where}.history", "no samples", ErrorKind.HISTORY_TOO_SHORT)
         lengths.append(n)
         for name in history:
@@ -115,7 +126,8 @@ def _history(instances: list, parser: RequestParser, horizons: tuple[int, ...], 
     total = sum(lengths)
     if total > parser.limits.max_history_rows:
         raise RequestError(
-            "instances", f"{total} history samples, at most {parser.limits.max_history_rows} per request",
+            "instances",
+            f"{total} history samples, at most {parser.limits.max_history_rows} per request",
             ErrorKind.OVERSIZED,
         )
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -132,13 +144,20 @@ def _history(instances: list, parser: RequestParser, horizons: tuple[int, ...], 
             # A metric an instance leaves out is NaN there, as in the canonical frame.
             absent[name] = np.zeros(total, dtype=bool)
             for i in set(range(len(instances))) - set(per_instance):
-                absent[name][offsets[i]:offsets[i + 1]] = True
+                absent[name][offsets[i] : offsets[i + 1]] = True
     entity_rows = np.repeat(np.asarray(ids, dtype=object), lengths)
-    history = history_frame(entity_rows, arrays, locate, limits=parser.limits, min_history=parser.min_history,
-                            absent=absent)
+    history = history_frame(
+        entity_rows, arrays, locate, limits=parser.limits, min_history=parser.min_history, absent=absent
+    )
     return ForecastRequest(
-        entity_id=np.asarray(ids, dtype=object), history=history, features=None, ts=None,
-        vcpus=vcpus, replicas=replicas, horizons=horizons, target_utilization=target,
+        entity_id=np.asarray(ids, dtype=object),
+        history=history,
+        features=None,
+        ts=None,
+        vcpus=vcpus,
+        replicas=replicas,
+        horizons=horizons,
+        target_utilization=target,
     )
 
 
@@ -160,28 +179,42 @@ def _features(instances: list, parser: RequestParser, horizons: tuple[int, ...],
             reject_unknown(row, names, f"{where}.features")
             absent = [c for c in names if c not in row]
             if absent:
-                raise RequestError(f"{where}.features.{absent[0]}", f"missing ({len(absent)} features missing)",
-                                   ErrorKind.MISSING_FIELD)
+                raise RequestError(
+                    f"{where}.features.{absent[0]}",
+                    f"missing ({len(absent)} features missing)",
+                    ErrorKind.MISSING_FIELD,
+                )
             row = [row[c] for c in names]
         elif not isinstance(row, list):
-            raise RequestError(f"{where}.features", f"expected a list of {width} numbers or an object",
-                               ErrorKind.WRONG_TYPE)
+            raise RequestError(
+                f"{where}.features", f"expected a list of {width} numbers or an object", ErrorKind.WRONG_TYPE
+            )
         if len(row) != width:
             raise RequestError(f"{where}.features", f"{len(row)} values, the model takes {width}", ErrorKind.BAD_SHAPE)
         rows.append(row)
     flat = list(chain.from_iterable(rows))
-    matrix = json_column(flat, "features", lambda name, r: f"instances[{r // width}].features",
-                         allow_missing=True).reshape(len(rows), width)
+    matrix = json_column(
+        flat, "features", lambda _name, r: f"instances[{r // width}].features", allow_missing=True
+    ).reshape(len(rows), width)
     check_finite(matrix, lambda r: f"instances[{r // width}].features", allow_nan=True)
     origins = None
     given = [t is not None for t in ts]
     if any(given):
         if not all(given):
-            raise RequestError(f"instances[{given.index(False)}].ts", "missing, while other instances give it",
-                               ErrorKind.MISSING_FIELD)
-        origins = timestamps(json_column(ts, "ts", lambda n, r: f"instances[{r}].ts", allow_strings=True),
-                             lambda r: f"instances[{r}].ts")
+            raise RequestError(
+                f"instances[{given.index(False)}].ts", "missing, while other instances give it", ErrorKind.MISSING_FIELD
+            )
+        origins = timestamps(
+            json_column(ts, "ts", lambda _name, r: f"instances[{r}].ts", allow_strings=True),
+            lambda r: f"instances[{r}].ts",
+        )
     return ForecastRequest(
-        entity_id=np.asarray(ids, dtype=object), history=None, features=matrix, ts=origins,
-        vcpus=vcpus, replicas=replicas, horizons=horizons, target_utilization=target,
+        entity_id=np.asarray(ids, dtype=object),
+        history=None,
+        features=matrix,
+        ts=origins,
+        vcpus=vcpus,
+        replicas=replicas,
+        horizons=horizons,
+        target_utilization=target,
     )

@@ -48,16 +48,19 @@ def parse_v2(request: InferRequest, parser: RequestParser) -> ForecastRequest:
     if params is not None and request.from_grpc:
         params = to_http_parameters(params)
     params = {k: v for k, v in (params or {}).items() if k not in ("binary_data_output",)}
-    horizons, target = parameters(params, "parameters", horizons=parser.horizons,
-                                  target_utilization=parser.target_utilization)
+    horizons, target = parameters(
+        params, "parameters", horizons=parser.horizons, target_utilization=parser.target_utilization
+    )
     outputs = None
     if request.request_outputs:
         outputs = tuple(o.name for o in request.request_outputs)
         unknown = [o for o in outputs if o not in parser.output_names]
         if unknown:
-            raise RequestError(f"outputs.{unknown[0]}",
-                               f"unknown output; the model returns {', '.join(parser.output_names)}",
-                               ErrorKind.UNKNOWN_FIELD)
+            raise RequestError(
+                f"outputs.{unknown[0]}",
+                f"unknown output; the model returns {', '.join(parser.output_names)}",
+                ErrorKind.UNKNOWN_FIELD,
+            )
     inputs: dict[str, InferInput] = {}
     for inp in request.inputs:
         if inp.name in inputs:
@@ -77,8 +80,9 @@ def parse_v2(request: InferRequest, parser: RequestParser) -> ForecastRequest:
     return parsed
 
 
-def _history(inputs: dict[str, InferInput], parser: RequestParser, horizons: tuple[int, ...],
-             target: float) -> ForecastRequest:
+def _history(
+    inputs: dict[str, InferInput], parser: RequestParser, horizons: tuple[int, ...], target: float
+) -> ForecastRequest:
     limits = parser.limits
     reject_unknown(inputs, HISTORY_INPUTS, "inputs")
     for name in ("entity_id", *REQUIRED_HISTORY):
@@ -99,31 +103,43 @@ def _history(inputs: dict[str, InferInput], parser: RequestParser, horizons: tup
     if n == 0:
         raise RequestError("inputs.entity_id", "empty", ErrorKind.BAD_SHAPE)
     if n > limits.max_history_rows:
-        raise RequestError("inputs", f"{n} history samples, at most {limits.max_history_rows} per request",
-                           ErrorKind.OVERSIZED)
+        raise RequestError(
+            "inputs", f"{n} history samples, at most {limits.max_history_rows} per request", ErrorKind.OVERSIZED
+        )
     rows = strings(arrays.pop("entity_id"), "inputs.entity_id")
     if arrays["ts"].dtype == object:
         arrays["ts"] = strings(arrays["ts"], "inputs.ts").astype(str)
     entity_order = pd.unique(rows)
     if len(entity_order) > limits.max_entities:
-        raise RequestError("inputs.entity_id", f"{len(entity_order)} entities, at most {limits.max_entities}"
-                           " per request", ErrorKind.OVERSIZED)
+        raise RequestError(
+            "inputs.entity_id",
+            f"{len(entity_order)} entities, at most {limits.max_entities} per request",
+            ErrorKind.OVERSIZED,
+        )
     # The capacity inputs of each entity are read on its last sample.
     last = pd.Series(np.arange(n)).groupby(rows, sort=False).last().reindex(entity_order).to_numpy()
     vcpus = arrays.pop("vcpus", np.ones(n))
     replicas = arrays.pop("replicas", np.ones(n, dtype=np.int64))
     vcpus = positive_array(np.asarray(vcpus, dtype="float64")[last], "inputs.vcpus")
     replicas = positive_array(np.asarray(replicas, dtype="float64")[last], "inputs.replicas", integer=True)
-    history = history_frame(rows, arrays, lambda name, row: f"inputs.{name}[{row}]", limits=limits,
-                            min_history=parser.min_history)
+    history = history_frame(
+        rows, arrays, lambda name, row: f"inputs.{name}[{row}]", limits=limits, min_history=parser.min_history
+    )
     return ForecastRequest(
-        entity_id=np.asarray(entity_order, dtype=object), history=history, features=None, ts=None,
-        vcpus=vcpus, replicas=replicas.astype(np.int64), horizons=horizons, target_utilization=target,
+        entity_id=np.asarray(entity_order, dtype=object),
+        history=history,
+        features=None,
+        ts=None,
+        vcpus=vcpus,
+        replicas=replicas.astype(np.int64),
+        horizons=horizons,
+        target_utilization=target,
     )
 
 
-def _features(inputs: dict[str, InferInput], parser: RequestParser, horizons: tuple[int, ...],
-              target: float) -> ForecastRequest:
+def _features(
+    inputs: dict[str, InferInput], parser: RequestParser, horizons: tuple[int, ...], target: float
+) -> ForecastRequest:
     require_feature_rows(parser.feature_names)
     reject_unknown(inputs, _FEATURE_ROW_INPUTS, "inputs")
     width = len(parser.feature_names)
@@ -133,8 +149,9 @@ def _features(inputs: dict[str, InferInput], parser: RequestParser, horizons: tu
     if matrix.ndim == 1 and width == matrix.size:
         matrix = matrix.reshape(1, width)
     if matrix.ndim != 2 or matrix.shape[1] != width:
-        raise RequestError("inputs.features", f"shape {list(matrix.shape)}, expected [rows, {width}]",
-                           ErrorKind.BAD_SHAPE)
+        raise RequestError(
+            "inputs.features", f"shape {list(matrix.shape)}, expected [rows, {width}]", ErrorKind.BAD_SHAPE
+        )
     n = matrix.shape[0]
     if n == 0:
         raise RequestError("inputs.features", "no rows", ErrorKind.BAD_SHAPE)
@@ -146,11 +163,13 @@ def _features(inputs: dict[str, InferInput], parser: RequestParser, horizons: tu
         if name in inputs:
             values = tensor(inputs[name], name)
             if values.ndim != 1 or len(values) != n:
-                raise RequestError(f"inputs.{name}", f"shape {list(values.shape)}, expected [{n}]",
-                                   ErrorKind.BAD_SHAPE)
+                raise RequestError(f"inputs.{name}", f"shape {list(values.shape)}, expected [{n}]", ErrorKind.BAD_SHAPE)
             extra[name] = values
-    ids = (strings(extra["entity_id"], "inputs.entity_id") if "entity_id" in extra
-           else np.arange(n).astype(str).astype(object))
+    ids = (
+        strings(extra["entity_id"], "inputs.entity_id")
+        if "entity_id" in extra
+        else np.arange(n).astype(str).astype(object)
+    )
     origins = None
     if "ts" in extra:
         check_datatype(inputs["ts"], "inputs.ts", INTEGER_V2 | {"BYTES"})
@@ -167,6 +186,12 @@ def _features(inputs: dict[str, InferInput], parser: RequestParser, horizons: tu
         check_datatype(inputs["replicas"], "inputs.replicas", NUMERIC_V2)
         replicas = positive_array(extra["replicas"].astype("float64"), "inputs.replicas", integer=True)
     return ForecastRequest(
-        entity_id=ids, history=None, features=matrix, ts=origins, vcpus=vcpus,
-        replicas=replicas.astype(np.int64), horizons=horizons, target_utilization=target,
+        entity_id=ids,
+        history=None,
+        features=matrix,
+        ts=origins,
+        vcpus=vcpus,
+        replicas=replicas.astype(np.int64),
+        horizons=horizons,
+        target_utilization=target,
     )

@@ -99,8 +99,13 @@ def build_model_server(
     if workers > 1:
         raise ValueError(WORKERS_ERROR.format(workers=workers))
     server = kserve.ModelServer(
-        http_port=http_port, grpc_port=grpc_port, enable_grpc=enable_grpc, workers=workers,
-        max_threads=max_threads, enable_latency_logging=access_log, **kwargs,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        enable_grpc=enable_grpc,
+        workers=workers,
+        max_threads=max_threads,
+        enable_latency_logging=access_log,
+        **kwargs,
     )
     app = model_server.app
     if app.exception_handlers.get(RequestValidationError) is not validation_error_handler:
@@ -109,8 +114,13 @@ def build_model_server(
         app.add_middleware(RejectedRequestCounter, model_names=tuple(model_names))
         app.max_body_size = max_body_bytes
         # Registered before KServe adds its routes at start, so this one answers the path.
-        app.add_api_route("/v2/models/{model_name}/infer", V2InferHandler(server.dataplane),
-                          methods=["POST"], response_model=None, tags=["V2"])
+        app.add_api_route(
+            "/v2/models/{model_name}/infer",
+            V2InferHandler(server.dataplane),
+            methods=["POST"],
+            response_model=None,
+            tags=["V2"],
+        )
     if not access_log:
         logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
         logging.getLogger("kserve.trace").setLevel(logging.WARNING)

@@ -22,7 +22,14 @@ from ml_cloud_optimizer.models.peak import PeakClassifier
 from ml_cloud_optimizer.models.tabular import LightGBMForecaster
 
 __all__ = [
-    "MODEL_NAME", "champion", "feature_rows", "history_sample", "infer", "v1_history", "v1_features", "v2_history",
+    "MODEL_NAME",
+    "champion",
+    "feature_rows",
+    "history_sample",
+    "infer",
+    "v1_features",
+    "v1_history",
+    "v2_history",
 ]
 
 MODEL_NAME = "forecaster"
@@ -87,7 +94,7 @@ def v1_features(rows: pd.DataFrame, columns: list[str]) -> dict:
     """A v1 body of feature rows (lists in feature order, NaN as null)."""
     matrix = rows[columns].to_numpy(dtype="float64")
     values = [[None if np.isnan(v) else float(v) for v in row] for row in matrix]
-    return {"instances": [{"entity_id": str(e), "features": v} for e, v in zip(rows["entity_id"], values)]}
+    return {"instances": [{"entity_id": str(e), "features": v} for e, v in zip(rows["entity_id"], values, strict=True)]}
 
 
 def infer(model, body):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from compiled_yaml import read_compiled
 from ml_cloud_optimizer.data.schema import STEP
 from ml_cloud_optimizer.warehouse import (
     apply_schema,
@@ -26,8 +27,6 @@ from ml_cloud_optimizer.warehouse import (
     load_fleet,
 )
 from pipelines.local import environment
-
-from compiled_yaml import read_compiled
 
 pytestmark = pytest.mark.slow  # whole pipelines through kfp.local: minutes on two cores
 
@@ -49,7 +48,8 @@ def platform() -> dict:
     return read_compiled(COMPILED)[1]
 
 
-def test_only_the_scoring_task_gets_the_database_secret(spec, platform):
+@pytest.mark.usefixtures("spec")
+def test_only_the_scoring_task_gets_the_database_secret(platform):
     with_secret = {name for name, cfg in platform.items() if cfg.get("secretAsEnv")}
     assert with_secret == {"exec-score-fleet"}
     (entry,) = platform["exec-score-fleet"]["secretAsEnv"]
@@ -74,14 +74,21 @@ def test_tasks_are_never_cached_and_the_warehouse_task_retries(spec):
 def test_typed_artifacts_pinned_image_and_parameters(spec):
     outputs = spec["components"]["comp-score-fleet"]["outputDefinitions"]["artifacts"]
     assert {k: v["artifactType"]["schemaTitle"] for k, v in outputs.items()} == {
-        "forecasts": "system.Dataset", "recommendations": "system.Dataset", "scores": "system.Metrics"}
+        "forecasts": "system.Dataset",
+        "recommendations": "system.Dataset",
+        "scores": "system.Metrics",
+    }
     executors = spec["deploymentSpec"]["executors"].values()
     assert {e["container"]["image"] for e in executors} == {CPU_IMAGE}
     assert not any("pip install" in part for e in executors for part in e["container"]["command"])
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {k: v["parameterType"] for k, v in params.items()} == {
-        "champion": "STRING", "lookback_hours": "NUMBER_INTEGER", "target_utilization": "NUMBER_DOUBLE",
-        "granularity": "NUMBER_DOUBLE", "mlflow_tracking_uri": "STRING"}
+        "champion": "STRING",
+        "lookback_hours": "NUMBER_INTEGER",
+        "target_utilization": "NUMBER_DOUBLE",
+        "granularity": "NUMBER_DOUBLE",
+        "mlflow_tracking_uri": "STRING",
+    }
     assert params["champion"]["defaultValue"] == "models:/mlco-forecaster@champion"
     assert params["lookback_hours"]["defaultValue"] * 12 >= 2017  # the default features' full week
 
@@ -89,8 +96,15 @@ def test_typed_artifacts_pinned_image_and_parameters(spec):
 def test_committed_yaml_is_current(tmp_path):
     fresh = tmp_path / "batch.yaml"
     env = {k: v for k, v in os.environ.items() if k not in ("MLCO_IMAGE", "MLCO_CUDA_IMAGE")}
-    result = subprocess.run([sys.executable, "-m", "pipelines.compile", "--pipeline", "batch", "--out", str(fresh)],
-                            check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.compile", "--pipeline", "batch", "--out", str(fresh)],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert fresh.read_text() == COMPILED.read_text(), "pipelines/compiled/batch_pipeline.yaml is stale: recompile it"
 
@@ -111,8 +125,13 @@ def champion_dir(tmp_path_factory, fleet):
     from ml_cloud_optimizer.models.bundle import ModelBundle
     from ml_cloud_optimizer.models.tabular import LightGBMForecaster
 
-    model = LightGBMForecaster(horizons=(1, 12), n_estimators=20, early_stopping_rounds=5, n_jobs=1,
-                               params={"min_data_in_leaf": 20, "num_leaves": 15})
+    model = LightGBMForecaster(
+        horizons=(1, 12),
+        n_estimators=20,
+        early_stopping_rounds=5,
+        n_jobs=1,
+        params={"min_data_in_leaf": 20, "num_leaves": 15},
+    )
     model.fit(fleet.metrics, fleet.entities)
     return ModelBundle(model, None, {"source": "test"}).save(tmp_path_factory.mktemp("champion"))
 
@@ -139,8 +158,9 @@ def run(tmp_path_factory, database, champion_dir):
     with environment(MLCO_HOME=str(home), DATABASE_URL=database, MLFLOW_TRACKING_URI=None):
         tracker = Tracker()
         version = tracker.register_champion(tracker.log_candidate("lightgbm", {}, {}), champion_dir)
-        result = run_batch_local({"lookback_hours": LOOKBACK_HOURS, "target_utilization": 0.6}, home=home,
-                                 progress=progress)
+        result = run_batch_local(
+            {"lookback_hours": LOOKBACK_HOURS, "target_utilization": 0.6}, home=home, progress=progress
+        )
     return {"result": result, "version": version, "progress": progress.getvalue(), "dsn": database}
 
 
@@ -154,15 +174,20 @@ def test_every_entity_gets_forecasts_from_its_last_sample(run, fleet):
     result = run["result"]
     assert result.entities == ENTITIES, run["progress"]
     assert result.model_uri == f"models:/mlco-forecaster/{run['version']}"  # the alias, pinned
-    forecasts = frame(run["dsn"], "SELECT entity_id, origin_ts, horizon, target_ts, p50, p90 FROM forecasts"
-                                  " WHERE run_id = %s", result.optimizer_run_id)
+    forecasts = frame(
+        run["dsn"],
+        "SELECT entity_id, origin_ts, horizon, target_ts, p50, p90 FROM forecasts WHERE run_id = %s",
+        result.optimizer_run_id,
+    )
     last = fleet.metrics.groupby("entity_id", observed=True)["ts"].max()
     assert set(forecasts["entity_id"]) == set(fleet.entities["entity_id"])
     assert sorted(forecasts["horizon"].unique()) == [1, 12]
     origins = forecasts.groupby("entity_id")["origin_ts"].max()
     assert (pd.to_datetime(origins, utc=True) == last.reindex(origins.index)).all()
-    assert ((pd.to_datetime(forecasts["target_ts"], utc=True) - pd.to_datetime(forecasts["origin_ts"], utc=True))
-            == forecasts["horizon"] * STEP).all()
+    assert (
+        (pd.to_datetime(forecasts["target_ts"], utc=True) - pd.to_datetime(forecasts["origin_ts"], utc=True))
+        == forecasts["horizon"] * STEP
+    ).all()
     assert forecasts["p50"].notna().all() and (forecasts["p90"] >= forecasts["p50"] - 1e-9).all()
 
 

@@ -26,10 +26,10 @@ import pytest
 import yaml
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
-from serving_support import champion, history_sample, v1_history, v2_history
 
 from ml_cloud_optimizer.data.schema import VALUE_COLUMNS
 from ml_cloud_optimizer.models.bundle import ModelBundle
+from serving_support import champion, history_sample, v1_history, v2_history
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -70,8 +70,14 @@ def images() -> Build:
             pytest.fail("no Docker daemon answers under CI=true: .ci/run must start one (tools/start_docker.sh)")
         pytest.skip("no Docker daemon answers; tools/start_docker.sh starts one")
     started = time.perf_counter()
-    built = subprocess.run(["bash", "tools/build_images.sh"], cwd=REPO, capture_output=True, text=True,
-                           env={**os.environ, "PYTHON": sys.executable}, timeout=3600)
+    built = subprocess.run(
+        ["bash", "tools/build_images.sh"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+        timeout=3600,
+    )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     return Build(time.perf_counter() - started, built.stdout + built.stderr)
 
@@ -88,8 +94,14 @@ def report(text: str) -> None:
 def test_a_second_build_reuses_every_layer(images):
     before = {ref: image_id(ref) for ref in (CPU_IMAGE, PREDICTOR_IMAGE)}
     started = time.perf_counter()
-    again = subprocess.run(["bash", "tools/build_images.sh"], cwd=REPO, capture_output=True, text=True,
-                           env={**os.environ, "PYTHON": sys.executable}, timeout=1200)
+    again = subprocess.run(
+        ["bash", "tools/build_images.sh"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+        timeout=1200,
+    )
     seconds = time.perf_counter() - started
     assert again.returncode == 0, again.stderr[-3000:]
     assert {ref: image_id(ref) for ref in before} == before, "an unchanged tree rebuilt a layer"
@@ -97,21 +109,27 @@ def test_a_second_build_reuses_every_layer(images):
     assert seconds < 120
 
 
-def test_image_sizes_meet_their_targets(images):
-    sizes = {ref: int(docker("image", "inspect", "-f", "{{.Size}}", ref).stdout) for ref in (CPU_IMAGE, PREDICTOR_IMAGE)}
+@pytest.mark.usefixtures("images")
+def test_image_sizes_meet_their_targets():
+    sizes = {
+        ref: int(docker("image", "inspect", "-f", "{{.Size}}", ref).stdout) for ref in (CPU_IMAGE, PREDICTOR_IMAGE)
+    }
     report("sizes: " + ", ".join(f"{ref} {size / 1e9:.2f} GB" for ref, size in sizes.items()))
     assert sizes[CPU_IMAGE] <= MAX_CPU_IMAGE_BYTES
     assert sizes[PREDICTOR_IMAGE] <= MAX_PREDICTOR_IMAGE_BYTES
 
 
-def test_images_run_as_the_unprivileged_user_without_compilers(images):
+@pytest.mark.usefixtures("images")
+def test_images_run_as_the_unprivileged_user_without_compilers():
     probe = "import os, lightgbm, xgboost, catboost; print(os.getuid(), os.getgid())"
     for image in (CPU_IMAGE, PREDICTOR_IMAGE):
         assert docker("run", "--rm", "--read-only", image, "python", "-c", probe).stdout.split() == ["10001", "10001"]
         tools = docker("run", "--rm", image, "sh", "-c", "command -v gcc cc g++ make || true").stdout.strip()
         assert tools == "", f"{image} carries build tools: {tools}"
     # The full image trains sequence models; the predictor leaves torch out.
-    assert docker("run", "--rm", CPU_IMAGE, "python", "-c", "import torch; print(torch.__version__)").stdout.startswith("2.")
+    assert docker("run", "--rm", CPU_IMAGE, "python", "-c", "import torch; print(torch.__version__)").stdout.startswith(
+        "2."
+    )
     no_torch = docker("run", "--rm", PREDICTOR_IMAGE, "python", "-c", "import torch", check=False)
     assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr
 
@@ -127,8 +145,11 @@ def predictor_container(name: str) -> tuple[dict, list[str], dict[str, str]]:
     base = REPO / "manifests" / "base"
     container = yaml.safe_load((base / "servingruntime.yaml").read_text())["spec"]["containers"][0]
     model = yaml.safe_load((base / "inferenceservice.yaml").read_text())["spec"]["predictor"]["model"]
-    env = dict(line.split("=", 1) for line in (base / "settings.env").read_text().splitlines()
-               if line.strip() and not line.startswith("#"))
+    env = dict(
+        line.split("=", 1)
+        for line in (base / "settings.env").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     args = [a.replace("{{.Name}}", name) for a in container["args"]]
     args += [re.sub(r"\$\((\w+)\)", lambda m: env[m[1]], a) for a in model.get("args", [])]
     return container, args, env
@@ -148,19 +169,42 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("image", [PREDICTOR_IMAGE, CPU_IMAGE])
-def test_predictor_container_answers_v1_v2_and_grpc(images, model_dir, image):
+@pytest.mark.usefixtures("images")
+def test_predictor_container_answers_v1_v2_and_grpc(model_dir, image):
     name = "workload-forecaster"
     spec, args, env = predictor_container(name)
     security = spec["securityContext"]
     memory = spec["resources"]["limits"]["memory"].replace("Gi", "g")
     assert security["readOnlyRootFilesystem"] and security["capabilities"]["drop"] == ["ALL"]
     container = docker(
-        "run", "-d", "--rm",
-        "--user", f"{security['runAsUser']}:{security['runAsGroup']}", "--read-only", "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges", "--memory", memory, "--cpus", spec["resources"]["limits"]["cpu"],
-        "--tmpfs", "/tmp", "-v", f"{model_dir}:/mnt/models:ro", *(f"--env={k}={v}" for k, v in env.items()),
-        "-p", "127.0.0.1::8080", "-p", "127.0.0.1::8081",
-        "--entrypoint", spec["command"][0], image, *spec["command"][1:], *args,
+        "run",
+        "-d",
+        "--rm",
+        "--user",
+        f"{security['runAsUser']}:{security['runAsGroup']}",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--memory",
+        memory,
+        "--cpus",
+        spec["resources"]["limits"]["cpu"],
+        "--tmpfs",
+        "/tmp",
+        "-v",
+        f"{model_dir}:/mnt/models:ro",
+        *(f"--env={k}={v}" for k, v in env.items()),
+        "-p",
+        "127.0.0.1::8080",
+        "-p",
+        "127.0.0.1::8081",
+        "--entrypoint",
+        spec["command"][0],
+        image,
+        *spec["command"][1:],
+        *args,
     ).stdout.strip()
     try:
         http_port = docker("port", container, "8080/tcp").stdout.split(":")[-1].strip()
@@ -205,15 +249,22 @@ def grpc_inputs(history: pd.DataFrame) -> list:
     n = len(history)
     tensors = [
         pb.ModelInferRequest.InferInputTensor(
-            name="entity_id", datatype="BYTES", shape=[n],
-            contents=pb.InferTensorContents(bytes_contents=[e.encode() for e in history["entity_id"]])),
+            name="entity_id",
+            datatype="BYTES",
+            shape=[n],
+            contents=pb.InferTensorContents(bytes_contents=[e.encode() for e in history["entity_id"]]),
+        ),
         pb.ModelInferRequest.InferInputTensor(
-            name="ts", datatype="INT64", shape=[n],
-            contents=pb.InferTensorContents(int64_contents=(history["ts"].astype("int64") // 10**9).tolist())),
+            name="ts",
+            datatype="INT64",
+            shape=[n],
+            contents=pb.InferTensorContents(int64_contents=(history["ts"].astype("int64") // 10**9).tolist()),
+        ),
     ]
     return tensors + [
-        pb.ModelInferRequest.InferInputTensor(name=c, datatype="FP64", shape=[n],
-                                              contents=pb.InferTensorContents(fp64_contents=history[c].tolist()))
+        pb.ModelInferRequest.InferInputTensor(
+            name=c, datatype="FP64", shape=[n], contents=pb.InferTensorContents(fp64_contents=history[c].tolist())
+        )
         for c in VALUE_COLUMNS
     ]
 
@@ -221,10 +272,23 @@ def grpc_inputs(history: pd.DataFrame) -> list:
 # -- the pipeline, every component in its container --------------------------------------------
 
 
-def test_the_pipeline_runs_with_every_component_in_the_image(images, tmp_path):
+@pytest.mark.usefixtures("images")
+def test_the_pipeline_runs_with_every_component_in_the_image(tmp_path):
     home = tmp_path / "home"
-    command = [sys.executable, "-m", "ml_cloud_optimizer", "run", "--runner", "docker", "--records", "20000",
-               "--models", "lightgbm,gru", "--epochs", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "ml_cloud_optimizer",
+        "run",
+        "--runner",
+        "docker",
+        "--records",
+        "20000",
+        "--models",
+        "lightgbm,gru",
+        "--epochs",
+        "1",
+    ]
     env = {**os.environ, "MLCO_HOME": str(home)}
     env.pop("DATABASE_URL", None)
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -238,7 +302,9 @@ def test_the_pipeline_runs_with_every_component_in_the_image(images, tmp_path):
     assert (home / "champion" / "metadata.json").exists()
     run_dir = next((home / "pipeline_runs").iterdir())
     outputs = {p.parent.name: p for p in run_dir.rglob("executor_output.json")}  # loop tasks sit one level down
-    assert {"datagen", "olap-load", "features", "train-tabular", "train-sequence", "evaluate", "register"} <= set(outputs)
+    assert {"datagen", "olap-load", "features", "train-tabular", "train-sequence", "evaluate", "register"} <= set(
+        outputs
+    )
     # Every task ran in the image (kfp.local prints this once per container it starts), as its user.
     assert log.count(f"Found image '{CPU_IMAGE}'") >= len(outputs)
     for task in ("datagen", "train-sequence", "register"):

@@ -28,8 +28,14 @@ from ml_cloud_optimizer.dashboard.views import VIEWS  # noqa: E402
 
 CHROMIUM = Path(os.environ.get("MLCO_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 PLOT = ".js-plotly-plot .main-svg"
 EXCEPTION = '[data-testid="stException"]'
@@ -56,9 +62,10 @@ def _build_run(home: Path) -> None:
 
     fleet = generate_fleet(6 * 288 * 10, entities=6, seed=3)
     write_fleet(fleet, home / "fleet" / "metrics.parquet")
-    quick = dict(n_estimators=60, early_stopping_rounds=10, n_jobs=1)
-    trained = train_and_export(fleet.metrics, {"lightgbm": LightGBMForecaster(**quick)}, home / "train",
-                               tracker=None, refit=False)
+    quick = {"n_estimators": 60, "early_stopping_rounds": 10, "n_jobs": 1}
+    trained = train_and_export(
+        fleet.metrics, {"lightgbm": LightGBMForecaster(**quick)}, home / "train", tracker=None, refit=False
+    )
     evaluation = trained.evaluation
     forecasts = pd.concat([f.assign(model=name) for name, f in evaluation.forecasts.items()], ignore_index=True)
     forecasts.to_parquet(home / "train" / "forecasts.parquet", index=False)
@@ -229,10 +236,13 @@ def _dashboard_args(*argv: str):
     return parser.parse_args(["dashboard", *argv])
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (("--run-dir", "/nonexistent/run"), "no such directory"),
-    (("--port", "70000"), "TCP port"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--run-dir", "/nonexistent/run"), "no such directory"),
+        (("--port", "70000"), "TCP port"),
+    ],
+)
 def test_cli_refuses_bad_arguments_in_one_line(argv, message):
     from ml_cloud_optimizer.cli import UserError
 

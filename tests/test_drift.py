@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from ml_cloud_optimizer.data.synthetic import generate_fleet
 from ml_cloud_optimizer.drift import PSI_MAJOR, PSI_MODERATE, drift_report, psi
 from ml_cloud_optimizer.features import FeatureSpec, build_features
-from ml_cloud_optimizer.data.synthetic import generate_fleet
 
 
 def test_psi_is_near_zero_for_one_distribution_and_large_for_a_shift():
@@ -24,10 +24,8 @@ def test_psi_is_near_zero_for_one_distribution_and_large_for_a_shift():
 
 def test_report_flags_the_drifted_feature_first_with_scipy_ks():
     rng = np.random.default_rng(1)
-    reference = pd.DataFrame({"steady": rng.uniform(0, 1, 5_000), "moved": rng.uniform(0, 1, 5_000),
-                              "entity_id": "a"})
-    recent = pd.DataFrame({"steady": rng.uniform(0, 1, 2_000), "moved": rng.uniform(0.5, 1.5, 2_000),
-                           "entity_id": "a"})
+    reference = pd.DataFrame({"steady": rng.uniform(0, 1, 5_000), "moved": rng.uniform(0, 1, 5_000), "entity_id": "a"})
+    recent = pd.DataFrame({"steady": rng.uniform(0, 1, 2_000), "moved": rng.uniform(0.5, 1.5, 2_000), "entity_id": "a"})
     report = drift_report(reference, recent)
     assert list(report["feature"]) == ["moved", "steady"]
     moved = report.iloc[0]

@@ -24,9 +24,13 @@ from ml_cloud_optimizer.evaluation import (
 from ml_cloud_optimizer.evaluation.plots import plot_error_by_horizon, plot_forecasts
 from ml_cloud_optimizer.models.tabular import LightGBMForecaster
 
-TINY = LightGBMForecaster(features={"windows": ("6h",), "seasonal_lags": ("1d",), "scale_window": "6h",
-                                    "rolling_inputs": ()},
-                          n_estimators=40, learning_rate=0.2, n_jobs=1, quantile=False)
+TINY = LightGBMForecaster(
+    features={"windows": ("6h",), "seasonal_lags": ("1d",), "scale_window": "6h", "rolling_inputs": ()},
+    n_estimators=40,
+    learning_rate=0.2,
+    n_jobs=1,
+    quantile=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +67,8 @@ def test_metrics_match_their_definitions():
     assert np.isnan(mape(idle, idle + 0.1))  # undefined on idle machines: not reported
 
 
-def test_holdout_scores_every_model_beside_both_baselines_on_the_same_rows(evaluation, metrics):
+@pytest.mark.usefixtures("metrics")
+def test_holdout_scores_every_model_beside_both_baselines_on_the_same_rows(evaluation):
     scores = evaluation.scores
     assert set(scores["model"]) == {"persistence", "seasonal_naive", "lightgbm"}
     for _, rows in scores.groupby("horizon"):
@@ -94,12 +99,14 @@ def test_leaderboard_ranks_on_the_hour_ahead_mae(evaluation, tmp_path):
 
 def test_champion_tie_goes_to_the_simpler_model():
     best = 0.05
-    board = pd.DataFrame({
-        "model": ["catboost", "lightgbm", "gru"],
-        "kind": ["catboost", "lightgbm", "gru"],
-        "mae_h12": [best, best * (1 + TIE_TOLERANCE / 2), best * 0.998],
-        "fit_s": [1.0, 5.0, 9.0],
-    })
+    board = pd.DataFrame(
+        {
+            "model": ["catboost", "lightgbm", "gru"],
+            "kind": ["catboost", "lightgbm", "gru"],
+            "mae_h12": [best, best * (1 + TIE_TOLERANCE / 2), best * 0.998],
+            "fit_s": [1.0, 5.0, 9.0],
+        }
+    )
     assert choose_champion(board) == "gru"  # clearly better: complexity does not matter
     board.loc[2, "mae_h12"] = best * (1 + TIE_TOLERANCE / 3)
     assert choose_champion(board) == "lightgbm"  # three-way tie: the simplest kind wins

@@ -157,7 +157,8 @@ def test_peak_threshold_comes_from_the_reference_window_only(metrics):
     p95 = reference.groupby("entity_id", observed=True)["cpu_util"].quantile(0.95)
     grid = regularize(metrics)
     grid["future_max"] = grid.groupby("entity_id", observed=True)["cpu_util"].transform(
-        lambda s: s[::-1].rolling(12, min_periods=1).max()[::-1].shift(-1))
+        lambda s: s[::-1].rolling(12, min_periods=1).max()[::-1].shift(-1)
+    )
     joined = metrics[["entity_id", "ts"]].merge(grid, on=["entity_id", "ts"], how="left")
     expected = joined["future_max"] > joined["entity_id"].map(p95).astype(float)
     known = labels.notna().to_numpy()
@@ -175,8 +176,15 @@ def test_hourly_view_builds_features_on_an_hourly_grid(metrics):
         .agg(cpu_mean=("cpu_util", "mean"), mem_mean=("mem_util", "mean"), net_in_kbps=("net_in_kbps", "mean"))
         .reset_index()
     )
-    spec = FeatureSpec(step="1h", lags=(1, 2, 24), windows=("6h", "24h"), seasonal_lags=("1d",),
-                       median_windows=("3h",), ewm_halflives=("2h",), scale_window="24h")
+    spec = FeatureSpec(
+        step="1h",
+        lags=(1, 2, 24),
+        windows=("6h", "24h"),
+        seasonal_lags=("1d",),
+        median_windows=("3h",),
+        ewm_halflives=("2h",),
+        scale_window="24h",
+    )
     features = build_features(hourly, spec)
     assert len(features) == len(hourly)
     assert np.allclose(features["cpu_util"], hourly["cpu_mean"])

@@ -17,11 +17,11 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import tomllib
 from docker.utils.build import exclude_paths
 from dockerfile_parse import DockerfileParser
 
@@ -123,8 +123,12 @@ def test_every_stage_starts_from_the_one_pinned_official_base():
 @pytest.mark.parametrize("target", TARGETS)
 def test_targets_carry_openmp_and_no_build_tools(target):
     runs = " ".join(values(target, "RUN"))
-    packages = {word for group in re.findall(r"apt-get install ([^&;|]*)", runs) for word in group.split()
-                if not word.startswith("-")}
+    packages = {
+        word
+        for group in re.findall(r"apt-get install ([^&;|]*)", runs)
+        for word in group.split()
+        if not word.startswith("-")
+    }
     assert not packages & set(BUILD_TOOLS), f"{target} installs build tools {packages & set(BUILD_TOOLS)}"
     # LightGBM, XGBoost and torch load libgomp; the slim base lacks it (OSError: libgomp.so.1 on start).
     assert "libgomp1" in packages
@@ -137,7 +141,7 @@ def test_targets_run_as_the_unprivileged_user(target):
     assert users and users[-1].split(":")[0] == UNPRIVILEGED_UID, f"{target} runs as {users[-1:]}"
     assert re.search(rf"useradd\b[^&;]*--uid {UNPRIVILEGED_UID}\b", " ".join(values(target, "RUN")))
     final = STAGES[target].instructions
-    after_user = final[[i["instruction"] for i in final].index("USER"):]
+    after_user = final[[i["instruction"] for i in final].index("USER") :]
     assert not any(i["instruction"] == "RUN" for i in after_user), f"{target}: RUN after USER would need root"
 
 
@@ -146,7 +150,7 @@ def test_targets_serve_the_model_by_default_and_check_their_own_port(target):
     assert exec_form(values(target, "CMD")[-1]) == SERVER_CMD
     assert set(" ".join(values(target, "EXPOSE")).split()) == {"8080", "8081"}
     health = values(target, "HEALTHCHECK")[-1]
-    assert exec_form(health[health.index("CMD") + 3:].strip())[0] == "python", "the slim base has no curl"
+    assert exec_form(health[health.index("CMD") + 3 :].strip())[0] == "python", "the slim base has no curl"
     assert "127.0.0.1:8080/v2/health/" in health
     version = pyproject()["project"]["version"]
     assert f'org.opencontainers.image.version="{version}"' in " ".join(values(target, "LABEL"))
@@ -167,8 +171,9 @@ def test_torch_is_pinned_to_one_exact_build_and_the_cuda_image_is_only_build_arg
 def test_the_ca_bundle_is_a_build_secret_never_a_layer():
     for stage in STAGES.values():
         for instruction in ("COPY", "ADD"):
-            assert not any("ca" in Path(w).name and w.endswith(".crt") for v in stage.values(instruction)
-                           for w in shlex.split(v)), f"{stage.name}: a CA bundle copied into a layer"
+            assert not any(
+                "ca" in Path(w).name and w.endswith(".crt") for v in stage.values(instruction) for w in shlex.split(v)
+            ), f"{stage.name}: a CA bundle copied into a layer"
     for name in ("wheels", "project"):
         for run in STAGES[name].values("RUN"):
             if "pip wheel" in run:
@@ -217,7 +222,9 @@ def test_every_project_package_is_copied():
     copied = _copied_sources()
     for pattern in find.get("include", ["*"]):
         top = pattern.split(".")[0].rstrip("*")
-        found = [REPO / where / top for where in find.get("where", ["."]) if (REPO / where / top / "__init__.py").exists()]
+        found = [
+            REPO / where / top for where in find.get("where", ["."]) if (REPO / where / top / "__init__.py").exists()
+        ]
         assert found, f"pyproject.toml includes {pattern!r} but no such package exists"
         relative = found[0].relative_to(REPO).as_posix()
         assert any(relative == c or relative.startswith(c + "/") for c in copied), f"{relative} is not copied"
@@ -226,15 +233,20 @@ def test_every_project_package_is_copied():
 
 
 def test_copied_sources_exist_and_survive_dockerignore():
-    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     context = exclude_paths(str(REPO), patterns)
     for source in _copied_sources():
         assert (REPO / source).exists(), f"COPY {source} names nothing in the repository"
         assert source in context or any(p.startswith(source + "/") for p in context), (
             f".dockerignore leaves {source} out of the build context"
         )
-    leaked = {p for p in context if fnmatch.fnmatch(p, ".venv*") or p.split("/")[0] in {".git", ".mlco", "tests", "bench"}}
+    leaked = {
+        p for p in context if fnmatch.fnmatch(p, ".venv*") or p.split("/")[0] in {".git", ".mlco", "tests", "bench"}
+    }
     assert not leaked, f"build context would carry {sorted(leaked)[:5]}"
 
 
@@ -243,13 +255,19 @@ def test_checkov_passes_the_dockerfile(tmp_path):
         pytest.fail(f"checkov not found at {CHECKOV}: run tools/install_checkov.sh")
     completed = subprocess.run(
         [str(CHECKOV), "--framework", "dockerfile", "--output", "json", "--skip-download", "--file", str(DOCKERFILE)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     report = json.loads(completed.stdout)
     results = report["results"]
     failed = [f"{c['check_id']} {c['resource']} {c['check_name']}" for c in results["failed_checks"]]
     assert not failed, f"checkov failed: {failed}"
     assert report["summary"]["passed"] > 0 and report["summary"]["resource_count"] == 1, "checkov checked nothing"
-    unjustified = [c["check_id"] for c in results["skipped_checks"]
-                   if len(str(c["check_result"].get("suppress_comment") or "").split()) < 4]
+    unjustified = [
+        c["check_id"]
+        for c in results["skipped_checks"]
+        if len(str(c["check_result"].get("suppress_comment") or "").split()) < 4
+    ]
     assert not unjustified, f"suppressions without a justification beside them: {unjustified}"

@@ -23,7 +23,7 @@ def test_smote_keeps_original_rows_and_adds_only_minority_rows():
 
     pd.testing.assert_frame_equal(X_res.iloc[: len(X)].reset_index(drop=True), X.reset_index(drop=True))
     np.testing.assert_array_equal(np.asarray(y_res[: len(y)]), y)
-    synthetic, synthetic_y = X_res.iloc[len(X):], np.asarray(y_res[len(y):])
+    synthetic, synthetic_y = X_res.iloc[len(X) :], np.asarray(y_res[len(y) :])
     assert len(synthetic) == (~y).sum() - y.sum()  # "auto" balances the classes
     assert synthetic_y.all()
     # Interpolations between minority neighbours stay inside the minority rows' bounding box.
@@ -42,7 +42,7 @@ def test_smote_is_seeded():
 
 def test_smote_adapts_neighbours_to_a_tiny_minority():
     X, y = _imbalanced(n=100, positives=3)
-    X_res, y_res = smote_resample(X, y)
+    _X_res, y_res = smote_resample(X, y)
     assert np.asarray(y_res).sum() == (~y).sum()
 
 

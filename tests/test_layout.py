@@ -52,8 +52,12 @@ def test_each_area_imports_only_what_the_architecture_allows(area):
 
 def test_no_module_is_longer_than_the_limit():
     roots = [CORE, REPO / "serving", REPO / "pipelines", REPO / "components"]
-    long = {str(p.relative_to(REPO)): n for root in roots for p in root.rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(REPO)): n
+        for root in roots
+        for p in root.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert not long, f"over {MAX_LINES} lines: {long}"
 
 

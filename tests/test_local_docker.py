@@ -29,8 +29,12 @@ def test_every_executor_runs_the_given_image(tmp_path):
 
 
 def test_tasks_without_outputs_are_found_in_loops_too(tmp_path):
-    for task, done in [("datagen", True), ("register", False), ("for-loop-2-iteration-0/train-tabular", True),
-                       ("for-loop-3-iteration-1/train-sequence", False)]:
+    for task, done in [
+        ("datagen", True),
+        ("register", False),
+        ("for-loop-2-iteration-0/train-tabular", True),
+        ("for-loop-3-iteration-1/train-sequence", False),
+    ]:
         (tmp_path / task).mkdir(parents=True)
         if done:
             (tmp_path / task / "executor_output.json").write_text("{}")
@@ -54,9 +58,16 @@ def test_no_daemon_is_one_clear_error(monkeypatch, tmp_path):
 @pytest.mark.parametrize("args", [["--image", "x:y"], ["--runner", "docker", "--image", "mlco-absent:never"]])
 def test_run_refuses_in_one_line_before_any_work(tmp_path, args):
     env = {**os.environ, "MLCO_HOME": str(tmp_path / "home")}
-    done = subprocess.run([sys.executable, "-m", "ml_cloud_optimizer", "run", "--records", "2000", *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "ml_cloud_optimizer", "run", "--records", "2000", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("mlco run: error:")
-    assert not (tmp_path / "home" / "pipeline_runs").exists() or not any((tmp_path / "home" / "pipeline_runs").iterdir())
+    assert not (tmp_path / "home" / "pipeline_runs").exists() or not any(
+        (tmp_path / "home" / "pipeline_runs").iterdir()
+    )

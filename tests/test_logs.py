@@ -78,9 +78,16 @@ def test_importing_the_steps_sends_their_lines_to_stdout(restore_logging):
     assert handler.stream is sys.stdout and handler.formatter._fmt == logs.FORMAT and not restore_logging.propagate
 
 
-@pytest.mark.parametrize(("flags", "level"), [([], logging.INFO), (["-q"], logging.WARNING),
-                                              (["--quiet"], logging.WARNING), (["-v"], logging.DEBUG),
-                                              (["--verbose"], logging.DEBUG)])
+@pytest.mark.parametrize(
+    ("flags", "level"),
+    [
+        ([], logging.INFO),
+        (["-q"], logging.WARNING),
+        (["--quiet"], logging.WARNING),
+        (["-v"], logging.DEBUG),
+        (["--verbose"], logging.DEBUG),
+    ],
+)
 def test_cli_flags_choose_the_level(flags, level):
     assert build_parser().parse_args([*flags, "train"]).log_level == level
 
@@ -91,7 +98,8 @@ def test_quiet_and_verbose_exclude_each_other(capsys):
     assert "not allowed with" in capsys.readouterr().err
 
 
-def test_mlco_quiet_keeps_warnings_only(restore_logging, capsys):
+@pytest.mark.usefixtures("restore_logging")
+def test_mlco_quiet_keeps_warnings_only(capsys):
     from ml_cloud_optimizer.cli import main
 
     assert main(["-q", "train", "--models", "prophet", "--no-tracking"]) == 2
@@ -101,7 +109,8 @@ def test_mlco_quiet_keeps_warnings_only(restore_logging, capsys):
     assert "unknown model kind" in err and "progress" not in err and "[mlco] careful" in err
 
 
-def test_optuna_speaks_per_trial_only_when_verbose(restore_logging):
+@pytest.mark.usefixtures("restore_logging")
+def test_optuna_speaks_per_trial_only_when_verbose():
     optuna = pytest.importorskip("optuna")
     logs.configure(logging.INFO, io.StringIO())
     logs.quiet_optuna()

@@ -19,13 +19,13 @@ import os
 import re
 import shutil
 import subprocess
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
 import pytest
+import tomllib
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +45,7 @@ REFERENCED_SECRETS = {"mlco-db", "mlco-model-storage"}
 
 
 # ---------------------------------------------------------------------------- rendering
+
 
 def _kubectl() -> str:
     path = shutil.which("kubectl")
@@ -72,12 +73,16 @@ def overlay(request, rendered) -> tuple[str, list[dict]]:
 
 def kustomize_wrapped(root: Path, overlay: Path, **fields) -> list[dict]:
     """Render a kustomization in ``root`` that takes ``overlay`` as its resource, plus ``fields``."""
-    (root / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [os.path.relpath(overlay, root)],
-        **fields,
-    }))
+    (root / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(overlay, root)],
+                **fields,
+            }
+        )
+    )
     return kustomize(root)
 
 
@@ -98,6 +103,7 @@ def standalone(tmp_path_factory) -> dict[str, list[dict]]:
 
 
 # ---------------------------------------------------------------------------- helpers
+
 
 def of_kind(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind]
@@ -120,8 +126,12 @@ def selector_matches(selector: dict, labels: dict[str, str]) -> bool:
     for expression in selector.get("matchExpressions") or []:
         key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
         present = key in labels
-        if not {"In": present and labels[key] in values, "NotIn": not present or labels[key] not in values,
-                "Exists": present, "DoesNotExist": not present}[operator]:
+        if not {
+            "In": present and labels[key] in values,
+            "NotIn": not present or labels[key] not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[operator]:
             return False
     return True
 
@@ -143,7 +153,9 @@ def pod_templates(docs: list[dict]) -> list[tuple[str, dict, dict]]:
     for doc in docs:
         if doc["kind"] in WORKLOAD_KINDS:
             template = doc["spec"]["template"]
-            pods.append((f"{doc['kind']}/{doc['metadata']['name']}", template["metadata"].get("labels", {}), template["spec"]))
+            pods.append(
+                (f"{doc['kind']}/{doc['metadata']['name']}", template["metadata"].get("labels", {}), template["spec"])
+            )
         elif doc["kind"] == "InferenceService":
             predictor = doc["spec"]["predictor"]
             pods.append((f"InferenceService/{doc['metadata']['name']}", predictor_pod_labels(doc), predictor))
@@ -192,6 +204,7 @@ def isvc_validator() -> jsonschema.Draft7Validator:
 
 # ---------------------------------------------------------------------------- rendering and schemas
 
+
 def test_root_kustomization_applies_the_dev_overlay(rendered):
     assert kustomize(REPO) == rendered["dev"]
 
@@ -203,8 +216,11 @@ def test_overlays_render_the_whole_application(overlay):
     assert {"mlco-pipeline-runner", "mlco-predictor"} <= names(docs, "ServiceAccount")
     assert of_kind(docs, "Role") and of_kind(docs, "RoleBinding") and of_kind(docs, "NetworkPolicy")
     one(docs, "Namespace", "mlco")
-    unplaced = [f"{d['kind']}/{d['metadata']['name']}" for d in docs
-                if d["kind"] != "Namespace" and d["metadata"].get("namespace") != "mlco"]
+    unplaced = [
+        f"{d['kind']}/{d['metadata']['name']}"
+        for d in docs
+        if d["kind"] != "Namespace" and d["metadata"].get("namespace") != "mlco"
+    ]
     assert not unplaced, f"{name}: objects outside the mlco namespace: {unplaced}"
 
 
@@ -217,8 +233,10 @@ def test_core_kinds_validate_strictly(overlay):
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.ValidationError as error:
-                pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']} invalid for Kubernetes {version}: "
-                            f"{error.message} at {'.'.join(map(str, error.path))}")
+                pytest.fail(
+                    f"{name}: {doc['kind']}/{doc['metadata']['name']} invalid for Kubernetes {version}: "
+                    f"{error.message} at {'.'.join(map(str, error.path))}"
+                )
 
 
 def test_inferenceservice_validates_against_the_kserve_crd(overlay, isvc_validator):
@@ -232,11 +250,13 @@ def test_inferenceservice_validates_against_the_kserve_crd(overlay, isvc_validat
 
 
 def test_servingruntime_has_the_structure_kserve_needs(overlay):
-    name, docs = overlay
+    _name, docs = overlay
     runtime = one(docs, "ServingRuntime", "mlco-runtime")
     assert runtime["apiVersion"] == f"{KSERVE_GROUP}/v1alpha1"
     spec = runtime["spec"]
-    assert {"name": "mlco-forecaster", "version": "1", "autoSelect": True}.items() <= spec["supportedModelFormats"][0].items()
+    assert {"name": "mlco-forecaster", "version": "1", "autoSelect": True}.items() <= spec["supportedModelFormats"][
+        0
+    ].items()
     assert {"v1", "v2", "grpc-v2"} <= set(spec["protocolVersions"])
     assert spec.get("multiModel", False) is False
     (container,) = spec["containers"]
@@ -254,8 +274,9 @@ def test_servingruntime_has_the_structure_kserve_needs(overlay):
 
 # ---------------------------------------------------------------------------- the InferenceService
 
+
 def test_inferenceservice_is_standard_mode_hpa_and_locked_down(overlay):
-    name, docs = overlay
+    _name, docs = overlay
     isvc = one(docs, "InferenceService", ISVC_NAME)
     annotations = isvc["metadata"]["annotations"]
     assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
@@ -277,7 +298,7 @@ def test_inferenceservice_is_standard_mode_hpa_and_locked_down(overlay):
 
 def test_inferenceservice_references_resolve(overlay):
     """The runtime, service account and settings it names are rendered beside it."""
-    name, docs = overlay
+    _name, docs = overlay
     isvc = one(docs, "InferenceService", ISVC_NAME)
     assert_isvc_references_resolve(isvc, docs)
 
@@ -300,7 +321,11 @@ def test_argument_variables_are_defined(overlay):
         defined = {e["name"] for e in container.get("env", [])}
         for source in container.get("envFrom", []):
             defined |= set(config_maps.get(source.get("configMapRef", {}).get("name"), {}))
-        used = set(re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", " ".join(container.get("command", []) + container.get("args", []))))
+        used = set(
+            re.findall(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", " ".join(container.get("command", []) + container.get("args", []))
+            )
+        )
         assert used <= defined, f"{name}: {where} uses undefined {sorted(used - defined)}"
     model = one(docs, "InferenceService", ISVC_NAME)["spec"]["predictor"]["model"]
     assert "--target_utilization=$(MLCO_TARGET_UTILIZATION)" in model["args"]
@@ -353,6 +378,7 @@ def test_prod_autoscales_through_kserve_fields(rendered):
 
 # ---------------------------------------------------------------------------- across objects
 
+
 @pytest.mark.parametrize("variant", ["prod", "prod with namePrefix"])
 def test_pdb_keeps_one_predictor_pod(variant, rendered, prefixed_prod):
     docs = rendered["prod"] if variant == "prod" else prefixed_prod
@@ -379,8 +405,11 @@ def test_network_policies_select_running_pods(overlay):
     for policy in of_kind(docs, "NetworkPolicy"):
         selected = [where for where, labels, _ in pods if selector_matches(policy["spec"]["podSelector"], labels)]
         assert len(selected) == 1, f"{name}: NetworkPolicy {policy['metadata']['name']} selects {selected}"
-    predictor = next(p for p in of_kind(docs, "NetworkPolicy") if selector_matches(
-        p["spec"]["podSelector"], predictor_pod_labels(one(docs, "InferenceService", ISVC_NAME))))
+    predictor = next(
+        p
+        for p in of_kind(docs, "NetworkPolicy")
+        if selector_matches(p["spec"]["podSelector"], predictor_pod_labels(one(docs, "InferenceService", ISVC_NAME)))
+    )
     ports = {port["port"] for rule in predictor["spec"]["ingress"] for port in rule["ports"]}
     assert ports == {8080, 8081}
 
@@ -492,11 +521,29 @@ SEAWEEDFS_POLICY = {
         "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["seaweedfs"]}]},
         "policyTypes": ["Ingress"],
         "ingress": [
-            {"from": [{"namespaceSelector": {"matchExpressions": [
-                {"key": "app.kubernetes.io/part-of", "operator": "In", "values": ["kubeflow-profile"]}]}}],
-             "ports": [{"port": 8333}]},
-            {"from": [{"namespaceSelector": {"matchExpressions": [
-                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["istio-system"]}]}}]},
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchExpressions": [
+                                {"key": "app.kubernetes.io/part-of", "operator": "In", "values": ["kubeflow-profile"]}
+                            ]
+                        }
+                    }
+                ],
+                "ports": [{"port": 8333}],
+            },
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchExpressions": [
+                                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["istio-system"]}
+                            ]
+                        }
+                    }
+                ]
+            },
             {"from": [{"podSelector": {}}], "ports": [{"port": 8333}]},
         ],
     },
@@ -512,7 +559,10 @@ PROFILE_NAMESPACE_LABELS = {
     "pipelines.kubeflow.org/enabled": "true",
     "app.kubernetes.io/part-of": "kubeflow-profile",
 }
-KFP_NAMESPACE_LABELS = {"pod-security.kubernetes.io/enforce": "baseline", "pod-security.kubernetes.io/warn": "restricted"}
+KFP_NAMESPACE_LABELS = {
+    "pod-security.kubernetes.io/enforce": "baseline",
+    "pod-security.kubernetes.io/warn": "restricted",
+}
 # Labels Argo and KFP give a run's pods; none of our NetworkPolicies select them.
 RUN_POD_LABELS = {"workflows.argoproj.io/workflow": "mlco-run", "pipelines.kubeflow.org/v2_component": "true"}
 
@@ -526,8 +576,9 @@ class Pod:
 
 def applied_namespace_labels(docs: list[dict], namespace: str, live: dict[str, str]) -> dict[str, str]:
     """The namespace's labels after `kubectl apply`: ours replace the keys we set, the rest stay."""
-    ours = next((d["metadata"].get("labels", {}) for d in of_kind(docs, "Namespace")
-                 if d["metadata"]["name"] == namespace), {})
+    ours = next(
+        (d["metadata"].get("labels", {}) for d in of_kind(docs, "Namespace") if d["metadata"]["name"] == namespace), {}
+    )
     return {**live, **ours, "kubernetes.io/metadata.name": namespace}
 
 
@@ -546,28 +597,35 @@ def _port_matches(ports: list[dict], port: int, protocol: str) -> bool:
     for rule_port in ports:
         assert not isinstance(rule_port.get("port"), str), "named ports are not modelled here"
         if rule_port.get("protocol", "TCP") == protocol and (
-                "port" not in rule_port or rule_port["port"] <= port <= rule_port.get("endPort", rule_port["port"])):
+            "port" not in rule_port or rule_port["port"] <= port <= rule_port.get("endPort", rule_port["port"])
+        ):
             return True
     return not ports
 
 
 def _admits(policies: list[dict], pod: Pod, direction: str, peer: Pod, port: int, protocol: str) -> bool:
     """Whether the policies that select ``pod`` let this connection in (Ingress) or out (Egress) of it."""
-    isolating = [p for p in policies
-                 if p["metadata"]["namespace"] == pod.namespace
-                 and direction in p["spec"].get("policyTypes", ["Ingress"] + (["Egress"] if "egress" in p["spec"] else []))
-                 and selector_matches(p["spec"]["podSelector"], pod.labels)]
+    isolating = [
+        p
+        for p in policies
+        if p["metadata"]["namespace"] == pod.namespace
+        and direction in p["spec"].get("policyTypes", ["Ingress"] + (["Egress"] if "egress" in p["spec"] else []))
+        and selector_matches(p["spec"]["podSelector"], pod.labels)
+    ]
     peers_key = "from" if direction == "Ingress" else "to"
     return not isolating or any(
         (not rule.get(peers_key) or any(_peer_matches(x, p["metadata"]["namespace"], peer) for x in rule[peers_key]))
         and _port_matches(rule.get("ports", []), port, protocol)
-        for p in isolating for rule in p["spec"].get(direction.lower(), []))
+        for p in isolating
+        for rule in p["spec"].get(direction.lower(), [])
+    )
 
 
 def connects(policies: list[dict], source: Pod, destination: Pod, pod_port: int, protocol: str = "TCP") -> bool:
     """A connection is open when the source's policies let it out and the destination's let it in."""
-    return (_admits(policies, source, "Egress", destination, pod_port, protocol)
-            and _admits(policies, destination, "Ingress", source, pod_port, protocol))
+    return _admits(policies, source, "Egress", destination, pod_port, protocol) and _admits(
+        policies, destination, "Ingress", source, pod_port, protocol
+    )
 
 
 @pytest.fixture(params=["profile dev", "profile prod", "standalone dev", "standalone prod"])
@@ -594,19 +652,22 @@ def test_predictor_and_pipeline_reach_the_object_store(install):
     """KServe's storage initializer (in the predictor pod) and the KFP launcher (in a run's pod)
     both call seaweedfs.kubeflow:9000, which lands on the SeaweedFS pod's port 8333."""
     name, docs, live = install
-    policies = of_kind(docs, "NetworkPolicy") + [SEAWEEDFS_POLICY]
+    policies = [*of_kind(docs, "NetworkPolicy"), SEAWEEDFS_POLICY]
     store, pod_port = _seaweedfs_pod(), SEAWEEDFS_SERVICE_S3_PORTS[9000]
     predictor = _predictor_pod(docs, live)
     run = Pod(predictor.namespace, RUN_POD_LABELS, predictor.namespace_labels)
     assert _admits(policies, predictor, "Egress", store, pod_port, "TCP"), (
-        f"{name}: the predictor's NetworkPolicy does not let it out to SeaweedFS's pod port {pod_port}")
+        f"{name}: the predictor's NetworkPolicy does not let it out to SeaweedFS's pod port {pod_port}"
+    )
     assert connects(policies, predictor, store, pod_port), (
         f"{name}: SeaweedFS's NetworkPolicy refuses namespace {predictor.namespace} "
-        f"labelled {predictor.namespace_labels}")
+        f"labelled {predictor.namespace_labels}"
+    )
     assert connects(policies, run, store, pod_port), f"{name}: a pipeline pod cannot reach SeaweedFS"
     stranger = Pod("default", {"app": "seaweedfs"}, {"kubernetes.io/metadata.name": "default"})
     assert not _admits(policies, predictor, "Egress", stranger, pod_port, "TCP"), (
-        f"{name}: the predictor may reach any pod on {pod_port}, not only KFP's SeaweedFS")
+        f"{name}: the predictor may reach any pod on {pod_port}, not only KFP's SeaweedFS"
+    )
 
 
 def test_deployment_doc_points_model_storage_at_seaweedfs(rendered):
@@ -614,13 +675,18 @@ def test_deployment_doc_points_model_storage_at_seaweedfs(rendered):
     blocks = re.findall(r"```.*?```", (REPO / "DEPLOYMENT.md").read_text(), flags=re.S)
     assert not [b for b in blocks if "minio-service" in b], "KFP 2.15+ installs no MinIO"
     annotations = one(deployment_doc_examples(), "Secret", "mlco-model-storage")["metadata"]["annotations"]
-    endpoint = re.fullmatch(r"([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local:(\d+)",
-                            annotations["serving.kserve.io/s3-endpoint"])
+    endpoint = re.fullmatch(
+        r"([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local:(\d+)", annotations["serving.kserve.io/s3-endpoint"]
+    )
     assert endpoint and endpoint.group(1, 2) == ("seaweedfs", KFP_NAMESPACE), annotations
     assert annotations["serving.kserve.io/s3-usehttps"] == "0", "SeaweedFS in KFP serves plain HTTP"
     docs = rendered["dev"]
-    assert connects(of_kind(docs, "NetworkPolicy") + [SEAWEEDFS_POLICY], _predictor_pod(docs, PROFILE_NAMESPACE_LABELS),
-                    _seaweedfs_pod(), SEAWEEDFS_SERVICE_S3_PORTS[int(endpoint[3])])
+    assert connects(
+        [*of_kind(docs, "NetworkPolicy"), SEAWEEDFS_POLICY],
+        _predictor_pod(docs, PROFILE_NAMESPACE_LABELS),
+        _seaweedfs_pod(),
+        SEAWEEDFS_SERVICE_S3_PORTS[int(endpoint[3])],
+    )
 
 
 def test_namespace_keeps_the_kubeflow_profile_labels(rendered):
@@ -635,7 +701,9 @@ def test_namespace_keeps_the_kubeflow_profile_labels(rendered):
 def test_standalone_component_deploys_into_kfp_namespace(standalone):
     for name, docs in standalone.items():
         assert not of_kind(docs, "Namespace"), f"{name}: the kubeflow Namespace belongs to the KFP install"
-        misplaced = [f"{d['kind']}/{d['metadata']['name']}" for d in docs if d["metadata"].get("namespace") != KFP_NAMESPACE]
+        misplaced = [
+            f"{d['kind']}/{d['metadata']['name']}" for d in docs if d["metadata"].get("namespace") != KFP_NAMESPACE
+        ]
         assert not misplaced, f"{name}: outside {KFP_NAMESPACE}: {misplaced}"
         subjects = [s for b in of_kind(docs, "RoleBinding") for s in b["subjects"]]
         assert subjects and all(s["namespace"] == KFP_NAMESPACE for s in subjects), subjects
@@ -649,11 +717,16 @@ def test_standalone_component_deploys_into_kfp_namespace(standalone):
 # to 9091, or to 9088 under metric aggregation, and prometheus.io/path to /metrics
 # (kserve/kserve pkg/webhook/admission/pod/metrics_aggregate_injector.go, ports in
 # pkg/constants/constants.go). Both are queue-proxy ports; a Standard-mode pod has no queue-proxy.
-def kserve_predictor_pod_annotations(runtime: dict, isvc: dict, *, cluster_scraping: str, cluster_aggregation: str) -> dict:
+def kserve_predictor_pod_annotations(
+    runtime: dict, isvc: dict, *, cluster_scraping: str, cluster_aggregation: str
+) -> dict:
     """The annotations of a predictor pod: runtime, then InferenceService, then predictor
     (pkg/controller/v1beta1/inferenceservice/components/predictor.go, buildObjectMeta), mutated."""
-    annotations = {**runtime["spec"].get("annotations", {}), **isvc["metadata"].get("annotations", {}),
-                   **isvc["spec"]["predictor"].get("annotations", {})}
+    annotations = {
+        **runtime["spec"].get("annotations", {}),
+        **isvc["metadata"].get("annotations", {}),
+        **isvc["spec"]["predictor"].get("annotations", {}),
+    }
     aggregation = annotations.setdefault("serving.kserve.io/enable-metric-aggregation", cluster_aggregation)
     if annotations.setdefault("serving.kserve.io/enable-prometheus-scraping", cluster_scraping) == "true":
         annotations["prometheus.io/port"] = "9088" if aggregation == "true" else "9091"
@@ -666,17 +739,24 @@ def test_prometheus_scrapes_a_port_that_serves_the_metrics(overlay, cluster_defa
     name, docs = overlay
     isvc = one(docs, "InferenceService", ISVC_NAME)
     runtime = one(docs, "ServingRuntime", isvc["spec"]["predictor"]["model"]["runtime"])
-    pod = kserve_predictor_pod_annotations(runtime, isvc, cluster_scraping=cluster_default,
-                                           cluster_aggregation=cluster_default)
+    pod = kserve_predictor_pod_annotations(
+        runtime, isvc, cluster_scraping=cluster_default, cluster_aggregation=cluster_default
+    )
     assert pod.get("prometheus.io/scrape") == "true", f"{name}: Prometheus is not asked to scrape the predictor"
     port = int(pod["prometheus.io/port"])
     served = {p["containerPort"] for c in runtime["spec"]["containers"] for p in c.get("ports", [])}
     assert port in served, f"{name}: Prometheus would scrape port {port}; the predictor serves {sorted(served)}"
     metrics = runtime["spec"]["annotations"]
-    assert (str(port), pod["prometheus.io/path"]) == (metrics["prometheus.kserve.io/port"], metrics["prometheus.kserve.io/path"])
-    prometheus = Pod("monitoring", {"app.kubernetes.io/name": "prometheus"}, {"kubernetes.io/metadata.name": "monitoring"})
+    assert (str(port), pod["prometheus.io/path"]) == (
+        metrics["prometheus.kserve.io/port"],
+        metrics["prometheus.kserve.io/path"],
+    )
+    prometheus = Pod(
+        "monitoring", {"app.kubernetes.io/name": "prometheus"}, {"kubernetes.io/metadata.name": "monitoring"}
+    )
     assert connects(of_kind(docs, "NetworkPolicy"), prometheus, _predictor_pod(docs, PROFILE_NAMESPACE_LABELS), port), (
-        f"{name}: the predictor's NetworkPolicy refuses Prometheus on {port}")
+        f"{name}: the predictor's NetworkPolicy refuses Prometheus on {port}"
+    )
 
 
 def test_checkov_passes_the_rendered_overlays(rendered, tmp_path):
@@ -692,6 +772,9 @@ def test_checkov_passes_the_rendered_overlays(rendered, tmp_path):
     failed = [f"{c['check_id']} {c['resource']} {c['check_name']}" for c in report["results"]["failed_checks"]]
     assert not failed, f"checkov failed: {failed}"
     assert report["summary"]["passed"] > 100, "checkov checked almost nothing"
-    unjustified = [c["check_id"] for c in report["results"]["skipped_checks"]
-                   if len(str(c["check_result"].get("suppress_comment") or "").split()) < 4]
+    unjustified = [
+        c["check_id"]
+        for c in report["results"]["skipped_checks"]
+        if len(str(c["check_result"].get("suppress_comment") or "").split()) < 4
+    ]
     assert not unjustified, f"suppressions without a justification beside them: {unjustified}"

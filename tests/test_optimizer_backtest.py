@@ -26,7 +26,7 @@ def _slow_backlog_minutes(demand: np.ndarray, capacity: np.ndarray) -> float:
     minutes = 0.0
     for j in range(demand.shape[1]):
         backlog = 0.0
-        for d, c in zip(demand[:, j], capacity[:, j]):
+        for d, c in zip(demand[:, j], capacity[:, j], strict=True):
             if np.isnan(d):
                 continue
             backlog = max(0.0, backlog + d - c)
@@ -113,7 +113,10 @@ def test_saved_backtest_holds_the_summary_and_the_replayed_capacity(tmp_path):
     result = run_backtest(grid, default_policies(), start=300)
     paths = result.save(tmp_path)
     assert [p.name for p in paths] == [
-        "backtest_summary.csv", "backtest_summary.md", "backtest_capacity.csv.gz", "backtest_params.json"
+        "backtest_summary.csv",
+        "backtest_summary.md",
+        "backtest_capacity.csv.gz",
+        "backtest_params.json",
     ]
     summary = pd.read_csv(paths[0])
     pd.testing.assert_frame_equal(summary, result.summary, check_exact=False)

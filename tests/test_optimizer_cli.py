@@ -18,6 +18,7 @@ from ml_cloud_optimizer.models.baselines import PersistenceForecaster
 from ml_cloud_optimizer.warehouse import load_fleet
 from ml_cloud_optimizer.warehouse.optimizer_runs import read_recommendations
 
+
 @pytest.fixture(autouse=True)
 def _runs_in_tmp(monkeypatch, tmp_path):
     """Keep every command's output under the test's own MLCO_HOME."""
@@ -61,8 +62,10 @@ def test_backtest_prints_every_policy_and_writes_the_run(tmp_path, fleet_file, c
         (["backtest", "--trace", "FLEET", "--forecaster", "nope"], "unknown model kind"),
         (["backtest", "--trace", "FLEET", "--replay-fraction", "1.5"], "replay fraction"),
         (["recommend", "--model", "/nonexistent/model", "--no-store", "--source", "FLEET"], "no such model"),
-        (["recommend", "--model", "MODEL", "--no-store", "--source", "FLEET", "--target-utilization", "0"],
-         "target utilization"),
+        (
+            ["recommend", "--model", "MODEL", "--no-store", "--source", "FLEET", "--target-utilization", "0"],
+            "target utilization",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, fleet_file, model_dir, capsys):
@@ -74,8 +77,20 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, fleet_file, model_dir, 
 
 def test_recommend_from_a_file_without_the_warehouse(tmp_path, fleet_file, model_dir, capsys):
     out = tmp_path / "run"
-    code = main(["recommend", "--model", str(model_dir), "--source", str(fleet_file), "--no-store",
-                 "--hours", "6", "--out", str(out)])
+    code = main(
+        [
+            "recommend",
+            "--model",
+            str(model_dir),
+            "--source",
+            str(fleet_file),
+            "--no-store",
+            "--hours",
+            "6",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     recs = pd.read_csv(out / "recommendations.csv")
     assert recs["entity_id"].nunique() == 3
@@ -84,8 +99,9 @@ def test_recommend_from_a_file_without_the_warehouse(tmp_path, fleet_file, model
     assert "next hour, 3 entities" in printed and "warehouse run" not in printed
 
 
-def test_recommend_from_the_warehouse_stores_the_run(warehouse, warehouse_dsn, tmp_path, fleet_file, model_dir,
-                                                     monkeypatch, capsys):
+def test_recommend_from_the_warehouse_stores_the_run(
+    warehouse, warehouse_dsn, tmp_path, fleet_file, model_dir, monkeypatch, capsys
+):
     from ml_cloud_optimizer.data.io import read_fleet
 
     load_fleet(warehouse, read_fleet(fleet_file))

@@ -45,8 +45,9 @@ def test_stored_accuracy_is_asked_for_the_recent_window_and_judged(fleet):
 
     def stored(start):
         asked.append(start)
-        return pd.DataFrame([{"source": "warehouse", "window": "recent", "horizon": 12, "n": 10, "mae": 9.0,
-                              "p90_coverage": 0.1}])
+        return pd.DataFrame(
+            [{"source": "warehouse", "window": "recent", "horizon": 12, "n": 10, "mae": 9.0, "p90_coverage": 0.1}]
+        )
 
     report = monitor(fleet.metrics, PersistenceForecaster().fit(fleet.metrics), stored=stored)
     assert asked == [fleet.metrics["ts"].max() - pd.Timedelta(hours=24)]

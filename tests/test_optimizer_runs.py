@@ -99,8 +99,9 @@ def test_stored_forecasts_are_scored_against_loaded_metrics(warehouse):
     forecasts = PersistenceForecaster(horizons=(12,)).fit(metrics).predict(metrics)
     forecasts["p90_h12"] = forecasts["p50_h12"] + 0.05
     recent = metrics["ts"].max() - pd.Timedelta(hours=6)
-    store_run(warehouse, recommend(forecasts, fleet.entities), forecasts_long(forecasts), model="persistence",
-              source="t")
+    store_run(
+        warehouse, recommend(forecasts, fleet.entities), forecasts_long(forecasts), model="persistence", source="t"
+    )
 
     got = stored_accuracy(warehouse, recent)
     assert list(got["horizon"]) == [12]
@@ -111,6 +112,10 @@ def test_stored_forecasts_are_scored_against_loaded_metrics(warehouse):
     assert got["mae"].iloc[0] == pytest.approx((frame["actual"] - frame["p50_h12"]).abs().mean())
     assert got["p90_coverage"].iloc[0] == pytest.approx((frame["actual"] <= frame["p90_h12"]).mean())
 
-    report = monitor(metrics, PersistenceForecaster().fit(metrics), stored=partial(stored_accuracy, warehouse),
-                     recent=pd.Timedelta(hours=6))
+    report = monitor(
+        metrics,
+        PersistenceForecaster().fit(metrics),
+        stored=partial(stored_accuracy, warehouse),
+        recent=pd.Timedelta(hours=6),
+    )
     assert "warehouse" in set(report.accuracy["source"])

@@ -89,8 +89,10 @@ def test_state_round_trips_through_json_and_load_with_identical_probabilities(fl
         assert {k: config[k] for k in state} == state  # peak.json is the state plus the booster's files
         loaded = BasePeakModel.load(directory)
         assert loaded.get_state() == state
-        np.testing.assert_array_equal(loaded.predict_proba(fleet_metrics)["peak_prob"].to_numpy(),
-                                      model.predict_proba(fleet_metrics)["peak_prob"].to_numpy())
+        np.testing.assert_array_equal(
+            loaded.predict_proba(fleet_metrics)["peak_prob"].to_numpy(),
+            model.predict_proba(fleet_metrics)["peak_prob"].to_numpy(),
+        )
 
 
 def test_unknown_entities_get_probabilities_from_the_pooled_threshold(fleet_metrics, fitted_pair):
@@ -148,5 +150,5 @@ def test_bad_input_is_reported_clearly(fleet_metrics):
         PeakClassifier().fit(fleet_metrics.drop(columns="cpu_util"))
     with pytest.raises(RuntimeError, match="not fitted"):
         PeakClassifier().predict_proba(fleet_metrics)
-    with pytest.raises(FileNotFoundError, match="peak.json"):
+    with pytest.raises(FileNotFoundError, match=r"peak\.json"):
         BasePeakModel.load("/nonexistent/peak-model")

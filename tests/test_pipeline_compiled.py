@@ -54,8 +54,14 @@ def executor(spec: dict, task: dict) -> dict:
 def compile_in_subprocess(*args: str, **env_overrides: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in COMPILE_ENV}
     env.update(env_overrides)
-    return subprocess.run([sys.executable, "-m", "pipelines.compile", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.compile", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_train_sequence_asks_for_one_gpu_and_tolerates_the_gpu_taint(spec, platform):
@@ -70,8 +76,11 @@ def test_train_sequence_asks_for_one_gpu_and_tolerates_the_gpu_taint(spec, platf
     assert not any("nodeSelector" in cfg for cfg in platform.values())
     # Only the sequence models need a GPU node.
     assert {name for name, cfg in platform.items() if "tolerations" in cfg} == {"exec-train-sequence"}
-    assert not any("accelerator" in c["container"].get("resources", {})
-                   for name, c in spec["deploymentSpec"]["executors"].items() if name != "exec-train-sequence")
+    assert not any(
+        "accelerator" in c["container"].get("resources", {})
+        for name, c in spec["deploymentSpec"]["executors"].items()
+        if name != "exec-train-sequence"
+    )
 
 
 def test_gpu_node_selector_is_a_compile_time_setting(tmp_path):
@@ -82,26 +91,34 @@ def test_gpu_node_selector_is_a_compile_time_setting(tmp_path):
     selected = {name: cfg["nodeSelector"]["labels"] for name, cfg in platform.items() if "nodeSelector" in cfg}
     assert selected == {"exec-train-sequence": {"nvidia.com/gpu.present": "true"}}
 
-    custom = compile_in_subprocess("--out", str(out),
-                                   MLCO_GPU_NODE_SELECTOR="cloud.google.com/gke-accelerator=nvidia-h100-80gb")
+    custom = compile_in_subprocess(
+        "--out", str(out), MLCO_GPU_NODE_SELECTOR="cloud.google.com/gke-accelerator=nvidia-h100-80gb"
+    )
     assert custom.returncode == 0, custom.stderr
     assert read_compiled(out)[1]["exec-train-sequence"]["nodeSelector"]["labels"] == {
-        "cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+        "cloud.google.com/gke-accelerator": "nvidia-h100-80gb"
+    }
 
 
 @pytest.mark.parametrize("value", ["nvidia.com/gpu.present", "=true", "bad key=true", "gpu=no spaces"])
 def test_a_malformed_gpu_node_selector_is_refused(tmp_path, value):
     env = {k: v for k, v in os.environ.items() if k not in COMPILE_ENV}
-    result = subprocess.run([sys.executable, "-m", "ml_cloud_optimizer", "compile", "--out", str(tmp_path / "pipeline.yaml")],
-                            cwd=ROOT, env={**env, "MLCO_GPU_NODE_SELECTOR": value}, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "ml_cloud_optimizer", "compile", "--out", str(tmp_path / "pipeline.yaml")],
+        cwd=ROOT,
+        env={**env, "MLCO_GPU_NODE_SELECTOR": value},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr
     assert "MLCO_GPU_NODE_SELECTOR" in result.stderr and "key=value" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, "a user's mistake is one line, not a traceback"
     assert not (tmp_path / "pipeline.yaml").exists()
 
 
-def test_only_the_warehouse_tasks_get_the_database_secret(spec, platform):
+@pytest.mark.usefixtures("spec")
+def test_only_the_warehouse_tasks_get_the_database_secret(platform):
     with_secret = {name for name, cfg in platform.items() if cfg.get("secretAsEnv")}
     assert with_secret == {"exec-olap-load", "exec-features"}
     for name in with_secret:
@@ -135,8 +152,9 @@ def _artifact_producers(spec: dict) -> dict[str, set[str]]:
         if "dag" not in inner:  # a container task
             return {task_name}
         selector = inner["dag"]["outputs"]["artifacts"][key]["artifactSelectors"][0]
-        return producers_of_output(task["componentRef"]["name"], selector["producerSubtask"],
-                                   selector["outputArtifactKey"])
+        return producers_of_output(
+            task["componentRef"]["name"], selector["producerSubtask"], selector["outputArtifactKey"]
+        )
 
     def producers_of_input(component_name: str, spec_: dict) -> set[str]:
         if "taskOutputArtifact" in spec_:
@@ -181,8 +199,11 @@ def test_mlflow_tasks_read_the_tracking_server_from_the_settings_config_map(comp
     spec, platform = read_compiled(compiled)
     # The parameter's default "" means "from the environment": no address is baked into the pipeline.
     assert spec["root"]["inputDefinitions"]["parameters"]["mlflow_tracking_uri"]["defaultValue"] == ""
-    uses_mlflow = {spec["components"][name]["executorLabel"] for name, c in spec["components"].items()
-                   if "tracking_uri" in c.get("inputDefinitions", {}).get("parameters", {})}
+    uses_mlflow = {
+        spec["components"][name]["executorLabel"]
+        for name, c in spec["components"].items()
+        if "tracking_uri" in c.get("inputDefinitions", {}).get("parameters", {})
+    }
     assert uses_mlflow, "no component takes a tracking_uri"
     with_config_map = {name for name, cfg in platform.items() if cfg.get("configMapAsEnv")}
     assert with_config_map == uses_mlflow
@@ -193,7 +214,8 @@ def test_mlflow_tasks_read_the_tracking_server_from_the_settings_config_map(comp
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
-def test_the_config_map_the_pipeline_names_is_rendered_with_the_overlays_tracking_server(spec, platform, overlay):
+@pytest.mark.usefixtures("spec")
+def test_the_config_map_the_pipeline_names_is_rendered_with_the_overlays_tracking_server(platform, overlay):
     """One address per environment: the pipeline's ConfigMap exists under the exact name it uses
     (no kustomize content hash) and says what the predictor's settings say."""
     docs = _kustomize(OVERLAYS[overlay])
@@ -243,8 +265,11 @@ def test_model_loops_fan_out_and_are_collected_by_evaluate(spec):
 
 def test_images_are_the_projects_and_pinned(spec):
     tasks = all_tasks(spec)
-    images = {name: executor(spec, t)["image"] for name, t in tasks.items() if "executorLabel" in
-              spec["components"][t["componentRef"]["name"]]}
+    images = {
+        name: executor(spec, t)["image"]
+        for name, t in tasks.items()
+        if "executorLabel" in spec["components"][t["componentRef"]["name"]]
+    }
     assert images.pop("train-sequence") == CUDA_IMAGE
     assert set(images.values()) == {CPU_IMAGE}
     assert len(images) == 10  # every other component, exit handler included
@@ -275,9 +300,16 @@ def test_deploy_runs_only_when_enabled(spec):
 def test_pipeline_parameters_cover_the_run_settings(spec):
     params = spec["root"]["inputDefinitions"]["parameters"]
     expected = {
-        "source": "STRING", "records": "NUMBER_INTEGER", "horizons": "LIST", "tabular_models": "LIST",
-        "sequence_models": "LIST", "epochs": "NUMBER_INTEGER", "trials": "NUMBER_INTEGER", "deploy": "BOOLEAN",
-        "namespace": "STRING", "isvc_name": "STRING",
+        "source": "STRING",
+        "records": "NUMBER_INTEGER",
+        "horizons": "LIST",
+        "tabular_models": "LIST",
+        "sequence_models": "LIST",
+        "epochs": "NUMBER_INTEGER",
+        "trials": "NUMBER_INTEGER",
+        "deploy": "BOOLEAN",
+        "namespace": "STRING",
+        "isvc_name": "STRING",
     }
     assert {k: params[k]["parameterType"] for k in expected} == expected
     assert params["isvc_name"]["defaultValue"] == "workload-forecaster"
@@ -300,8 +332,9 @@ def test_check_notices_a_stale_yaml(tmp_path):
 
 def test_image_setting_reaches_the_compiled_yaml(tmp_path):
     out = tmp_path / "pipeline.yaml"
-    result = compile_in_subprocess("--out", str(out), MLCO_IMAGE="registry.example/mlco:9.9",
-                                   MLCO_CUDA_IMAGE="registry.example/mlco-cuda:9.9")
+    result = compile_in_subprocess(
+        "--out", str(out), MLCO_IMAGE="registry.example/mlco:9.9", MLCO_CUDA_IMAGE="registry.example/mlco-cuda:9.9"
+    )
     assert result.returncode == 0, result.stderr
     spec = next(yaml.safe_load_all(out.read_text()))
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}

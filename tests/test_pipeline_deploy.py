@@ -18,7 +18,6 @@ import pytest
 import yaml
 from kserve import KServeClient
 
-from fakes.kube_api import LAST_APPLIED, FakeKubeApi, base_inference_service, merge_patch, serving, three_way_merge_patch
 from components._deploy import (
     HOLDOUT_MAE_ANNOTATION,
     MODEL_URI_ANNOTATION,
@@ -27,6 +26,14 @@ from components._deploy import (
     Candidate,
     deploy_champion,
     storage_uri_for,
+)
+from fakes.kube_api import (
+    LAST_APPLIED,
+    FakeKubeApi,
+    base_inference_service,
+    merge_patch,
+    serving,
+    three_way_merge_patch,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,12 +115,17 @@ def served_state(kube) -> dict:
 def rolled_out(deployment: dict) -> bool:
     """``kubectl rollout status`` says done (kubectl pkg/polymorphichelpers/rollout_status.go)."""
     status, wanted = deployment["status"], deployment["spec"]["replicas"]
-    return (status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
-            and status.get("updatedReplicas", 0) == status.get("replicas", 0) == status.get("availableReplicas", 0)
-            == wanted)
+    return (
+        status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
+        and status.get("updatedReplicas", 0)
+        == status.get("replicas", 0)
+        == status.get("availableReplicas", 0)
+        == wanted
+    )
 
 
 # ---------------------------------------------------------------------------- the gate
+
 
 def test_a_better_champion_patches_only_the_model_and_annotations(kube):
     before = put_serving(kube, candidate(1, 0.05))
@@ -176,8 +188,14 @@ def test_compare_with_registered_raises_when_the_deployed_model_will_not_load(tm
     monkeypatch.setenv("MLCO_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(RuntimeError, match="models:/mlco-forecaster/41 could not be loaded"):
-        compare_with_registered(str(tmp_path / "no-bundle"), "models:/mlco-forecaster/41", make_small_fleet(500),
-                                holdout_fraction=0.2, horizons=[1, 12], tracking_uri="")
+        compare_with_registered(
+            str(tmp_path / "no-bundle"),
+            "models:/mlco-forecaster/41",
+            make_small_fleet(500),
+            holdout_fraction=0.2,
+            horizons=[1, 12],
+            tracking_uri="",
+        )
 
 
 def test_nothing_served_yet_is_the_only_unvetted_rollout(kube, rendered):
@@ -188,8 +206,12 @@ def test_nothing_served_yet_is_the_only_unvetted_rollout(kube, rendered):
     result = deploy(kube, candidate(1, 0.05), scorer)
     assert result.action == "patched" and "nothing is served" in result.reason
     assert scorer.asked == []
-    assert served_state(kube) == {"spec": candidate(1, 0).storage_uri, "annotated": candidate(1, 0).storage_uri,
-                                  "model": f"models:/{NAME}/1", "pods": candidate(1, 0).storage_uri}
+    assert served_state(kube) == {
+        "spec": candidate(1, 0).storage_uri,
+        "annotated": candidate(1, 0).storage_uri,
+        "model": f"models:/{NAME}/1",
+        "pods": candidate(1, 0).storage_uri,
+    }
     assert result.url == f"http://{NAME}.{NS}.example.com"
 
 
@@ -224,6 +246,7 @@ def test_the_decision_uses_scores_on_the_same_rows_not_the_recorded_ones(kube):
 
 # ---------------------------------------------------------------------------- re-apply (defect d)
 
+
 def test_the_fakes_apply_is_kubectls_three_way_merge():
     """Fields the last file set and this one drops go; fields this file sets win; fields others set stay."""
     original = {"spec": {"a": 1, "b": 2, "list": [1, 2]}}
@@ -255,8 +278,12 @@ def test_reapplying_the_manifests_keeps_the_rollout_and_its_annotations(kube, re
 
     kube.apply(manifest, NS)
     state = served_state(kube)
-    assert state == {"spec": first.storage_uri, "annotated": first.storage_uri, "model": first.model_uri,
-                     "pods": first.storage_uri}
+    assert state == {
+        "spec": first.storage_uri,
+        "annotated": first.storage_uri,
+        "model": first.model_uri,
+        "pods": first.storage_uri,
+    }
     assert kube.objects[(NS, NAME)]["metadata"]["generation"] == generation  # nothing for KServe to roll
 
     # A changed file still wins on its own fields, and still leaves the rollout alone.
@@ -272,8 +299,12 @@ def test_reapplying_the_manifests_keeps_the_rollout_and_its_annotations(kube, re
     deploy(kube, candidate(2, 0.04), scorer)
     assert scorer.asked == [first.model_uri]
     kube.apply(changed, NS)
-    assert served_state(kube) == {"spec": candidate(2, 0).storage_uri, "annotated": candidate(2, 0).storage_uri,
-                                  "model": f"models:/{NAME}/2", "pods": candidate(2, 0).storage_uri}
+    assert served_state(kube) == {
+        "spec": candidate(2, 0).storage_uri,
+        "annotated": candidate(2, 0).storage_uri,
+        "model": f"models:/{NAME}/2",
+        "pods": candidate(2, 0).storage_uri,
+    }
 
 
 # ---------------------------------------------------------------------------- one spec (defect n)
@@ -301,6 +332,7 @@ def test_the_rollout_leaves_the_rendered_manifest_as_it_is_but_for_what_it_owns(
 
 # ---------------------------------------------------------------------------- readiness (defect f)
 
+
 def _prod_like() -> dict:
     isvc = base_inference_service()
     isvc["spec"]["predictor"]["minReplicas"] = isvc["spec"]["predictor"]["maxReplicas"] = 2
@@ -315,8 +347,11 @@ def test_the_step_returns_only_after_the_predictor_deployment_rolled_out(kube):
     new = candidate(2, 0.04)
     deploy(kube, new, Scorer(mae=0.05))
     # The annotations named the candidate only once its rollout was complete.
-    (named,) = [dep for _, isvc, dep in kube.history
-                if isvc["metadata"]["annotations"].get(MODEL_URI_ANNOTATION) == new.model_uri]
+    (named,) = [
+        dep
+        for _, isvc, dep in kube.history
+        if isvc["metadata"]["annotations"].get(MODEL_URI_ANNOTATION) == new.model_uri
+    ]
     assert named["spec"]["template"]["metadata"]["annotations"][SOURCE_URI] == new.storage_uri
     assert rolled_out(named), named["status"]
     deployment = kube.predictor(NS, NAME)

@@ -25,8 +25,18 @@ from pipelines.local import environment
 pytestmark = pytest.mark.slow  # whole pipelines through kfp.local: minutes on two cores
 
 RECORDS = 3_600
-TASKS = {"datagen", "olap-load", "features", "smote", "train-peak", "train-tabular", "train-sequence", "evaluate",
-         "register", "record-status"}
+TASKS = {
+    "datagen",
+    "olap-load",
+    "features",
+    "smote",
+    "train-peak",
+    "train-tabular",
+    "train-sequence",
+    "evaluate",
+    "register",
+    "record-status",
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +52,11 @@ def run(tmp_path_factory, database):
     """``mlco run`` once, in-process, with its output captured."""
     home = tmp_path_factory.mktemp("mlco_home")
     out, err = io.StringIO(), io.StringIO()
-    with environment(MLCO_HOME=str(home), DATABASE_URL=database, MLFLOW_TRACKING_URI=None), \
-            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with (
+        environment(MLCO_HOME=str(home), DATABASE_URL=database, MLFLOW_TRACKING_URI=None),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
         code = cli.main(["run", "--records", str(RECORDS), "--epochs", "1", "--trials", "0"])
     return {"code": code, "out": out.getvalue(), "err": err.getvalue(), "home": home, "dsn": database}
 
@@ -73,7 +86,7 @@ def test_leaderboard_ranks_all_models_with_baselines_and_names_the_champion(run)
 
 
 def test_champion_bundle_is_where_serving_looks_and_forecasts(run):
-    import ml_cloud_optimizer.models.sequence  # noqa: F401 - registers lstm/gru
+    import ml_cloud_optimizer.models.sequence  # registers lstm/gru
     import ml_cloud_optimizer.models.tabular  # noqa: F401 - registers the tree kinds
     from ml_cloud_optimizer.models.bundle import ModelBundle
     from ml_cloud_optimizer.pipeline_steps.artifacts import load_fleet
@@ -108,8 +121,15 @@ def test_registry_holds_the_champion_alias_and_every_candidate(run):
     assert f"registered as models:/mlco-forecaster/{version.version}" in run["out"]
     experiment = client.get_experiment_by_name("mlco-forecast")
     runs = client.search_runs([experiment.experiment_id])
-    assert {r.data.tags["candidate"] for r in runs} >= {"lightgbm", "xgboost", "catboost", "lstm", "gru",
-                                                         "persistence", "seasonal_naive"}
+    assert {r.data.tags["candidate"] for r in runs} >= {
+        "lightgbm",
+        "xgboost",
+        "catboost",
+        "lstm",
+        "gru",
+        "persistence",
+        "seasonal_naive",
+    }
     champion_run = client.get_run(version.run_id)
     assert champion_run.data.tags.get("champion") == "true"
     assert "mae_h12" in champion_run.data.metrics
@@ -154,13 +174,13 @@ def test_deploy_component_replaces_a_worse_deployed_model(run, tmp_path):
     """The deploy task itself: MLflow's registered models, the real kserve SDK, a fake API server."""
     from kfp import dsl, local
 
+    from components._deploy import MODEL_URI_ANNOTATION, Candidate
     from components.deploy import deploy
     from fakes.kube_api import FakeKubeApi, base_inference_service, serving
     from ml_cloud_optimizer.models.baselines import PersistenceForecaster
     from ml_cloud_optimizer.models.bundle import ModelBundle
     from ml_cloud_optimizer.pipeline_steps.artifacts import load_fleet
     from ml_cloud_optimizer.tracking import Tracker
-    from components._deploy import MODEL_URI_ANNOTATION, Candidate
 
     home = run["home"]
     history_dir = next(home.glob("pipeline_runs/*/features/history"))
@@ -177,19 +197,34 @@ def test_deploy_component_replaces_a_worse_deployed_model(run, tmp_path):
 
     @dsl.pipeline(name="deploy-only")
     def deploy_only():
-        bundle = dsl.importer(artifact_uri=str(bundle_dir), artifact_class=dsl.Model,
-                              metadata={"holdout_mae": 0.05, "kind": "catboost"})
+        bundle = dsl.importer(
+            artifact_uri=str(bundle_dir), artifact_class=dsl.Model, metadata={"holdout_mae": 0.05, "kind": "catboost"}
+        )
         hist = dsl.importer(artifact_uri=str(history_dir), artifact_class=dsl.Dataset)
-        deploy(bundle=bundle.output, history=hist.output, model_uri=champion_uri, holdout_fraction=0.2,
-               horizons=[1, 12], namespace="mlco", isvc_name="workload-forecaster", tracking_uri="", timeout_s=30)
+        deploy(
+            bundle=bundle.output,
+            history=hist.output,
+            model_uri=champion_uri,
+            holdout_fraction=0.2,
+            horizons=[1, 12],
+            namespace="mlco",
+            isvc_name="workload-forecaster",
+            tracking_uri="",
+            timeout_s=30,
+        )
 
     with FakeKubeApi() as kube:
-        kube.put(serving(base_inference_service(), Candidate("s3://models/weak", weak_uri, 0.09, "persistence")),
-                 namespace="mlco")
-        with environment(MLCO_HOME=str(home), MLFLOW_TRACKING_URI=None,
-                         KUBECONFIG=str(kube.kubeconfig(tmp_path))):
-            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
-                       workspace_root=str(tmp_path / "workspace"), raise_on_error=True)
+        kube.put(
+            serving(base_inference_service(), Candidate("s3://models/weak", weak_uri, 0.09, "persistence")),
+            namespace="mlco",
+        )
+        with environment(MLCO_HOME=str(home), MLFLOW_TRACKING_URI=None, KUBECONFIG=str(kube.kubeconfig(tmp_path))):
+            local.init(
+                runner=local.SubprocessRunner(use_venv=False),
+                pipeline_root=str(tmp_path / "root"),
+                workspace_root=str(tmp_path / "workspace"),
+                raise_on_error=True,
+            )
             deploy_only()
         stored = kube.objects[("mlco", "workload-forecaster")]
         assert kube.writes() == ["PATCH", "PATCH"]  # the model, then (rolled out) the annotations naming it

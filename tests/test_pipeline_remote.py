@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from kfp_server_api.exceptions import ApiException
 
 from fakes.kfp_api import FakeKfpApi, MultiUser
 from ml_cloud_optimizer import cli
@@ -66,13 +67,32 @@ def _authorizations(api) -> set:
 
 
 def test_submit_sends_the_pipeline_with_typed_parameters(mlco, api, capsys):
-    code = mlco(["submit", "--host", api.url, "--package", PACKAGE, "--experiment", "nightly",
-                 "--param", "records=5000", "--param", "deploy=false", "--param", 'tabular_models=["lightgbm"]',
-                 "--param", "namespace=team-a"])
+    code = mlco(
+        [
+            "submit",
+            "--host",
+            api.url,
+            "--package",
+            PACKAGE,
+            "--experiment",
+            "nightly",
+            "--param",
+            "records=5000",
+            "--param",
+            "deploy=false",
+            "--param",
+            'tabular_models=["lightgbm"]',
+            "--param",
+            "namespace=team-a",
+        ]
+    )
     assert code == 0
     (run,) = api.state.runs.values()
     assert run["runtime_config"]["parameters"] == {
-        "records": 5000, "deploy": False, "tabular_models": ["lightgbm"], "namespace": "team-a",
+        "records": 5000,
+        "deploy": False,
+        "tabular_models": ["lightgbm"],
+        "namespace": "team-a",
     }
     assert run["service_account"] == "mlco-pipeline-runner"
     (experiment,) = api.state.experiments.values()
@@ -88,8 +108,14 @@ def test_submit_compiles_with_the_image_setting_when_no_package_is_given(api):
     # A fresh process, as a user would run it: the image setting is read when settings load.
     env = {**os.environ, "MLCO_IMAGE": "registry.example/mlco:7.0"}
     env.pop("MLCO_CUDA_IMAGE", None)
-    result = subprocess.run([str(Path(sys.executable).with_name("mlco")), "submit", "--host", api.url],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("mlco")), "submit", "--host", api.url],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     (run,) = api.state.runs.values()
     executors = run["pipeline_spec"]["pipeline_spec"]["deploymentSpec"]["executors"]
@@ -99,10 +125,12 @@ def test_submit_compiles_with_the_image_setting_when_no_package_is_given(api):
 
 @pytest.mark.parametrize(
     "param, words",
-    [("recordz=5", ["unknown pipeline parameter 'recordz'"]),
-     ("records=many", ["'records'", "integer"]),
-     ("deploy=yes", ["'deploy'", "boolean"]),
-     ("records", ["name=value"])],
+    [
+        ("recordz=5", ["unknown pipeline parameter 'recordz'"]),
+        ("records=many", ["'records'", "integer"]),
+        ("deploy=yes", ["'deploy'", "boolean"]),
+        ("records", ["name=value"]),
+    ],
 )
 def test_submit_refuses_bad_parameters_before_sending(mlco, api, capsys, param, words):
     assert mlco(["submit", "--host", api.url, "--package", PACKAGE, "--param", param]) == 2
@@ -112,8 +140,12 @@ def test_submit_refuses_bad_parameters_before_sending(mlco, api, capsys, param, 
 
 
 def test_schedule_uploads_a_version_and_replaces_the_recurring_run(mlco, api, capsys):
-    assert mlco(["schedule", "--host", api.url, "--package", PACKAGE, "--cron", "0 0 2 * * *",
-                 "--param", "records=200000"]) == 0
+    assert (
+        mlco(
+            ["schedule", "--host", api.url, "--package", PACKAGE, "--cron", "0 0 2 * * *", "--param", "records=200000"]
+        )
+        == 0
+    )
     (pipeline,) = api.state.pipelines.values()
     assert pipeline["display_name"] == "mlco-workload-forecasting"
     (first,) = api.state.recurring_runs.values()
@@ -131,7 +163,10 @@ def test_schedule_uploads_a_version_and_replaces_the_recurring_run(mlco, api, ca
     assert len(api.calls("DELETE", f"/recurringruns/{first['recurring_run_id']}")) == 1
     # The second schedule uploaded a new version of the same pipeline and points at it.
     assert len(api.state.pipelines) == 1 and len(api.state.versions) == 2
-    assert second["pipeline_version_reference"]["pipeline_version_id"] != first["pipeline_version_reference"]["pipeline_version_id"]
+    assert (
+        second["pipeline_version_reference"]["pipeline_version_id"]
+        != first["pipeline_version_reference"]["pipeline_version_id"]
+    )
     assert "replacing " + first["recurring_run_id"] in capsys.readouterr().out
 
 
@@ -178,19 +213,37 @@ def test_unreachable_server_is_one_line(mlco, capsys):
 def test_schedule_batch_uploads_versions_under_its_own_pipeline(mlco, api):
     assert mlco(["schedule", "--host", api.url, "--package", PACKAGE, "--cron", "0 0 2 * * *"]) == 0
     for _ in range(2):
-        assert mlco(["schedule", "--host", api.url, "--pipeline", "batch", "--package", BATCH_PACKAGE,
-                     "--cron", "0 5 * * * *"]) == 0
+        assert (
+            mlco(
+                [
+                    "schedule",
+                    "--host",
+                    api.url,
+                    "--pipeline",
+                    "batch",
+                    "--package",
+                    BATCH_PACKAGE,
+                    "--cron",
+                    "0 5 * * * *",
+                ]
+            )
+            == 0
+        )
     pipelines = {p["display_name"]: p["pipeline_id"] for p in api.state.pipelines.values()}
     assert set(pipelines) == {"mlco-workload-forecasting", "mlco-batch-scoring"}
     versions = {}
     for version in api.state.versions.values():
         versions.setdefault(version["pipeline_id"], []).append(version["pipeline_spec"]["pipelineInfo"]["name"])
     # Each pipeline holds only versions of itself: one of training, two of batch scoring.
-    assert versions == {pipelines["mlco-workload-forecasting"]: ["mlco-workload-forecasting"],
-                        pipelines["mlco-batch-scoring"]: ["mlco-batch-scoring"] * 2}
+    assert versions == {
+        pipelines["mlco-workload-forecasting"]: ["mlco-workload-forecasting"],
+        pipelines["mlco-batch-scoring"]: ["mlco-batch-scoring"] * 2,
+    }
     batch = next(j for j in api.state.recurring_runs.values() if j["display_name"] == "mlco-batch-hourly")
-    assert api.state.versions[batch["pipeline_version_reference"]["pipeline_version_id"]]["pipeline_id"] == \
-        pipelines["mlco-batch-scoring"]
+    assert (
+        api.state.versions[batch["pipeline_version_reference"]["pipeline_version_id"]]["pipeline_id"]
+        == pipelines["mlco-batch-scoring"]
+    )
     assert batch["description"].startswith("mlco-batch-scoring")
 
 
@@ -205,8 +258,24 @@ def test_multi_user_server_refuses_a_request_without_credentials(mlco, multi_use
 
 
 def test_submit_with_a_token_into_the_users_namespace(mlco, multi_user_api):
-    assert mlco(["submit", "--host", multi_user_api.url, "--package", PACKAGE, "--namespace", TEAM,
-                 "--token", TOKEN, "--param", "records=5000"]) == 0
+    assert (
+        mlco(
+            [
+                "submit",
+                "--host",
+                multi_user_api.url,
+                "--package",
+                PACKAGE,
+                "--namespace",
+                TEAM,
+                "--token",
+                TOKEN,
+                "--param",
+                "records=5000",
+            ]
+        )
+        == 0
+    )
     (run,) = multi_user_api.state.runs.values()
     (experiment,) = multi_user_api.state.experiments.values()
     assert experiment["namespace"] == TEAM and run["namespace"] == TEAM
@@ -218,8 +287,10 @@ def test_submit_with_a_token_into_the_users_namespace(mlco, multi_user_api):
 def test_schedule_takes_the_token_from_the_environment(mlco, multi_user_api, monkeypatch, variable):
     monkeypatch.setenv(variable, TOKEN)
     for cron in ("0 0 2 * * *", "0 0 3 * * *"):
-        assert mlco(["schedule", "--host", multi_user_api.url, "--package", PACKAGE, "--namespace", TEAM,
-                     "--cron", cron]) == 0
+        assert (
+            mlco(["schedule", "--host", multi_user_api.url, "--package", PACKAGE, "--namespace", TEAM, "--cron", cron])
+            == 0
+        )
     # A private pipeline of the user's namespace, found again (not uploaded twice) the second time.
     (pipeline,) = multi_user_api.state.pipelines.values()
     assert pipeline["namespace"] == TEAM and len(multi_user_api.state.versions) == 2
@@ -229,21 +300,43 @@ def test_schedule_takes_the_token_from_the_environment(mlco, multi_user_api, mon
 
 
 def test_runs_lists_only_the_users_namespace(mlco, multi_user_api, capsys):
-    assert mlco(["submit", "--host", multi_user_api.url, "--package", PACKAGE, "--namespace", TEAM,
-                 "--token", TOKEN, "--run-name", "mine"]) == 0
-    multi_user_api.state.runs["run-other"] = {"run_id": "run-other", "display_name": "theirs",
-                                              "namespace": "team-b", "state": "PENDING"}
+    assert (
+        mlco(
+            [
+                "submit",
+                "--host",
+                multi_user_api.url,
+                "--package",
+                PACKAGE,
+                "--namespace",
+                TEAM,
+                "--token",
+                TOKEN,
+                "--run-name",
+                "mine",
+            ]
+        )
+        == 0
+    )
+    multi_user_api.state.runs["run-other"] = {
+        "run_id": "run-other",
+        "display_name": "theirs",
+        "namespace": "team-b",
+        "state": "PENDING",
+    }
     capsys.readouterr()
     assert mlco(["runs", "--host", multi_user_api.url, "--namespace", TEAM, "--token", TOKEN]) == 0
     names = [line.split()[-1] for line in capsys.readouterr().out.splitlines()[1:]]
     assert names == ["mine"]
-    assert mlco(["runs", "--host", multi_user_api.url, "--namespace", TEAM, "--token", TOKEN,
-                 "--experiment", "mlco"]) == 0
+    assert (
+        mlco(["runs", "--host", multi_user_api.url, "--namespace", TEAM, "--token", TOKEN, "--experiment", "mlco"]) == 0
+    )
     assert [line.split()[-1] for line in capsys.readouterr().out.splitlines()[1:]] == ["mine"]
 
 
-@pytest.mark.parametrize("namespace, words", [(None, ["400", "empty namespace"]),
-                                              ("team-b", ["403", "not authorized"])])
+@pytest.mark.parametrize(
+    "namespace, words", [(None, ["400", "empty namespace"]), ("team-b", ["403", "not authorized"])]
+)
 def test_a_missing_or_foreign_namespace_is_one_line(mlco, multi_user_api, capsys, namespace, words):
     args = ["runs", "--host", multi_user_api.url, "--token", TOKEN] + (["--namespace", namespace] if namespace else [])
     assert mlco(args) == 2
@@ -260,7 +353,7 @@ def test_in_cluster_service_account_token_is_read_on_every_request(multi_user_ap
     client = remote.connect(multi_user_api.url, namespace=TEAM)  # found without asking: the file is there
     assert remote.list_runs(client, namespace=TEAM) == []
     token_file.write_text("rotated-by-the-kubelet")  # kubelet rotates projected tokens in place
-    with pytest.raises(Exception) as refused:
+    with pytest.raises(ApiException) as refused:
         remote.list_runs(client, namespace=TEAM)
     assert getattr(refused.value, "status", None) == 401
     list_calls = multi_user_api.calls("GET", "/runs")
@@ -271,15 +364,31 @@ def test_in_cluster_service_account_token_is_read_on_every_request(multi_user_ap
 def test_sa_token_flag_with_its_path(mlco, multi_user_api, tmp_path):
     token_file = tmp_path / "projected"
     token_file.write_text(TOKEN)
-    assert mlco(["submit", "--host", multi_user_api.url, "--package", PACKAGE, "--namespace", TEAM,
-                 "--sa-token", str(token_file)]) == 0
+    assert (
+        mlco(
+            [
+                "submit",
+                "--host",
+                multi_user_api.url,
+                "--package",
+                PACKAGE,
+                "--namespace",
+                TEAM,
+                "--sa-token",
+                str(token_file),
+            ]
+        )
+        == 0
+    )
     (run,) = multi_user_api.state.runs.values()
     assert run["namespace"] == TEAM
     assert _authorizations(multi_user_api) == {f"Bearer {TOKEN}"}
 
 
-@pytest.mark.parametrize("flags, words", [(["--token", TOKEN, "--sa-token"], ["not both"]),
-                                          (["--sa-token", "/nonexistent/token"], ["/nonexistent/token"])])
+@pytest.mark.parametrize(
+    "flags, words",
+    [(["--token", TOKEN, "--sa-token"], ["not both"]), (["--sa-token", "/nonexistent/token"], ["/nonexistent/token"])],
+)
 def test_unusable_credentials_are_refused_before_sending(mlco, multi_user_api, capsys, flags, words):
     assert mlco(["runs", "--host", multi_user_api.url, "--namespace", TEAM, *flags]) == 2
     err = capsys.readouterr().err.strip()

@@ -65,8 +65,12 @@ def test_smote_step_leaves_validation_rows_alone(train):
     assert synthetic["entity_id"].isna().all()  # made up between neighbours, they belong to no entity
     fit = balanced.loc[balanced["part"] == "fit"]
     assert fit["label"].sum() == (~fit["label"]).sum() == counts["balanced_peaks"]
-    assert counts["synthetic_rows"] == len(synthetic) and set(fill) == set(rows.columns) - {"entity_id", "ts", "label",
-                                                                                              "part"}
+    assert counts["synthetic_rows"] == len(synthetic) and set(fill) == set(rows.columns) - {
+        "entity_id",
+        "ts",
+        "label",
+        "part",
+    }
 
 
 def test_three_steps_give_lightgbm_the_problem_peak_classifier_would(train, fleet, tmp_path, monkeypatch):
@@ -94,18 +98,21 @@ def test_three_steps_give_lightgbm_the_problem_peak_classifier_would(train, flee
 
     (theirs, ours) = problems
     assert ours[0] == theirs[0]  # the same LightGBM settings
-    for a, b in zip(ours[1:], theirs[1:]):
+    for a, b in zip(ours[1:], theirs[1:], strict=True):
         np.testing.assert_array_equal(a, b)  # the same resampled training rows, labels and validation rows
     assert model.feature_columns_ == reference.feature_columns_
     for ours_, theirs_ in ((model.fill_values_, reference.fill_values_), (model.thresholds_, reference.thresholds_)):
-        pd.testing.assert_series_equal(ours_.sort_index(), theirs_.sort_index(), check_names=False,
-                                       check_index_type=False)
+        pd.testing.assert_series_equal(
+            ours_.sort_index(), theirs_.sort_index(), check_names=False, check_index_type=False
+        )
     assert model.split_ts_ == reference.split_ts_
 
     model.save(tmp_path / "model")
     loaded = BasePeakModel.load(tmp_path / "model")
-    np.testing.assert_array_equal(loaded.predict_proba(fleet.metrics)["peak_prob"].to_numpy(),
-                                  model.predict_proba(fleet.metrics)["peak_prob"].to_numpy())
+    np.testing.assert_array_equal(
+        loaded.predict_proba(fleet.metrics)["peak_prob"].to_numpy(),
+        model.predict_proba(fleet.metrics)["peak_prob"].to_numpy(),
+    )
     summary = peak_training.peak_summary(model)
     assert summary["kind"] == "peak-lightgbm" and 0 <= summary["validation_pr_auc"] <= 1
 
@@ -128,8 +135,13 @@ def test_status_record_never_fails_the_run(monkeypatch, step_log):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    run_id = run_log.record_pipeline_status(state="FAILED", job="job-1", task="exit-handler-1",
-                                            error_message="boom", tracking_uri=f"http://127.0.0.1:{port}")
+    run_id = run_log.record_pipeline_status(
+        state="FAILED",
+        job="job-1",
+        task="exit-handler-1",
+        error_message="boom",
+        tracking_uri=f"http://127.0.0.1:{port}",
+    )
     assert run_id is None
     warning = [r.getMessage() for r in step_log.records if r.levelno == logging.WARNING]
     assert len(warning) == 1 and "could not record the status" in warning[0] and '"error_message": "boom"' in warning[0]

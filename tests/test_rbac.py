@@ -40,22 +40,63 @@ class Call:
 
 
 NEEDS = [
-    Call("driver (root DAG)", "get", "", "configmaps", "kfp-launcher",
-         "kubeflow/pipelines@2.17.0 backend/src/v2/driver/root_dag.go -> backend/src/v2/config/env.go FromConfigMap"),
-    Call("launcher (importer)", "get", "", "configmaps", "kfp-launcher",
-         "kubeflow/pipelines@2.17.0 backend/src/v2/component/importer_launcher.go -> config.FromConfigMap"),
-    Call("launcher (executor)", "get", "", "secrets", "mlpipeline-minio-artifact",
-         "kubeflow/pipelines@2.17.0 backend/src/v2/objectstore/object_store.go (credentials of the pipeline root;"
-         " the name: backend/src/v2/config/env.go minioArtifactSecretName)"),
-    Call("Argo wait container", "create", "argoproj.io", "workflowtaskresults", None,
-         "argoproj/argo-workflows workflow/executor/taskresult.go createTaskResult; docs/workflow-rbac.md"),
-    Call("Argo wait container", "patch", "argoproj.io", "workflowtaskresults", ANY_NAME,
-         "argoproj/argo-workflows workflow/executor/taskresult.go patchTaskResult"),
-    Call("deploy step", "get", KSERVE, "inferenceservices", ISVC_NAME,
-         "components/_deploy.py _get; kserve/kserve python/kserve/kserve/api/kserve_client.py"
-         " is_isvc_ready -> get"),
-    Call("deploy step", "patch", KSERVE, "inferenceservices", ISVC_NAME,
-         "components/_deploy.py _patch -> kserve_client.py patch"),
+    Call(
+        "driver (root DAG)",
+        "get",
+        "",
+        "configmaps",
+        "kfp-launcher",
+        "kubeflow/pipelines@2.17.0 backend/src/v2/driver/root_dag.go -> backend/src/v2/config/env.go FromConfigMap",
+    ),
+    Call(
+        "launcher (importer)",
+        "get",
+        "",
+        "configmaps",
+        "kfp-launcher",
+        "kubeflow/pipelines@2.17.0 backend/src/v2/component/importer_launcher.go -> config.FromConfigMap",
+    ),
+    Call(
+        "launcher (executor)",
+        "get",
+        "",
+        "secrets",
+        "mlpipeline-minio-artifact",
+        "kubeflow/pipelines@2.17.0 backend/src/v2/objectstore/object_store.go (credentials of the pipeline root;"
+        " the name: backend/src/v2/config/env.go minioArtifactSecretName)",
+    ),
+    Call(
+        "Argo wait container",
+        "create",
+        "argoproj.io",
+        "workflowtaskresults",
+        None,
+        "argoproj/argo-workflows workflow/executor/taskresult.go createTaskResult; docs/workflow-rbac.md",
+    ),
+    Call(
+        "Argo wait container",
+        "patch",
+        "argoproj.io",
+        "workflowtaskresults",
+        ANY_NAME,
+        "argoproj/argo-workflows workflow/executor/taskresult.go patchTaskResult",
+    ),
+    Call(
+        "deploy step",
+        "get",
+        KSERVE,
+        "inferenceservices",
+        ISVC_NAME,
+        "components/_deploy.py _get; kserve/kserve python/kserve/kserve/api/kserve_client.py is_isvc_ready -> get",
+    ),
+    Call(
+        "deploy step",
+        "patch",
+        KSERVE,
+        "inferenceservices",
+        ISVC_NAME,
+        "components/_deploy.py _patch -> kserve_client.py patch",
+    ),
     Call("deploy step", "list", "apps", "deployments", None, "components/_deploy.py _rollout_of"),
 ]
 
@@ -102,11 +143,16 @@ def _applies_to(subject: dict, binding_namespace: str | None, namespace: str, ac
 def _rule_allows(rule: dict, call: Call) -> bool:
     name = None if call.name in (None, ANY_NAME) else call.name
     names = rule.get("resourceNames") or []
-    return ((call.verb in rule.get("verbs", []) or "*" in rule.get("verbs", []))
-            and (call.group in rule.get("apiGroups", []) or "*" in rule.get("apiGroups", []))
-            and (call.resource in rule.get("resources", []) or "*" in rule.get("resources", [])
-                 or ("/" in call.resource and f"*/{call.resource.split('/', 1)[1]}" in rule.get("resources", [])))
-            and (not names or (name is not None and name in names)))
+    return (
+        (call.verb in rule.get("verbs", []) or "*" in rule.get("verbs", []))
+        and (call.group in rule.get("apiGroups", []) or "*" in rule.get("apiGroups", []))
+        and (
+            call.resource in rule.get("resources", [])
+            or "*" in rule.get("resources", [])
+            or ("/" in call.resource and f"*/{call.resource.split('/', 1)[1]}" in rule.get("resources", []))
+        )
+        and (not names or (name is not None and name in names))
+    )
 
 
 def granted_rules(docs: list[dict], namespace: str, account: str) -> list[dict]:
@@ -134,14 +180,16 @@ def test_a_run_may_do_what_its_pods_need(installs, call):
     for install, (docs, namespace) in installs.items():
         assert allowed(docs, namespace, RUNNER, call), (
             f"{install}: {namespace}/{RUNNER} may not {call.verb} {call.resource} {call.name or ''}, which the"
-            f" {call.pod} does ({call.source})")
+            f" {call.pod} does ({call.source})"
+        )
 
 
 @pytest.mark.parametrize("call", NOT_NEEDED, ids=lambda c: f"{c.verb} {c.resource} {c.name or ''}")
 def test_a_run_may_not_do_more(installs, call):
     for install, (docs, namespace) in installs.items():
         assert not allowed(docs, namespace, RUNNER, call), (
-            f"{install}: {namespace}/{RUNNER} may {call.verb} {call.resource} {call.name or ''} ({call.source})")
+            f"{install}: {namespace}/{RUNNER} may {call.verb} {call.resource} {call.name or ''} ({call.source})"
+        )
 
 
 def test_every_granted_permission_is_needed(installs):
@@ -158,7 +206,8 @@ def test_every_granted_permission_is_needed(installs):
                         assert rows, f"{install}: {verb} {group}/{resource} is granted but no pod needs it"
                         if not rule.get("resourceNames"):
                             assert any(c.name in (None, ANY_NAME) for c in rows), (
-                                f"{install}: {verb} {resource} is granted on every object, the pods name theirs")
+                                f"{install}: {verb} {resource} is granted on every object, the pods name theirs"
+                            )
 
 
 def test_run_namespace_has_the_account_and_nothing_cluster_wide(installs):

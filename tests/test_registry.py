@@ -38,8 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 # -- the table -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("entry", [*registry.FORECASTERS.values(), *registry.PEAK_MODELS.values()],
-                         ids=lambda e: f"{e.family}:{e.kind}")
+@pytest.mark.parametrize(
+    "entry", [*registry.FORECASTERS.values(), *registry.PEAK_MODELS.values()], ids=lambda e: f"{e.family}:{e.kind}"
+)
 def test_every_entry_loads_the_class_of_its_kind(entry):
     assert entry.family in registry.FAMILIES
     assert entry.load().kind == entry.kind
@@ -70,8 +71,10 @@ def test_build_forecaster_fills_the_parameters_each_class_has():
 
 
 def test_registry_and_horizons_import_no_model_library():
-    code = ("import sys, ml_cloud_optimizer.models.registry, ml_cloud_optimizer.horizons;"
-            "print([m for m in ('lightgbm', 'xgboost', 'catboost', 'torch', 'sklearn') if m in sys.modules])")
+    code = (
+        "import sys, ml_cloud_optimizer.models.registry, ml_cloud_optimizer.horizons;"
+        "print([m for m in ('lightgbm', 'xgboost', 'catboost', 'torch', 'sklearn') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -81,7 +84,7 @@ def test_register_forecaster_only_accepts_kinds_in_the_table():
     from ml_cloud_optimizer.models.baselines import PersistenceForecaster
 
     assert register_forecaster(PersistenceForecaster) is PersistenceForecaster
-    with pytest.raises(AssertionError, match="not in models.registry"):
+    with pytest.raises(AssertionError, match=r"not in models\.registry"):
         register_forecaster(type("Stray", (PersistenceForecaster,), {"kind": "stray"}))
 
 
@@ -123,7 +126,8 @@ def toy_kind(tmp_path, monkeypatch):
     sys.modules.pop(_TOY_MODULE, None)
 
 
-def test_a_new_kind_needs_only_a_registry_line_and_its_module(toy_kind, tmp_path, monkeypatch, capsys):
+@pytest.mark.usefixtures("toy_kind")
+def test_a_new_kind_needs_only_a_registry_line_and_its_module(tmp_path, monkeypatch, capsys):
     from ml_cloud_optimizer.cli.train import build_candidates
     from ml_cloud_optimizer.data.synthetic import generate_fleet
     from ml_cloud_optimizer.models.base import Forecaster, forecaster_class
@@ -142,8 +146,7 @@ def test_a_new_kind_needs_only_a_registry_line_and_its_module(toy_kind, tmp_path
     # The `mlco train` path, end to end: the toy ties persistence and wins on simplicity.
     monkeypatch.setenv("MLCO_HOME", str(tmp_path / "home"))
     out = tmp_path / "train"
-    code = cli.main(["train", "--records", "4000", "--models", "toy", "--no-peak", "--no-tracking",
-                     "--out", str(out)])
+    code = cli.main(["train", "--records", "4000", "--models", "toy", "--no-peak", "--no-tracking", "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "champion: toy" in printed
@@ -202,7 +205,7 @@ def test_horizons_are_checked_and_normalised():
 def test_mlco_run_without_the_headline_horizon_fails_before_anything_starts(monkeypatch, capsys):
     import pipelines.local
 
-    def must_not_run(*args, **kwargs):
+    def must_not_run(*_args, **_kwargs):
         raise AssertionError("the pipeline was started")
 
     monkeypatch.setattr(pipelines.local, "run_local", must_not_run)
@@ -215,13 +218,21 @@ def test_mlco_run_without_the_headline_horizon_fails_before_anything_starts(monk
 
 
 def test_mlco_run_refuses_bad_horizons_without_importing_the_pipeline_or_a_model():
-    code = ("import sys; from ml_cloud_optimizer.cli import main; rc = main(['run', '--horizons', '1,6']);"
-            "print(rc, [m for m in ('pipelines.local', 'kfp', 'lightgbm', 'torch') if m in sys.modules])")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import sys; from ml_cloud_optimizer.cli import main; rc = main(['run', '--horizons', '1,6']);"
+        "print(rc, [m for m in ('pipelines.local', 'kfp', 'lightgbm', 'torch') if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.stdout.strip() == "2 []", done.stderr
-    assert done.stderr.strip() == ("mlco run: error: --horizons 1,6: must include 12 (one hour ahead;"
-                                   " the champion is chosen on it)")
+    assert done.stderr.strip() == (
+        "mlco run: error: --horizons 1,6: must include 12 (one hour ahead; the champion is chosen on it)"
+    )
 
 
 def test_every_other_entry_point_refuses_the_same_horizons():

@@ -87,7 +87,11 @@ def test_report_of_a_full_run_has_every_section_with_real_images(tmp_path):
     html = path.read_text()
     parsed = _parse(html)
     assert parsed.headings == [
-        "Leaderboard", "Forecasts", "Autoscaling backtest", "Capacity recommendations", "Monitoring"
+        "Leaderboard",
+        "Forecasts",
+        "Autoscaling backtest",
+        "Capacity recommendations",
+        "Monitoring",
     ]
     # leaderboard bar chart, train's own PNG, backtest summary and capacity, recommendations
     assert len(parsed.sources) == 5
@@ -121,5 +125,3 @@ def test_mlco_report_writes_the_file_and_refuses_a_missing_directory(tmp_path, c
     assert main(["report", "--run-dir", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no run directory" in err[0]
-
-

@@ -34,19 +34,22 @@ def _record(client, run_id: str):
 
 @pytest.mark.parametrize(
     "reported, state, status",
-    [("SUCCEEDED", "SUCCEEDED", "FINISHED"),  # kfp.local
-     ("COMPLETE", "SUCCEEDED", "FINISHED"),  # the backend, a run that ran to the end
-     ("CACHED", "SUCCEEDED", "FINISHED"),  # the backend, served from the cache
-     ("FAILED", "FAILED", "FAILED"),
-     ("CANCELED", "CANCELLED", "KILLED"),  # the backend's spelling
-     ("CANCELLED", "CANCELLED", "KILLED"),  # kfp's
-     ("RUNNING", "UNKNOWN", "FAILED")],  # not a final state: never counted a success
+    [
+        ("SUCCEEDED", "SUCCEEDED", "FINISHED"),  # kfp.local
+        ("COMPLETE", "SUCCEEDED", "FINISHED"),  # the backend, a run that ran to the end
+        ("CACHED", "SUCCEEDED", "FINISHED"),  # the backend, served from the cache
+        ("FAILED", "FAILED", "FAILED"),
+        ("CANCELED", "CANCELLED", "KILLED"),  # the backend's spelling
+        ("CANCELLED", "CANCELLED", "KILLED"),  # kfp's
+        ("RUNNING", "UNKNOWN", "FAILED"),
+    ],  # not a final state: never counted a success
 )
 def test_both_vocabularies_are_recorded_alike(store, reported, state, status):
     # On a cluster the error is empty (resolve.go fills an empty google.rpc.Status) and the
     # tracking parameter is "" so that MLFLOW_TRACKING_URI decides.
-    run_id = run_log.record_pipeline_status(state=reported, job="job-7", task="exit-handler-1",
-                                            error_code=None, error_message="", tracking_uri="")
+    run_id = run_log.record_pipeline_status(
+        state=reported, job="job-7", task="exit-handler-1", error_code=None, error_message="", tracking_uri=""
+    )
     assert run_id is not None
     tags, run_status = _record(store, run_id)
     assert (tags["state"], run_status) == (state, status)
@@ -64,4 +67,9 @@ def test_successful_cluster_runs_are_found_by_the_documented_search(store):
 
 def test_normalise_state():
     assert [run_log.normalise_state(s) for s in ("complete", " CACHED ", "", None, "NEW")] == [
-        "SUCCEEDED", "SUCCEEDED", "UNKNOWN", "UNKNOWN", "UNKNOWN"]
+        "SUCCEEDED",
+        "SUCCEEDED",
+        "UNKNOWN",
+        "UNKNOWN",
+        "UNKNOWN",
+    ]

@@ -71,7 +71,7 @@ def test_windows_are_the_grid_rows_before_each_origin():
     assert panel.inputs.shape == (120 + 90, len(INPUT_CHANNELS))
     rows = np.array([7, 20, 55, 119, 120 + 7, 120 + 89])
     got = panel.windows(torch.as_tensor(rows), window)
-    expected = torch.stack([panel.inputs[r - window + 1: r + 1] for r in rows])
+    expected = torch.stack([panel.inputs[r - window + 1 : r + 1] for r in rows])
     assert torch.equal(got, expected)
 
     complete = panel.complete(window)
@@ -173,14 +173,28 @@ def test_early_stopping_restores_the_best_checkpoint():
     panel, _ = build_panel(metrics, seasonal_lag=0)
     y, ok = panel.targets((1, 12))
     rows = np.flatnonzero(panel.complete(12) & ok)
-    train, val = rows[: len(rows) // 2], rows[len(rows) // 2:]
+    train, val = rows[: len(rows) // 2], rows[len(rows) // 2 :]
     torch.manual_seed(0)
     net = RecurrentNet("gru", len(INPUT_CHANNELS), 8, 1, 2)
     targets = torch.from_numpy(y)
     # A learning rate far too high makes the validation loss wander, so the best epoch is not the last.
     with torch_threads():
-        log = fit_recurrent(net, panel, targets, train, val, nn.L1Loss(), window=12, epochs=6, batch_size=64,
-                            lr=0.3, patience=6, samples_per_epoch=1024, seed=0, device=torch.device("cpu"))
+        log = fit_recurrent(
+            net,
+            panel,
+            targets,
+            train,
+            val,
+            nn.L1Loss(),
+            window=12,
+            epochs=6,
+            batch_size=64,
+            lr=0.3,
+            patience=6,
+            samples_per_epoch=1024,
+            seed=0,
+            device=torch.device("cpu"),
+        )
     losses = [e["val_loss"] for e in log.epochs]
     assert log.best_epoch == int(np.argmin(losses))
     index = torch.as_tensor(val)

@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
-from serving_support import MODEL_NAME, champion, history_sample, v1_history, v2_history
 
 from serving.local import LocalServer
+from serving_support import MODEL_NAME, champion, history_sample, v1_history, v2_history
 
 pytestmark = pytest.mark.slow  # many generated requests against a real server
 
@@ -36,13 +36,33 @@ SETTINGS = settings(
 )
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
     max_leaves=25,
 )
-field_names = st.sampled_from(["instances", "inputs", "parameters", "history", "features", "entity_id", "ts",
-                               "cpu_util", "name", "shape", "datatype", "data", "horizons", "id", "outputs"])
+field_names = st.sampled_from(
+    [
+        "instances",
+        "inputs",
+        "parameters",
+        "history",
+        "features",
+        "entity_id",
+        "ts",
+        "cpu_util",
+        "name",
+        "shape",
+        "datatype",
+        "data",
+        "horizons",
+        "id",
+        "outputs",
+    ]
+)
 json_objects = st.dictionaries(field_names | st.text(max_size=8), json_values, max_size=6)
 
 
@@ -88,8 +108,11 @@ def _mutated(body, path, replacement, delete: bool):
 
 def _internal_errors(http) -> float:
     text = http.get("/metrics").text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("mlco_request_errors_total{") and 'kind="internal"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("mlco_request_errors_total{") and 'kind="internal"' in line
+    )
 
 
 def test_random_and_malformed_payloads_never_get_a_5xx(server, http):
@@ -111,22 +134,32 @@ def test_random_and_malformed_payloads_never_get_a_5xx(server, http):
         check(path, http.post(path, json=body))
 
     @settings(SETTINGS, max_examples=200)
-    @given(path=st.sampled_from([V1, V2]), raw=st.binary(max_size=300),
-           content_type=st.sampled_from(["application/json", "text/plain", "application/octet-stream"]))
+    @given(
+        path=st.sampled_from([V1, V2]),
+        raw=st.binary(max_size=300),
+        content_type=st.sampled_from(["application/json", "text/plain", "application/octet-stream"]),
+    )
     def arbitrary_bytes(path, raw, content_type):
         check(path, http.post(path, content=raw, headers={"content-type": content_type}))
 
     @settings(SETTINGS, max_examples=120)
-    @given(header=json_objects | st.just({"inputs": [{"name": "cpu_util", "shape": [2], "datatype": "FP64",
-                                                      "parameters": {"binary_data_size": 16}}]}),
-           tail=st.binary(max_size=40), declared=st.integers(-5, 400) | st.text("0123456789ab -", max_size=6))
+    @given(
+        header=json_objects
+        | st.just(
+            {"inputs": [{"name": "cpu_util", "shape": [2], "datatype": "FP64", "parameters": {"binary_data_size": 16}}]}
+        ),
+        tail=st.binary(max_size=40),
+        declared=st.integers(-5, 400) | st.text("0123456789ab -", max_size=6),
+    )
     def binary_extension(header, tail, declared):
         """KServe's binary tensor extension: a JSON header of a declared length, then raw tensor bytes."""
         head = json.dumps(header).encode()
         length = str(len(head) if declared == 0 else declared).strip() or "x"
-        response = http.post(V2, content=head + tail,
-                             headers={"content-type": "application/octet-stream",
-                                      "inference-header-content-length": length})
+        response = http.post(
+            V2,
+            content=head + tail,
+            headers={"content-type": "application/octet-stream", "inference-header-content-length": length},
+        )
         check(V2, response)
 
     @settings(SETTINGS, max_examples=400)
@@ -164,8 +197,10 @@ def grpc_tensors(draw):
         bool_contents=draw(st.lists(st.booleans(), max_size=2)),
     )
     return pb.ModelInferRequest.InferInputTensor(
-        name=draw(tensor_names), datatype=draw(datatypes),
-        shape=draw(st.lists(st.integers(-2, 5), max_size=3)), contents=contents,
+        name=draw(tensor_names),
+        datatype=draw(datatypes),
+        shape=draw(st.lists(st.integers(-2, 5), max_size=3)),
+        contents=contents,
     )
 
 
@@ -175,20 +210,30 @@ def _fuzz_grpc(server) -> int:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
 
         @settings(SETTINGS, max_examples=150)
-        @given(tensors=st.lists(grpc_tensors(), max_size=4),
-               params=st.dictionaries(st.sampled_from(["horizons", "target_utilization", "x"]),
-                                      st.integers(-3, 20), max_size=2))
+        @given(
+            tensors=st.lists(grpc_tensors(), max_size=4),
+            params=st.dictionaries(
+                st.sampled_from(["horizons", "target_utilization", "x"]), st.integers(-3, 20), max_size=2
+            ),
+        )
         def malformed_tensors(tensors, params):
             request = pb.ModelInferRequest(
-                model_name=MODEL_NAME, inputs=tensors,
+                model_name=MODEL_NAME,
+                inputs=tensors,
                 parameters={k: pb.InferParameter(int64_param=v) for k, v in params.items()},
             )
             next(sent)
             try:
                 stub.ModelInfer(request, timeout=30)
             except grpc.RpcError as exc:
-                assert exc.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (
-                    exc.code(), exc.details(), json.dumps(str(request))[:500])
+                failure = exc
+            else:
+                return
+            assert failure.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (
+                failure.code(),
+                failure.details(),
+                json.dumps(str(request))[:500],
+            )
 
         malformed_tensors()
     return next(sent)

@@ -15,10 +15,10 @@ import subprocess
 import sys
 
 import pytest
-from serving_support import champion, history_sample, v1_history
 
 from ml_cloud_optimizer.data.synthetic import generate_fleet
 from ml_cloud_optimizer.models.bundle import ModelBundle
+from serving_support import champion, history_sample, v1_history
 
 pytestmark = pytest.mark.slow  # fresh interpreters that train and serve a champion
 
@@ -65,15 +65,20 @@ def _serve_in_child(model_dir, history, absent, tmp_path) -> dict:
     request.write_text(json.dumps(v1_history(history)))
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, str(model_dir), str(request), ",".join(absent)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _check(result, model_dir, history, absent) -> None:
-    ours = [(name, importer) for name, importer in result["attempts"]
-            if importer.partition(".")[0] in ("ml_cloud_optimizer", "serving", "__main__")]
+    ours = [
+        (name, importer)
+        for name, importer in result["attempts"]
+        if importer.partition(".")[0] in ("ml_cloud_optimizer", "serving", "__main__")
+    ]
     assert not ours, f"our modules tried to import training-only packages: {ours}"
     assert not set(absent) & set(result["loaded"])
     offline = ModelBundle.load(model_dir).predict(history).set_index("entity_id")
@@ -97,8 +102,15 @@ def test_a_recurrent_champion_still_loads_torch_and_predicts(tmp_path):
     from ml_cloud_optimizer.models.sequence import GRUForecaster
 
     fleet = generate_fleet(3 * 288 * 3, entities=3, seed=5)
-    small = {"window": 24, "hidden": 8, "epochs": 1, "samples_per_epoch": 512, "seasonal_lag": 0,
-             "device": "cpu", "num_threads": 1}
+    small = {
+        "window": 24,
+        "hidden": 8,
+        "epochs": 1,
+        "samples_per_epoch": 512,
+        "seasonal_lag": 0,
+        "device": "cpu",
+        "num_threads": 1,
+    }
     forecaster = GRUForecaster(**small).fit(fleet.metrics)
     peak = SequencePeakClassifier(**small).fit(fleet.metrics)
     model_dir = ModelBundle(forecaster, peak, {"source": "tests"}).save(tmp_path / "recurrent")

@@ -11,7 +11,6 @@ import argparse
 
 import pytest
 from kserve.errors import ModelMissingError
-from serving_support import history_sample, infer, v1_history
 
 from ml_cloud_optimizer.cli import UserError
 from ml_cloud_optimizer.cli import serve as serve_cli
@@ -19,6 +18,7 @@ from ml_cloud_optimizer.data.synthetic import generate_fleet
 from ml_cloud_optimizer.models.bundle import ModelBundle
 from serving.errors import RequestError
 from serving.model import ForecastModel
+from serving_support import history_sample, infer, v1_history
 
 
 def _forecaster(kind: str):
@@ -32,8 +32,9 @@ def _forecaster(kind: str):
         return CatBoostForecaster(n_estimators=15, max_train_rows=4000, n_jobs=1)
     from ml_cloud_optimizer.models.sequence import GRUForecaster
 
-    return GRUForecaster(window=24, hidden=8, epochs=1, samples_per_epoch=512, seasonal_lag=0, device="cpu",
-                         num_threads=1)
+    return GRUForecaster(
+        window=24, hidden=8, epochs=1, samples_per_epoch=512, seasonal_lag=0, device="cpu", num_threads=1
+    )
 
 
 @pytest.mark.parametrize("kind", ["xgboost", "catboost", "gru"])
@@ -64,7 +65,7 @@ def test_each_kind_of_champion_is_served_like_offline(kind, tmp_path):
 
 
 def test_a_directory_without_a_champion_is_refused(tmp_path):
-    with pytest.raises(ModelMissingError, match="metadata.json"):
+    with pytest.raises(ModelMissingError, match=r"metadata\.json"):
         ForecastModel("m", tmp_path).load()
 
 

@@ -21,25 +21,30 @@ MIN_HISTORY = 4
 @pytest.fixture
 def parser() -> RequestParser:
     return RequestParser(
-        feature_names=FEATURES, horizons=(1, 12), min_history=MIN_HISTORY,
+        feature_names=FEATURES,
+        horizons=(1, 12),
+        min_history=MIN_HISTORY,
         output_names=("entity_id", "ts", "p50_h1", "p50_h12", "peak_prob"),
-        limits=RequestLimits(max_entities=5, max_history_rows=100), target_utilization=0.7,
+        limits=RequestLimits(max_entities=5, max_history_rows=100),
+        target_utilization=0.7,
     )
 
 
 def history_body(n_entities: int = 2, steps: int = 6) -> dict:
     instances = []
     for i in range(n_entities):
-        instances.append({
-            "entity_id": f"vm-{i}",
-            "vcpus": 2 + i,
-            "replicas": 1 + i,
-            "history": {
-                "ts": [T0 + 300 * k for k in range(steps)],
-                "cpu_util": [0.1 * i + 0.01 * k for k in range(steps)],
-                "mem_util": [0.5] * steps,
-            },
-        })
+        instances.append(
+            {
+                "entity_id": f"vm-{i}",
+                "vcpus": 2 + i,
+                "replicas": 1 + i,
+                "history": {
+                    "ts": [T0 + 300 * k for k in range(steps)],
+                    "cpu_util": [0.1 * i + 0.01 * k for k in range(steps)],
+                    "mem_util": [0.5] * steps,
+                },
+            }
+        )
     return {"instances": instances}
 
 
@@ -93,10 +98,12 @@ def test_v1_history_accepts_iso_timestamps_and_request_parameters(parser):
 
 
 def test_v1_feature_rows_as_lists_or_objects_with_null_as_missing(parser):
-    body = {"instances": [
-        {"entity_id": "a", "features": [0.4, None, 0.3]},
-        {"entity_id": "a", "features": {"cpu_util": 0.5, "mem_util": 0.2, "cpu_util_lag_1": 0.45}, "ts": T0},
-    ]}
+    body = {
+        "instances": [
+            {"entity_id": "a", "features": [0.4, None, 0.3]},
+            {"entity_id": "a", "features": {"cpu_util": 0.5, "mem_util": 0.2, "cpu_util_lag_1": 0.45}, "ts": T0},
+        ]
+    }
     with pytest.raises(RequestError, match=r"instances\[0\]\.ts"):
         parser.parse_v1(body)  # ts given for one row only
     body["instances"][0]["ts"] = T0 - 300
@@ -155,6 +162,7 @@ def _set(path, value):
         else:
             target[path[-1]] = value
         return body
+
     return mutate
 
 
@@ -167,44 +175,108 @@ V1_MISTAKES = [
     ("no entity id", _set(("instances", 0, "entity_id"), KeyError), "instances[0].entity_id", "missing_field"),
     ("numeric entity id", _set(("instances", 0, "entity_id"), 7), "instances[0].entity_id", "wrong_type"),
     ("duplicate entity", _set(("instances", 1, "entity_id"), "vm-0"), "instances[1].entity_id", "malformed"),
-    ("no cpu", _set(("instances", 1, "history", "cpu_util"), KeyError), "instances[1].history.cpu_util",
-     "missing_field"),
-    ("unknown metric", _set(("instances", 0, "history", "gpu_util"), [0.1] * 6), "instances[0].history.gpu_util",
-     "unknown_field"),
-    ("ragged columns", _set(("instances", 0, "history", "mem_util"), [0.5] * 5), "instances[0].history.mem_util",
-     "bad_shape"),
-    ("string metric", _set(("instances", 1, "history", "cpu_util", 2), "high"), "instances[1].history.cpu_util",
-     "wrong_type"),
-    ("null metric", _set(("instances", 1, "history", "mem_util", 3), None), "instances[1].history.mem_util",
-     "non_finite"),
-    ("nested metric", _set(("instances", 0, "history", "cpu_util", 0), [0.1]), "instances[0].history.cpu_util",
-     "bad_shape"),
-    ("utilisation above range", _set(("instances", 1, "history", "cpu_util", 4), 7.0),
-     "instances[1].history.cpu_util", "out_of_range"),
-    ("negative utilisation", _set(("instances", 0, "history", "mem_util", 0), -0.1),
-     "instances[0].history.mem_util", "out_of_range"),
-    ("float timestamps", _set(("instances", 0, "history", "ts", 1), 1.5e9 + 0.5), "instances[0].history.ts",
-     "wrong_type"),
-    ("timestamp far future", _set(("instances", 0, "history", "ts", 5), 10**12), "instances[0].history.ts",
-     "out_of_range"),
-    ("bad ISO text", _set(("instances", 0, "history", "ts"), ["yesterday"] * 6), "instances[0].history.ts",
-     "wrong_type"),
-    ("two samples in a slot", _set(("instances", 1, "history", "ts", 1), T0 + 10), "instances[1].history.ts",
-     "malformed"),
-    ("history too short", _set(("instances", 1, "history"), {"ts": [T0, T0 + 300], "cpu_util": [0.1, 0.2]}),
-     "instances[1].history", "history_too_short"),
-    ("empty history", _set(("instances", 0, "history"), {"ts": [], "cpu_util": []}), "instances[0].history",
-     "history_too_short"),
+    (
+        "no cpu",
+        _set(("instances", 1, "history", "cpu_util"), KeyError),
+        "instances[1].history.cpu_util",
+        "missing_field",
+    ),
+    (
+        "unknown metric",
+        _set(("instances", 0, "history", "gpu_util"), [0.1] * 6),
+        "instances[0].history.gpu_util",
+        "unknown_field",
+    ),
+    (
+        "ragged columns",
+        _set(("instances", 0, "history", "mem_util"), [0.5] * 5),
+        "instances[0].history.mem_util",
+        "bad_shape",
+    ),
+    (
+        "string metric",
+        _set(("instances", 1, "history", "cpu_util", 2), "high"),
+        "instances[1].history.cpu_util",
+        "wrong_type",
+    ),
+    (
+        "null metric",
+        _set(("instances", 1, "history", "mem_util", 3), None),
+        "instances[1].history.mem_util",
+        "non_finite",
+    ),
+    (
+        "nested metric",
+        _set(("instances", 0, "history", "cpu_util", 0), [0.1]),
+        "instances[0].history.cpu_util",
+        "bad_shape",
+    ),
+    (
+        "utilisation above range",
+        _set(("instances", 1, "history", "cpu_util", 4), 7.0),
+        "instances[1].history.cpu_util",
+        "out_of_range",
+    ),
+    (
+        "negative utilisation",
+        _set(("instances", 0, "history", "mem_util", 0), -0.1),
+        "instances[0].history.mem_util",
+        "out_of_range",
+    ),
+    (
+        "float timestamps",
+        _set(("instances", 0, "history", "ts", 1), 1.5e9 + 0.5),
+        "instances[0].history.ts",
+        "wrong_type",
+    ),
+    (
+        "timestamp far future",
+        _set(("instances", 0, "history", "ts", 5), 10**12),
+        "instances[0].history.ts",
+        "out_of_range",
+    ),
+    (
+        "bad ISO text",
+        _set(("instances", 0, "history", "ts"), ["yesterday"] * 6),
+        "instances[0].history.ts",
+        "wrong_type",
+    ),
+    (
+        "two samples in a slot",
+        _set(("instances", 1, "history", "ts", 1), T0 + 10),
+        "instances[1].history.ts",
+        "malformed",
+    ),
+    (
+        "history too short",
+        _set(("instances", 1, "history"), {"ts": [T0, T0 + 300], "cpu_util": [0.1, 0.2]}),
+        "instances[1].history",
+        "history_too_short",
+    ),
+    (
+        "empty history",
+        _set(("instances", 0, "history"), {"ts": [], "cpu_util": []}),
+        "instances[0].history",
+        "history_too_short",
+    ),
     ("zero vcpus", _set(("instances", 0, "vcpus"), 0), "instances[0].vcpus", "out_of_range"),
     ("fractional replicas", _set(("instances", 0, "replicas"), 1.5), "instances[0].replicas", "wrong_type"),
     ("unknown horizon", _set(("parameters",), {"horizons": [6]}), "parameters.horizons", "unknown_horizon"),
     ("horizon text", _set(("parameters",), {"horizons": "soon"}), "parameters.horizons", "wrong_type"),
-    ("target above one", _set(("parameters",), {"target_utilization": 1.5}), "parameters.target_utilization",
-     "out_of_range"),
+    (
+        "target above one",
+        _set(("parameters",), {"target_utilization": 1.5}),
+        "parameters.target_utilization",
+        "out_of_range",
+    ),
     ("unknown parameter", _set(("parameters",), {"horizon": 12}), "parameters.horizon", "unknown_field"),
     ("both forms", _set(("instances", 0, "features"), [0.1, 0.2, 0.3]), "instances[0]", "malformed"),
-    ("mixed forms", _set(("instances", 1), {"entity_id": "z", "features": [0.1, 0.2, 0.3]}), "instances[1]",
-     "malformed"),
+    (
+        "mixed forms",
+        _set(("instances", 1), {"entity_id": "z", "features": [0.1, 0.2, 0.3]}),
+        "instances[1]",
+        "malformed",
+    ),
 ]
 
 
@@ -248,32 +320,83 @@ def test_feature_row_mistakes_are_named(parser):
 V2_MISTAKES = [
     ("no inputs", lambda: [], "inputs", "missing_field"),
     ("no ts", lambda: v2_history(["a"] * 4, [T0] * 4, [0.1] * 4)[::2], "inputs.ts", "missing_field"),
-    ("unknown input", lambda: v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], [0.1] * 4,
-                                         cpu=("FP64", [0.1] * 4)), "inputs.cpu", "unknown_field"),
-    ("string as FP64", lambda: v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], ["x"] * 4),
-     "inputs.cpu_util", "wrong_type"),
-    ("BOOL metric", lambda: [*v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], [0.1] * 4)[:2],
-                             InferInput("cpu_util", [4], "BOOL", [True] * 4)], "inputs.cpu_util", "wrong_type"),
+    (
+        "unknown input",
+        lambda: v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], [0.1] * 4, cpu=("FP64", [0.1] * 4)),
+        "inputs.cpu",
+        "unknown_field",
+    ),
+    (
+        "string as FP64",
+        lambda: v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], ["x"] * 4),
+        "inputs.cpu_util",
+        "wrong_type",
+    ),
+    (
+        "BOOL metric",
+        lambda: [
+            *v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], [0.1] * 4)[:2],
+            InferInput("cpu_util", [4], "BOOL", [True] * 4),
+        ],
+        "inputs.cpu_util",
+        "wrong_type",
+    ),
     ("numbers as ids", lambda: v2_history([1, 2, 3, 4], [T0] * 4, [0.1] * 4), "inputs.entity_id", "wrong_type"),
-    ("shape disagrees with data", lambda: [*v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], [0.1] * 4)[:2],
-                                           InferInput("cpu_util", [5], "FP64", [0.1] * 4)], "inputs.cpu_util",
-     "bad_shape"),
-    ("lengths disagree", lambda: v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], [0.1] * 4,
-                                            mem_util=("FP64", [0.1] * 3)), "inputs.mem_util", "bad_shape"),
-    ("negative dimension", lambda: [*v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], [0.1] * 4)[:2],
-                                    InferInput("cpu_util", [-1], "FP64", [0.1] * 4)], "inputs.cpu_util", "bad_shape"),
-    ("NaN metric", lambda: v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], [0.1, float("nan"), 0.1, 0.1]),
-     "inputs.cpu_util[1]", "non_finite"),
-    ("inf metric", lambda: v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], [0.1, 0.1, float("inf"), 0.1]),
-     "inputs.cpu_util[2]", "non_finite"),
-    ("too short", lambda: v2_history(["a"] * 3, [T0 + 300 * k for k in range(3)], [0.1] * 3), "inputs.ts",
-     "history_too_short"),
-    ("inf feature", lambda: [InferInput("features", [1, 3], "FP64", [0.1, float("inf"), 0.2])],
-     "inputs.features[0]", "non_finite"),
-    ("feature width", lambda: [InferInput("features", [2, 2], "FP64", [0.1, 0.2, 0.3, 0.4])], "inputs.features",
-     "bad_shape"),
-    ("too many rows", lambda: [InferInput("features", [6, 3], "FP64", [0.1] * 18)], "inputs.features",
-     "oversized"),
+    (
+        "shape disagrees with data",
+        lambda: [
+            *v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], [0.1] * 4)[:2],
+            InferInput("cpu_util", [5], "FP64", [0.1] * 4),
+        ],
+        "inputs.cpu_util",
+        "bad_shape",
+    ),
+    (
+        "lengths disagree",
+        lambda: v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], [0.1] * 4, mem_util=("FP64", [0.1] * 3)),
+        "inputs.mem_util",
+        "bad_shape",
+    ),
+    (
+        "negative dimension",
+        lambda: [
+            *v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], [0.1] * 4)[:2],
+            InferInput("cpu_util", [-1], "FP64", [0.1] * 4),
+        ],
+        "inputs.cpu_util",
+        "bad_shape",
+    ),
+    (
+        "NaN metric",
+        lambda: v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], [0.1, float("nan"), 0.1, 0.1]),
+        "inputs.cpu_util[1]",
+        "non_finite",
+    ),
+    (
+        "inf metric",
+        lambda: v2_history(["a"] * 4, [T0 + 300 * k for k in range(4)], [0.1, 0.1, float("inf"), 0.1]),
+        "inputs.cpu_util[2]",
+        "non_finite",
+    ),
+    (
+        "too short",
+        lambda: v2_history(["a"] * 3, [T0 + 300 * k for k in range(3)], [0.1] * 3),
+        "inputs.ts",
+        "history_too_short",
+    ),
+    (
+        "inf feature",
+        lambda: [InferInput("features", [1, 3], "FP64", [0.1, float("inf"), 0.2])],
+        "inputs.features[0]",
+        "non_finite",
+    ),
+    (
+        "feature width",
+        lambda: [InferInput("features", [2, 2], "FP64", [0.1, 0.2, 0.3, 0.4])],
+        "inputs.features",
+        "bad_shape",
+    ),
+    ("too many rows", lambda: [InferInput("features", [6, 3], "FP64", [0.1] * 18)], "inputs.features", "oversized"),
 ]
 
 

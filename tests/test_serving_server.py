@@ -23,6 +23,10 @@ import pytest
 import tritonclient.http as triton
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+from ml_cloud_optimizer.data.schema import VALUE_COLUMNS
+from ml_cloud_optimizer.models.bundle import ModelBundle
+from serving.local import LocalServer, free_port
 from serving_support import (
     MODEL_NAME,
     champion,
@@ -32,10 +36,6 @@ from serving_support import (
     v1_history,
     v2_history,
 )
-
-from ml_cloud_optimizer.data.schema import VALUE_COLUMNS
-from ml_cloud_optimizer.models.bundle import ModelBundle
-from serving.local import LocalServer, free_port
 
 MAX_ENTITIES = 20
 FORECAST = ["p50_h1", "p50_h12", "p90_h1", "p90_h12"]
@@ -116,8 +116,15 @@ def test_v2_rest_infer_with_chosen_horizons(http, history, offline):
     answer = response.json()
     assert answer["id"] == "req-1" and answer["model_name"] == MODEL_NAME
     outputs = {o["name"]: o["data"] for o in answer["outputs"]}
-    assert set(outputs) == {"entity_id", "ts", "p50_h12", "p90_h12", "peak_prob", "recommended_vcpus",
-                            "recommended_replicas"}
+    assert set(outputs) == {
+        "entity_id",
+        "ts",
+        "p50_h12",
+        "p90_h12",
+        "peak_prob",
+        "recommended_vcpus",
+        "recommended_replicas",
+    }
     ids = outputs["entity_id"]
     np.testing.assert_allclose(outputs["p50_h12"], offline.loc[ids, "p50_h12"], rtol=1e-12)
     np.testing.assert_allclose(outputs["p90_h12"], offline.loc[ids, "p90_h12"], rtol=1e-12)
@@ -165,15 +172,22 @@ def test_grpc_infer_and_health(server, history, offline):
         n = len(history)
         tensors = [
             pb.ModelInferRequest.InferInputTensor(
-                name="entity_id", datatype="BYTES", shape=[n],
-                contents=pb.InferTensorContents(bytes_contents=[e.encode() for e in history["entity_id"]])),
+                name="entity_id",
+                datatype="BYTES",
+                shape=[n],
+                contents=pb.InferTensorContents(bytes_contents=[e.encode() for e in history["entity_id"]]),
+            ),
             pb.ModelInferRequest.InferInputTensor(
-                name="ts", datatype="INT64", shape=[n],
-                contents=pb.InferTensorContents(int64_contents=(history["ts"].astype("int64") // 10**9).tolist())),
+                name="ts",
+                datatype="INT64",
+                shape=[n],
+                contents=pb.InferTensorContents(int64_contents=(history["ts"].astype("int64") // 10**9).tolist()),
+            ),
         ]
         tensors += [
             pb.ModelInferRequest.InferInputTensor(
-                name=c, datatype="FP64", shape=[n], contents=pb.InferTensorContents(fp64_contents=history[c].tolist()))
+                name=c, datatype="FP64", shape=[n], contents=pb.InferTensorContents(fp64_contents=history[c].tolist())
+            )
             for c in VALUE_COLUMNS
         ]
         reply = stub.ModelInfer(pb.ModelInferRequest(model_name=MODEL_NAME, inputs=tensors), timeout=30)
@@ -201,12 +215,22 @@ def test_feature_rows_answer_as_the_history_does(http, model_dir, history, offli
     assert served["peak_prob"].isna().all()  # the peak classifier reads history only
 
     matrix = rows[columns].to_numpy(dtype="float64")
-    body = {"inputs": [
-        {"name": "features", "datatype": "FP64", "shape": list(matrix.shape),
-         "data": [None if math.isnan(v) else v for v in matrix.ravel().tolist()]},
-        {"name": "entity_id", "datatype": "BYTES", "shape": [len(rows)],
-         "data": rows["entity_id"].astype(str).tolist()},
-    ]}
+    body = {
+        "inputs": [
+            {
+                "name": "features",
+                "datatype": "FP64",
+                "shape": list(matrix.shape),
+                "data": [None if math.isnan(v) else v for v in matrix.ravel().tolist()],
+            },
+            {
+                "name": "entity_id",
+                "datatype": "BYTES",
+                "shape": [len(rows)],
+                "data": rows["entity_id"].astype(str).tolist(),
+            },
+        ]
+    }
     response = http.post(f"/v2/models/{MODEL_NAME}/infer", json=body)
     assert response.status_code == 200, response.text
     outputs = {o["name"]: o["data"] for o in response.json()["outputs"]}
@@ -221,14 +245,20 @@ def test_client_mistakes_get_a_400_that_names_the_field(http, history):
     cases = [
         (v1, b"{not json", "Unrecognized request format"),
         (v2, b"{not json", "body"),
-        (v2, b'{"inputs": [{"name": "cpu_util", "shape": ["a"], "datatype": "FP64", "data": [1]}]}',
-         "inputs[0].shape[0]"),
+        (
+            v2,
+            b'{"inputs": [{"name": "cpu_util", "shape": ["a"], "datatype": "FP64", "data": [1]}]}',
+            "inputs[0].shape[0]",
+        ),
         (v1, b'{"instances": [{"entity_id": "a"}]}', "instances[0]"),
         (v1, short, "instances[0].history.ts"),
         (v1, unknown_horizon, "parameters.horizons"),
         (v1, {"instances": [{"entity_id": f"e{i}", "features": [0.1]} for i in range(MAX_ENTITIES + 1)]}, "instances"),
-        (v2, {"inputs": [{"name": "features", "datatype": "FP64", "shape": [1, 3], "data": [1, 2, 3]}]},
-         "inputs.features"),
+        (
+            v2,
+            {"inputs": [{"name": "features", "datatype": "FP64", "shape": [1, 3], "data": [1, 2, 3]}]},
+            "inputs.features",
+        ),
     ]
     for path, body, field in cases:
         kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
@@ -280,15 +310,21 @@ def test_each_stage_of_a_request_is_timed_by_kserves_histograms(http, history):
     """preprocess (parse), predict (forecast) and postprocess (answer) each grow their KServe histogram."""
     stages = [f"request_{stage}_seconds" for stage in ("preprocess", "predict", "postprocess")]
     before = http.get("/metrics").text
-    for path, body in ((f"/v1/models/{MODEL_NAME}:predict", v1_history(history)),
-                       (f"/v2/models/{MODEL_NAME}/infer", v2_history(history))):
+    for path, body in (
+        (f"/v1/models/{MODEL_NAME}:predict", v1_history(history)),
+        (f"/v2/models/{MODEL_NAME}/infer", v2_history(history)),
+    ):
         assert http.post(path, json=body).status_code == 200
     after = http.get("/metrics").text
     for name in stages:
-        assert _metric(after, f"{name}_count", model_name=MODEL_NAME) - _metric(
-            before, f"{name}_count", model_name=MODEL_NAME) == 2, name
+        assert (
+            _metric(after, f"{name}_count", model_name=MODEL_NAME)
+            - _metric(before, f"{name}_count", model_name=MODEL_NAME)
+            == 2
+        ), name
         assert _metric(after, f"{name}_sum", model_name=MODEL_NAME) > _metric(
-            before, f"{name}_sum", model_name=MODEL_NAME), name
+            before, f"{name}_sum", model_name=MODEL_NAME
+        ), name
 
 
 def test_feature_row_forecaster_matches_the_core_bit_for_bit(model_dir):
@@ -303,18 +339,24 @@ def test_feature_row_forecaster_matches_the_core_bit_for_bit(model_dir):
     assert set(served) == set(FORECAST)
     for column in FORECAST:
         np.testing.assert_array_equal(served[column], core[column].to_numpy())
-    only = forecaster.predict_matrix(rows[forecaster.feature_columns_].to_numpy("float64"),
-                                     horizons=(12,), quantiles=("p50",))
+    only = forecaster.predict_matrix(
+        rows[forecaster.feature_columns_].to_numpy("float64"), horizons=(12,), quantiles=("p50",)
+    )
     assert set(only) == {"p50_h12"}
     np.testing.assert_array_equal(only["p50_h12"], core["p50_h12"].to_numpy())
 
 
-def test_asking_for_one_output_returns_one_output(http, model_dir, history, offline):
+@pytest.mark.usefixtures("offline")
+def test_asking_for_one_output_returns_one_output(http, model_dir, history):
     rows = feature_rows(model_dir, history)
     matrix = rows[ModelBundle.load(model_dir).forecaster.feature_spec.columns].fillna(0.0).to_numpy("float64")
-    body = {"inputs": [{"name": "features", "datatype": "FP64", "shape": list(matrix.shape),
-                        "data": matrix.ravel().tolist()}],
-            "parameters": {"horizons": "12"}, "outputs": [{"name": "p50_h12"}]}
+    body = {
+        "inputs": [
+            {"name": "features", "datatype": "FP64", "shape": list(matrix.shape), "data": matrix.ravel().tolist()}
+        ],
+        "parameters": {"horizons": "12"},
+        "outputs": [{"name": "p50_h12"}],
+    }
     response = http.post(f"/v2/models/{MODEL_NAME}/infer", json=body)
     assert response.status_code == 200, response.text
     outputs = response.json()["outputs"]
@@ -328,11 +370,30 @@ def test_more_than_one_worker_is_refused_in_one_line(model_dir):
     (kserve/protocol/rest/multiprocess/server.py, a "spawn" context; rest/server.py
     ``create_application``), without this server's handlers, body limit and counters: refused,
     before the model is even loaded, rather than served without them."""
-    command = [sys.executable, "-m", "serving", "--model_dir", str(model_dir), "--model_name", MODEL_NAME,
-               "--workers", "2", "--http_port", str(free_port()), "--grpc_port", str(free_port())]
+    command = [
+        sys.executable,
+        "-m",
+        "serving",
+        "--model_dir",
+        str(model_dir),
+        "--model_name",
+        MODEL_NAME,
+        "--workers",
+        "2",
+        "--http_port",
+        str(free_port()),
+        "--grpc_port",
+        str(free_port()),
+    ]
     # Its own process group: a server that did start would leave spawned workers behind.
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=Path(__file__).resolve().parents[1], start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        start_new_session=True,
+    )
     try:
         _, err = process.communicate(timeout=90)
     except subprocess.TimeoutExpired:

@@ -66,7 +66,7 @@ def test_entities_come_from_the_catalogue(fleet):
 def test_web_load_repeats_daily(metrics):
     web = _grid(metrics[metrics["service"] == "web"]).to_numpy()
     today, next_day = web[:, :-STEPS_PER_DAY], web[:, STEPS_PER_DAY:]
-    autocorr = [pd.Series(a).corr(pd.Series(b)) for a, b in zip(today, next_day)]
+    autocorr = [pd.Series(a).corr(pd.Series(b)) for a, b in zip(today, next_day, strict=True)]
     assert np.mean(autocorr) > 0.3
 
 

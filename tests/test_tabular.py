@@ -16,8 +16,14 @@ from ml_cloud_optimizer.models.tabular import CatBoostForecaster, LightGBMForeca
 from ml_cloud_optimizer.models.tuning import time_folds
 
 SMALL_FEATURES = {"windows": ("6h", "24h"), "seasonal_lags": ("1d",), "scale_window": "24h"}
-FAST = {"features": SMALL_FEATURES, "n_estimators": 100, "learning_rate": 0.15, "n_jobs": 1, "refit": False,
-        "max_train_rows": 10_000}
+FAST = {
+    "features": SMALL_FEATURES,
+    "n_estimators": 100,
+    "learning_rate": 0.15,
+    "n_jobs": 1,
+    "refit": False,
+    "max_train_rows": 10_000,
+}
 TABULAR = [LightGBMForecaster, XGBoostForecaster, CatBoostForecaster]
 
 
@@ -34,10 +40,16 @@ def seasonal_metrics(entities: int = 6, days: int = 5, seed: int = 0) -> pd.Data
             noise[i] = 0.8 * noise[i - 1] + shocks[i]
         level, amplitude, phase = rng.uniform(0.2, 0.4), rng.uniform(0.1, 0.25), rng.uniform(0, 2 * np.pi)
         cpu = np.clip(level + amplitude * np.sin(2 * np.pi * day + phase) + noise, 0, 1)
-        frame = pd.DataFrame({"entity_id": f"vm-{e}", "ts": ts, "cpu_util": cpu,
-                              "mem_util": np.clip(0.5 + 0.5 * noise, 0, 1),
-                              "net_in_kbps": 100 * cpu + rng.uniform(0, 5, len(ts)),
-                              "net_out_kbps": 50 * cpu + rng.uniform(0, 5, len(ts))})
+        frame = pd.DataFrame(
+            {
+                "entity_id": f"vm-{e}",
+                "ts": ts,
+                "cpu_util": cpu,
+                "mem_util": np.clip(0.5 + 0.5 * noise, 0, 1),
+                "net_in_kbps": 100 * cpu + rng.uniform(0, 5, len(ts)),
+                "net_out_kbps": 50 * cpu + rng.uniform(0, 5, len(ts)),
+            }
+        )
         frames.append(frame.drop(index=rng.choice(len(ts), 15, replace=False)))
     metrics = pd.concat(frames, ignore_index=True)
     metrics["entity_id"] = metrics["entity_id"].astype("string")
@@ -52,7 +64,7 @@ def split():
 
 
 def _holdout_mae(model, split) -> tuple[float, pd.DataFrame]:
-    train, metrics, cut = split
+    _train, metrics, cut = split
     forecasts = model.predict(metrics)
     joined = forecasts.loc[forecasts["ts"] >= cut].merge(make_targets(metrics), on=["entity_id", "ts"])
     joined = joined.loc[joined["y_h12"].notna()]
@@ -147,10 +159,12 @@ def test_baselines_copy_the_right_past_value(split):
     metrics = split[1]
     keyed = metrics.set_index(["entity_id", "ts"])["cpu_util"]
     persistence = PersistenceForecaster().fit(metrics).predict(metrics)
-    assert np.allclose(persistence["p50_h12"], keyed.loc[list(zip(persistence["entity_id"], persistence["ts"]))])
+    assert np.allclose(
+        persistence["p50_h12"], keyed.loc[list(zip(persistence["entity_id"], persistence["ts"], strict=True))]
+    )
     naive = SeasonalNaiveForecaster().fit(metrics).predict(metrics)
     sample = naive.dropna().sample(300, random_state=0)
-    source = [(e, t + 12 * STEP - pd.Timedelta("1d")) for e, t in zip(sample["entity_id"], sample["ts"])]
+    source = [(e, t + 12 * STEP - pd.Timedelta("1d")) for e, t in zip(sample["entity_id"], sample["ts"], strict=True)]
     assert np.allclose(sample["p50_h12"], keyed.loc[source])
     assert naive["ts"].min() >= metrics["ts"].min() + 287 * STEP
     assert forecaster_class("seasonal_naive") is SeasonalNaiveForecaster

@@ -25,9 +25,17 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 BITBRAINS = SHARED / "data" / "traces" / "bitbrains_rnd_2013_08"
 
 GWA_HEADER = [
-    "Timestamp [ms]", "CPU cores", "CPU capacity provisioned [MHZ]", "CPU usage [MHZ]", "CPU usage [%]",
-    "Memory capacity provisioned [KB]", "Memory usage [KB]", "Disk read throughput [KB/s]",
-    "Disk write throughput [KB/s]", "Network received throughput [KB/s]", "Network transmitted throughput [KB/s]",
+    "Timestamp [ms]",
+    "CPU cores",
+    "CPU capacity provisioned [MHZ]",
+    "CPU usage [MHZ]",
+    "CPU usage [%]",
+    "Memory capacity provisioned [KB]",
+    "Memory usage [KB]",
+    "Disk read throughput [KB/s]",
+    "Disk write throughput [KB/s]",
+    "Network received throughput [KB/s]",
+    "Network transmitted throughput [KB/s]",
 ]
 GRID_START = 1_375_308_000  # on the 300 s grid
 
@@ -274,7 +282,7 @@ def test_long_csv_epoch_milliseconds_and_fractions(tmp_path):
 
 
 def test_long_csv_errors_name_the_problem(long_csv):
-    with pytest.raises(DataValidationError, match="'when'.*mapped to ts"):
+    with pytest.raises(DataValidationError, match=r"'when'.*mapped to ts"):
         read_trace(long_csv, "long", columns={**MAPPING, "ts": "when"})
     with pytest.raises(DataValidationError, match="no column for entity_id"):
         read_trace(long_csv, "long", columns={"ts": "time", "cpu_util": "cpu"})
@@ -282,7 +290,7 @@ def test_long_csv_errors_name_the_problem(long_csv):
         read_trace(long_csv, "long", columns={**MAPPING, "gpu_util": "cpu"})
     negative = long_csv.with_name("neg.csv")
     negative.write_text("ts,entity_id,cpu_util\n0,x,0.5\n300,x,-0.5\n")
-    with pytest.raises(DataValidationError, match="neg.csv.*cpu_util"):
+    with pytest.raises(DataValidationError, match=r"neg\.csv.*cpu_util"):
         read_trace(negative, "long")
 
 
@@ -294,7 +302,7 @@ def test_unknown_format_option_and_path_are_refused(long_csv, tmp_path):
         read_trace(long_csv, "nope")
     with pytest.raises(DataValidationError, match="takes no option vmtable"):
         read_trace(long_csv, "long", columns=MAPPING, vmtable="x")
-    with pytest.raises(FileNotFoundError, match="missing.csv"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.csv"):
         read_trace(tmp_path / "missing.csv")
     garbage = tmp_path / "garbage.bin"
     garbage.write_bytes(b"\x00\x01\x02 12 34\n")
@@ -345,7 +353,7 @@ def test_saved_fleet_errors(tmp_path, long_csv):
     corrupt.write_bytes(b"not parquet at all")
     write_fleet(fleet, tmp_path / "bad2.parquet")
     entities_path(tmp_path / "bad2.parquet").rename(entities_path(corrupt))
-    with pytest.raises(DataValidationError, match="bad.parquet"):
+    with pytest.raises(DataValidationError, match=r"bad\.parquet"):
         read_fleet(corrupt)
     # A trace goes through the trace readers.
     assert read_fleet(long_csv, columns=MAPPING).metrics["entity_id"].nunique() == 2

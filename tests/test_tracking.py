@@ -13,8 +13,12 @@ from ml_cloud_optimizer.models.peak import PeakClassifier
 from ml_cloud_optimizer.models.tabular import LightGBMForecaster
 from ml_cloud_optimizer.tracking import CHAMPION_ALIAS, Tracker, mlco_home, tracking_uri, train_and_export
 
-TINY = LightGBMForecaster(features={"windows": ("6h",), "seasonal_lags": ("1d",), "scale_window": "6h"},
-                          n_estimators=40, learning_rate=0.2, n_jobs=1)
+TINY = LightGBMForecaster(
+    features={"windows": ("6h",), "seasonal_lags": ("1d",), "scale_window": "6h"},
+    n_estimators=40,
+    learning_rate=0.2,
+    n_jobs=1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +31,9 @@ def trained(tmp_path_factory):
         patch.setenv("MLFLOW_TRACKING_URI", uri)  # restored after the module, whatever MLflow sets
         metrics = generate_fleet(6_000, entities=3, seed=2).metrics
         tracker = Tracker(experiment="test-forecast", uri=uri)
-        result = train_and_export(metrics, {"lightgbm": TINY}, home / "train", tracker=tracker,
-                                  peak=PeakClassifier(), source="synthetic")
+        result = train_and_export(
+            metrics, {"lightgbm": TINY}, home / "train", tracker=tracker, peak=PeakClassifier(), source="synthetic"
+        )
         yield result, tracker, metrics, home
 
 

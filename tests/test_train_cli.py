@@ -51,13 +51,27 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_train_from_a_saved_fleet_prints_the_leaderboard_and_champion(home, capsys, restore_logging):
+@pytest.mark.usefixtures("restore_logging")
+def test_train_from_a_saved_fleet_prints_the_leaderboard_and_champion(home, capsys):
     fleet = generate_fleet(5_000, entities=3, seed=8)
     path = home / "fleet.parquet"
     write_fleet(fleet, path)
     out = home / "out"
-    code = main(["train", "--source", str(path), "--models", "lightgbm", "--jobs", "1", "--out", str(out),
-                 "--no-peak", "--no-tracking"])
+    code = main(
+        [
+            "train",
+            "--source",
+            str(path),
+            "--models",
+            "lightgbm",
+            "--jobs",
+            "1",
+            "--out",
+            str(out),
+            "--no-peak",
+            "--no-tracking",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     assert "| persistence" in captured.out and "| seasonal_naive" in captured.out and "| lightgbm" in captured.out
@@ -68,15 +82,28 @@ def test_train_from_a_saved_fleet_prints_the_leaderboard_and_champion(home, caps
     assert json.loads((out / "champion" / "bundle.json").read_text())["source"]
 
 
-def test_train_from_the_warehouse_registers_the_champion(home, warehouse_dsn, monkeypatch, capsys, restore_logging):
+@pytest.mark.usefixtures("restore_logging")
+def test_train_from_the_warehouse_registers_the_champion(home, warehouse_dsn, monkeypatch, capsys):
     from ml_cloud_optimizer.warehouse import connect, load_fleet
 
     fleet = generate_fleet(4_000, entities=2, seed=9)
     with closing(connect(warehouse_dsn)) as conn:
         load_fleet(conn, fleet)
     monkeypatch.setenv("DATABASE_URL", warehouse_dsn)
-    code = main(["train", "--source", "warehouse", "--models", "xgboost", "--jobs", "1", "--no-peak",
-                 "--out", str(home / "out")])
+    code = main(
+        [
+            "train",
+            "--source",
+            "warehouse",
+            "--models",
+            "xgboost",
+            "--jobs",
+            "1",
+            "--no-peak",
+            "--out",
+            str(home / "out"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     assert "registered: mlco-forecaster version 1 (alias champion)" in captured.out

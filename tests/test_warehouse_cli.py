@@ -63,7 +63,8 @@ def test_load_twice_then_query_table_and_csv(db_env, fleet_file, capsys):
     assert "None" not in "\n".join(table)
 
 
-def test_query_list_names_every_query_and_its_defaults(db_env, capsys):
+@pytest.mark.usefixtures("db_env")
+def test_query_list_names_every_query_and_its_defaults(capsys):
     assert main(["db", "query", "--list"]) == 0
     out = capsys.readouterr().out
     for name, query in load_queries().items():
@@ -82,7 +83,8 @@ def test_query_list_names_every_query_and_its_defaults(db_env, capsys):
         (["db", "load", "/no/such/fleet.parquet"], "no such file"),
     ],
 )
-def test_mistakes_exit_2_with_one_line(db_env, capsys, argv, message):
+@pytest.mark.usefixtures("db_env")
+def test_mistakes_exit_2_with_one_line(capsys, argv, message):
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -106,7 +108,8 @@ def test_bad_file_exits_2_and_leaves_the_table_unchanged(db_env, fleet_file, tmp
     assert _rows(db_env) == before
 
 
-def test_status_reports_what_the_warehouse_holds(db_env, fleet_file, capsys):
+@pytest.mark.usefixtures("db_env")
+def test_status_reports_what_the_warehouse_holds(fleet_file, capsys):
     assert main(["db", "load", str(fleet_file)]) == 0
     capsys.readouterr()
     assert main(["db", "status"]) == 0

@@ -21,7 +21,7 @@ def _counts(conn) -> dict[str, int]:
         )
         row = cur.fetchone()
     conn.rollback()
-    return dict(zip(["metrics", "entities", "instance_types", "loads", "hourly", "partitions"], row))
+    return dict(zip(["metrics", "entities", "instance_types", "loads", "hourly", "partitions"], row, strict=True))
 
 
 def _fleet_with(metrics: pd.DataFrame, entities: pd.DataFrame) -> Fleet:
@@ -130,11 +130,14 @@ def test_autocommit_connection_still_loads_in_one_transaction(warehouse):
 @pytest.mark.parametrize(
     "spoil, message",
     [
-        (lambda m, e: m.assign(cpu_util=m["cpu_util"].where(m.index != 5, 3.0)), "cpu_util"),
-        (lambda m, e: pd.concat([m, m.iloc[[7]]]), "duplicate"),
-        (lambda m, e: m.assign(ts=m["ts"].where(m.index != 9, m["ts"].iloc[9] + pd.Timedelta(seconds=30))), "grid"),
-        (lambda m, e: m.assign(net_in_kbps=m["net_in_kbps"].astype(object).where(m.index != 2, "lots")), "net_in_kbps"),
-        (lambda m, e: m.assign(entity_id=m["entity_id"].replace("web-a", "ghost")), "entities"),
+        (lambda m, _e: m.assign(cpu_util=m["cpu_util"].where(m.index != 5, 3.0)), "cpu_util"),
+        (lambda m, _e: pd.concat([m, m.iloc[[7]]]), "duplicate"),
+        (lambda m, _e: m.assign(ts=m["ts"].where(m.index != 9, m["ts"].iloc[9] + pd.Timedelta(seconds=30))), "grid"),
+        (
+            lambda m, _e: m.assign(net_in_kbps=m["net_in_kbps"].astype(object).where(m.index != 2, "lots")),
+            "net_in_kbps",
+        ),
+        (lambda m, _e: m.assign(entity_id=m["entity_id"].replace("web-a", "ghost")), "entities"),
     ],
     ids=["range", "duplicate-key", "off-grid", "type", "unknown-entity"],
 )

@@ -104,7 +104,7 @@ def test_catalogue_lists_every_query_with_doc_and_declared_defaults():
 def test_unknown_query_or_parameter_is_refused_by_name(warehouse):
     with pytest.raises(QueryError, match="no query named 'nope'"):
         run_query(warehouse, "nope")
-    with pytest.raises(QueryError, match="no parameter 'zz'.*start, end"):
+    with pytest.raises(QueryError, match=r"no parameter 'zz'.*start, end"):
         run_query(warehouse, "load_heatmap", {"zz": "1"})
 
 
@@ -132,8 +132,20 @@ def test_hourly_rollup_matches_pandas(loaded, params):
         part = part.reset_index().assign(grouped_by=dimension or "fleet")
         parts.append(part)
     expected = pd.concat(parts, ignore_index=True)
-    columns = ["hour", "grouped_by", "service", "region", "instance_type", "entities", "samples",
-               "cpu_mean", "cpu_max", "mem_mean", "requests_per_s", "cost_usd"]
+    columns = [
+        "hour",
+        "grouped_by",
+        "service",
+        "region",
+        "instance_type",
+        "entities",
+        "samples",
+        "cpu_mean",
+        "cpu_max",
+        "mem_mean",
+        "requests_per_s",
+        "cost_usd",
+    ]
     expected = expected.reindex(columns=columns)
 
     result = run_query(conn, "hourly_rollup", params)
@@ -156,8 +168,19 @@ def test_daily_rollup_matches_pandas(loaded, params):
             rollup_level=level,
         )
         parts.append(part.reset_index())
-    columns = ["day", "service", "region", "instance_type", "rollup_level", "entities", "samples",
-               "cpu_mean", "cpu_p95", "mem_mean", "cost_usd"]
+    columns = [
+        "day",
+        "service",
+        "region",
+        "instance_type",
+        "rollup_level",
+        "entities",
+        "samples",
+        "cpu_mean",
+        "cpu_p95",
+        "mem_mean",
+        "cost_usd",
+    ]
     expected = pd.concat(parts, ignore_index=True).reindex(columns=columns)
 
     result = run_query(conn, "daily_rollup", params)
@@ -252,9 +275,11 @@ def test_rightsizing_matches_pandas_and_finds_what_was_planted(loaded):
     conn, joined = loaded
     quantile, target, idle_cpu, hours = 0.95, 0.7, 0.05, 730.0
     grouped = joined.groupby("entity_id")
-    usage = joined.drop_duplicates("entity_id").set_index("entity_id")[
-        ["service", "region", "instance_type", "vcpus", "mem_gib", "hourly_price"]
-    ].assign(cpu_q=grouped["cpu_util"].quantile(quantile), mem_q=grouped["mem_util"].quantile(quantile))
+    usage = (
+        joined.drop_duplicates("entity_id")
+        .set_index("entity_id")[["service", "region", "instance_type", "vcpus", "mem_gib", "hourly_price"]]
+        .assign(cpu_q=grouped["cpu_util"].quantile(quantile), mem_q=grouped["mem_util"].quantile(quantile))
+    )
     vcpus_needed = np.maximum(1, usage["cpu_q"] * usage["vcpus"] / target)
     mem_needed = (usage["mem_q"] * usage["mem_gib"] / target).fillna(0)
     steps = np.arange(1, 11)
@@ -271,12 +296,26 @@ def test_rightsizing_matches_pandas_and_finds_what_was_planted(loaded):
         recommended_mem_gib=np.where(idle, 0, usage["mem_gib"] / 2**k),
         monthly_saving_usd=usage["hourly_price"] * np.where(idle, 1, 1 - 1 / 2.0**k) * hours,
     )[idle | (k > 0)].reset_index()
-    expected = expected[["entity_id", "service", "region", "instance_type", "vcpus", "mem_gib", "cpu_q", "mem_q",
-                         "finding", "recommended_vcpus", "recommended_mem_gib", "monthly_saving_usd"]]
+    expected = expected[
+        [
+            "entity_id",
+            "service",
+            "region",
+            "instance_type",
+            "vcpus",
+            "mem_gib",
+            "cpu_q",
+            "mem_q",
+            "finding",
+            "recommended_vcpus",
+            "recommended_mem_gib",
+            "monthly_saving_usd",
+        ]
+    ]
 
     result = run_query(conn, "rightsizing")
     _assert_same(result, expected, ["entity_id"])
-    findings = dict(zip(result["entity_id"], result["finding"]))
+    findings = dict(zip(result["entity_id"], result["finding"], strict=True))
     assert findings == {"batch-a": "idle", "web-a": "over-provisioned"}
     web_a = result.set_index("entity_id").loc["web-a"]
     assert (web_a["recommended_vcpus"], web_a["monthly_saving_usd"]) == (4, pytest.approx(0.40 / 2 * 730))

@@ -139,9 +139,7 @@ def test_explain_of_a_time_range_query_shows_partition_pruning(warehouse):
     assert _partitions(warehouse) == ["metrics_20240101", "metrics_20240108"]
 
     everything = _explain(warehouse, "SELECT avg(cpu_util) FROM metrics")
-    one_day = _explain(
-        warehouse, "SELECT avg(cpu_util) FROM metrics WHERE ts >= '2024-01-08' AND ts < '2024-01-09'"
-    )
+    one_day = _explain(warehouse, "SELECT avg(cpu_util) FROM metrics WHERE ts >= '2024-01-08' AND ts < '2024-01-09'")
     assert everything == {"metrics_20240101", "metrics_20240108"}
     assert one_day == {"metrics_20240108"}
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["PSI_MODERATE", "PSI_MAJOR", "psi", "drift_report"]
+__all__ = ["PSI_MAJOR", "PSI_MODERATE", "drift_report", "psi"]
 
 PSI_MODERATE = 0.1
 PSI_MAJOR = 0.25
@@ -58,9 +58,13 @@ def drift_report(
         "moderate", "major"; "empty" where a side has no values), ``n_reference``, ``n_recent``.
     """
     if columns is None:
-        columns = [c for c in reference.columns
-                   if c in recent.columns and pd.api.types.is_numeric_dtype(reference[c])
-                   and not pd.api.types.is_bool_dtype(reference[c])]
+        columns = [
+            c
+            for c in reference.columns
+            if c in recent.columns
+            and pd.api.types.is_numeric_dtype(reference[c])
+            and not pd.api.types.is_bool_dtype(reference[c])
+        ]
     missing = [c for c in columns if c not in reference.columns or c not in recent.columns]
     if missing:
         raise ValueError(f"drift: columns missing from a window: {', '.join(missing)}")
@@ -76,8 +80,18 @@ def drift_report(
             ks_stat, ks_p = float(ks.statistic), float(ks.pvalue)
         else:
             value, ks_stat, ks_p, severity = float("nan"), float("nan"), float("nan"), "empty"
-        rows.append({"feature": col, "psi": value, "ks_stat": ks_stat, "ks_pvalue": ks_p, "severity": severity,
-                     "n_reference": len(ref), "n_recent": len(new)})
-    report = pd.DataFrame(rows, columns=["feature", "psi", "ks_stat", "ks_pvalue", "severity",
-                                         "n_reference", "n_recent"])
+        rows.append(
+            {
+                "feature": col,
+                "psi": value,
+                "ks_stat": ks_stat,
+                "ks_pvalue": ks_p,
+                "severity": severity,
+                "n_reference": len(ref),
+                "n_recent": len(new),
+            }
+        )
+    report = pd.DataFrame(
+        rows, columns=["feature", "psi", "ks_stat", "ks_pvalue", "severity", "n_reference", "n_recent"]
+    )
     return report.sort_values("psi", ascending=False, na_position="last").reset_index(drop=True)

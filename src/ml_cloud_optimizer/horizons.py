@@ -43,8 +43,9 @@ def check_horizons(hs: Iterable) -> tuple[int, ...]:
     if out and out[0] < 1:
         raise ValueError(f"horizons {shown}: steps ahead must be at least 1")
     if HEADLINE_HORIZON not in out:
-        raise ValueError(f"horizons {shown}: must include {HEADLINE_HORIZON} (one hour ahead; the champion "
-                         f"is chosen on it)")
+        raise ValueError(
+            f"horizons {shown}: must include {HEADLINE_HORIZON} (one hour ahead; the champion is chosen on it)"
+        )
     return out
 
 

@@ -16,10 +16,15 @@ none of the three to spare (its lean image has no torch or imbalanced-learn at a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-__all__ = ["smote_resample", "class_weights", "FocalLoss"]
+if TYPE_CHECKING:  # loaded lazily by __getattr__ below: torch is slow to import
+    from ml_cloud_optimizer.models._torch import FocalLoss
+
+__all__ = ["FocalLoss", "class_weights", "smote_resample"]
 
 
 def smote_resample(X, y, *, random_state: int = 0, k_neighbors: int = 5, sampling_strategy="auto"):
@@ -67,7 +72,7 @@ def class_weights(y) -> dict:
     labels = np.asarray(y)
     classes = np.unique(labels)
     weights = compute_class_weight("balanced", classes=classes, y=labels)
-    return {c.item() if hasattr(c, "item") else c: float(w) for c, w in zip(classes, weights)}
+    return {c.item() if hasattr(c, "item") else c: float(w) for c, w in zip(classes, weights, strict=True)}
 
 
 def __getattr__(name: str):

@@ -32,7 +32,7 @@ class _StandardStream(logging.StreamHandler):
         super().__init__()
 
     @property
-    def stream(self) -> TextIO:  # type: ignore[override]
+    def stream(self) -> TextIO:
         return getattr(sys, self._std)
 
     @stream.setter

@@ -35,7 +35,7 @@ from ml_cloud_optimizer.dashboard.data import PARTS, find_part, load_part
 from ml_cloud_optimizer.models.base import HEADLINE_HORIZON
 from ml_cloud_optimizer.optimizer.plots import backtest_summary_figure, capacity_figure, recommendation_figure
 
-__all__ = ["build_report", "REPORT_FILE"]
+__all__ = ["REPORT_FILE", "build_report"]
 
 REPORT_FILE = "report.html"
 
@@ -100,8 +100,10 @@ def _leaderboard_figure(board: pd.DataFrame, metric: str) -> Figure:
     fig = Figure(figsize=(8, 0.4 * len(board) + 1.2))
     ax = fig.subplots()
     shown = board.dropna(subset=[metric]).iloc[::-1]
-    colours = ["#2ca02c" if c else ("#7f7f7f" if k in ("persistence", "seasonal_naive") else "#1f77b4")
-               for c, k in zip(shown.get("champion", [False] * len(shown)), shown.get("kind", shown["model"]))]
+    colours = [
+        "#2ca02c" if c else ("#7f7f7f" if k in ("persistence", "seasonal_naive") else "#1f77b4")
+        for c, k in zip(shown.get("champion", [False] * len(shown)), shown.get("kind", shown["model"]), strict=True)
+    ]
     ax.barh(shown["model"].astype(str), shown[metric], color=colours)
     ax.set_xlabel(metric)
     ax.set_title("hold-out error per model (green: champion, grey: baselines)", fontsize=10)
@@ -114,13 +116,24 @@ def _leaderboard_section(run_dir: Path) -> dict:
     section = _section("Leaderboard", None if board is not None else "leaderboard")
     if board is None:
         return section
-    metric = f"mae_h{HEADLINE_HORIZON}" if f"mae_h{HEADLINE_HORIZON}" in board.columns else next(
-        (c for c in board.columns if c.startswith("mae")), None
+    metric = (
+        f"mae_h{HEADLINE_HORIZON}"
+        if f"mae_h{HEADLINE_HORIZON}" in board.columns
+        else next((c for c in board.columns if c.startswith("mae")), None)
     )
     if "champion" in board.columns and board["champion"].astype(bool).any():
         section["notes"].append(f"Champion: {board.loc[board['champion'].astype(bool), 'model'].iloc[0]}.")
-    columns = ["rank", "model", "kind", metric, f"vs_persistence_h{HEADLINE_HORIZON}",
-               f"vs_seasonal_naive_h{HEADLINE_HORIZON}", f"mase_h{HEADLINE_HORIZON}", "fit_s", "champion"]
+    columns = [
+        "rank",
+        "model",
+        "kind",
+        metric,
+        f"vs_persistence_h{HEADLINE_HORIZON}",
+        f"vs_seasonal_naive_h{HEADLINE_HORIZON}",
+        f"mase_h{HEADLINE_HORIZON}",
+        "fit_s",
+        "champion",
+    ]
     section["tables"].append(_table(board, [c for c in columns if c]))
     if metric is not None:
         section["images"].append({"caption": f"{metric} per model", "data": _png(_leaderboard_figure(board, metric))})
@@ -130,11 +143,13 @@ def _leaderboard_section(run_dir: Path) -> dict:
 def _forecast_section(run_dir: Path) -> dict:
     # Only the training run's own plots: a whole $MLCO_HOME also holds MLflow's artifact copies.
     board = find_part(run_dir, "leaderboard")
-    base = board.parent if board is not None else None
-    pngs = sorted(p for p in base.rglob("*.png") if p.name not in _OWN_PNGS) if base is not None else []
+    pngs: list[Path] = []
     section = _section("Forecasts")
-    for path in pngs:
-        section["images"].append({"caption": str(path.relative_to(base)), "data": _png_file(path)})
+    if board is not None:
+        base = board.parent
+        pngs = sorted(p for p in base.rglob("*.png") if p.name not in _OWN_PNGS)
+        for path in pngs:
+            section["images"].append({"caption": str(path.relative_to(base)), "data": _png_file(path)})
     if pngs:
         return section
     forecasts = load_part(run_dir, "forecasts")
@@ -157,11 +172,14 @@ def _backtest_section(run_dir: Path) -> dict:
     if backtest is None:
         return section
     summary = backtest["summary"]
-    params_path = find_part(run_dir, "backtest").with_name("backtest_params.json")
+    summary_path = find_part(run_dir, "backtest")
+    assert summary_path is not None  # load_part found it
+    params_path = summary_path.with_name("backtest_params.json")
     if params_path.is_file():
         params = json.loads(params_path.read_text())
         section["notes"].append(
-            "Replay " + ", ".join(f"{k}: {v}" for k, v in sorted(params.items()))
+            "Replay "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(params.items()))
             + ". Demand = cpu_util x vCPUs per 5-minute step; capacity in cores, rounded up to the granularity."
         )
     rows = summary.set_index("policy")
@@ -189,7 +207,9 @@ def _recommendation_section(run_dir: Path) -> dict:
     current, recommended = latest["current_hourly_cost"].sum(), latest["hourly_cost"].sum()
     section["notes"].append(
         f"Latest hour, {len(latest)} entities: current ${current:.2f}/h, recommended ${recommended:.2f}/h"
-        f" ({(current - recommended) / current:.1%} saving)." if current else "No current cost recorded."
+        f" ({(current - recommended) / current:.1%} saving)."
+        if current
+        else "No current cost recorded."
     )
     section["tables"].append(_table(latest.sort_values("hourly_saving", ascending=False), rows=20))
     section["images"].append({"caption": "current against recommended", "data": _png(recommendation_figure(recs))})

@@ -19,16 +19,17 @@ import mlflow
 import mlflow.pyfunc
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.pyfunc.model import PythonModel
 
 __all__ = [
     "CHAMPION_ALIAS",
     "DEFAULT_EXPERIMENT",
     "DEFAULT_MODEL_NAME",
     "BundlePyfunc",
-    "mlco_home",
-    "tracking_uri",
     "Tracker",
     "TrainingResult",
+    "mlco_home",
+    "tracking_uri",
     "train_and_export",
 ]
 
@@ -60,7 +61,7 @@ def _artifact_root() -> str:
     return root.as_uri()
 
 
-class BundlePyfunc(mlflow.pyfunc.PythonModel):
+class BundlePyfunc(PythonModel):
     """pyfunc face of a bundle: MLflow loads or serves it through ``ModelBundle.predict``."""
 
     def load_context(self, context):
@@ -81,8 +82,9 @@ class Tracker:
         model_name: registered model name for the champion.
     """
 
-    def __init__(self, experiment: str = DEFAULT_EXPERIMENT, uri: str | None = None,
-                 model_name: str = DEFAULT_MODEL_NAME):
+    def __init__(
+        self, experiment: str = DEFAULT_EXPERIMENT, uri: str | None = None, model_name: str = DEFAULT_MODEL_NAME
+    ):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.uri = uri or tracking_uri()
         self.model_name = model_name
@@ -205,7 +207,7 @@ def train_and_export(
     from ml_cloud_optimizer.models.base import HEADLINE_HORIZON
     from ml_cloud_optimizer.models.bundle import ModelBundle
 
-    say = progress or (lambda message: None)
+    say = progress or (lambda _message: None)
     out_dir = Path(out_dir)
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -219,16 +221,23 @@ def train_and_export(
         name = row.model
         model = evaluation.models[name]
         model_dir = model.save(out_dir / "candidates" / name)
-        plot = plot_forecasts(evaluation.forecasts[name], plots_dir / f"forecast_{name}.png",
-                              title=f"{name}: forecast vs actual, 1 hour ahead")
+        plot = plot_forecasts(
+            evaluation.forecasts[name],
+            plots_dir / f"forecast_{name}.png",
+            title=f"{name}: forecast vs actual, 1 hour ahead",
+        )
         if tracker is not None:
             scores = evaluation.scores.loc[evaluation.scores["model"] == name]
-            logged = {f"{metric}_h{int(r.horizon)}": getattr(r, metric)
-                      for r in scores.itertuples(index=False) for metric in _LOGGED_METRICS}
+            logged = {
+                f"{metric}_h{int(r.horizon)}": getattr(r, metric)
+                for r in scores.itertuples(index=False)
+                for metric in _LOGGED_METRICS
+            }
             logged.update({"fit_s": row.fit_s, "predict_s": row.predict_s, "rank": row.rank})
             params = {"kind": model.kind, **model.get_params()}
-            run_ids[name] = tracker.log_candidate(name, params, logged, model_dir, [plot, by_horizon],
-                                                  tags={"source": source})
+            run_ids[name] = tracker.log_candidate(
+                name, params, logged, model_dir, [plot, by_horizon], tags={"source": source}
+            )
             say(f"[{name}] logged to MLflow run {run_ids[name]}")
 
     champion = str(board.loc[board["champion"], "model"].iloc[0])
@@ -241,16 +250,20 @@ def train_and_export(
         say(f"[peak] fitting {type(peak).__name__}")
         fitted_peak = peak.fit(metrics)
     headline = board.loc[board["champion"]].iloc[0]
-    bundle = ModelBundle(final, fitted_peak, {
-        "source": source,
-        "champion": champion,
-        "trained_rows": int(len(metrics)),
-        "trained_until": str(metrics["ts"].max()),
-        "holdout_cutoff": str(evaluation.cutoff),
-        f"holdout_mae_h{HEADLINE_HORIZON}": float(headline[f"mae_h{HEADLINE_HORIZON}"]),
-        f"holdout_vs_persistence_h{HEADLINE_HORIZON}": float(headline[f"vs_persistence_h{HEADLINE_HORIZON}"]),
-        "refit_on_all_data": bool(refit),
-    })
+    bundle = ModelBundle(
+        final,
+        fitted_peak,
+        {
+            "source": source,
+            "champion": champion,
+            "trained_rows": len(metrics),
+            "trained_until": str(metrics["ts"].max()),
+            "holdout_cutoff": str(evaluation.cutoff),
+            f"holdout_mae_h{HEADLINE_HORIZON}": float(headline[f"mae_h{HEADLINE_HORIZON}"]),
+            f"holdout_vs_persistence_h{HEADLINE_HORIZON}": float(headline[f"vs_persistence_h{HEADLINE_HORIZON}"]),
+            "refit_on_all_data": bool(refit),
+        },
+    )
     champion_dir = bundle.save(out_dir / "champion")
     version = None
     if tracker is not None:

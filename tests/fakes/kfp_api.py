@@ -121,14 +121,19 @@ class FakeKfpApi(LoopbackServer):
         if not self.multi_user:
             return
         header = authorization or ""
-        token = header[len("Bearer "):] if header.startswith("Bearer ") else None
+        token = header[len("Bearer ") :] if header.startswith("Bearer ") else None
         user = self.multi_user.tokens.get(token) if token else None
         if user is None:
-            raise _Refused(401, _UNAUTHENTICATED,
-                           "Failed to check authorization. User identity is empty in the request header")
+            raise _Refused(
+                401, _UNAUTHENTICATED, "Failed to check authorization. User identity is empty in the request header"
+            )
         if namespace not in self.multi_user.namespaces.get(user, ()):
-            raise _Refused(403, _PERMISSION_DENIED, f"User '{user}' is not authorized with reason:  (request:"
-                           f" namespace {namespace!r}, verb {verb}, resource {resource})")
+            raise _Refused(
+                403,
+                _PERMISSION_DENIED,
+                f"User '{user}' is not authorized with reason:  (request:"
+                f" namespace {namespace!r}, verb {verb}, resource {resource})",
+            )
 
     def _pipeline_namespace(self, namespace: str) -> None:
         if self.multi_user and self.multi_user.namespace_required_for_pipelines and not namespace:
@@ -140,18 +145,20 @@ class FakeKfpApi(LoopbackServer):
 
     # -- routes ----------------------------------------------------------------------------------
 
-    def _route(self, method: str, path: str, query: dict[str, str], body, files,
-               authorization: str | None = None) -> tuple[int, object]:
+    def _route(
+        self, method: str, path: str, query: dict[str, str], body, files, authorization: str | None = None
+    ) -> tuple[int, object]:
         try:
             return self._dispatch(method, path, query, body, files, authorization)
         except _Refused as refused:
             return refused.status, {"error_message": refused.message, "code": refused.code}
 
-    def _dispatch(self, method: str, path: str, query: dict[str, str], body, files,
-                  authorization: str | None) -> tuple[int, object]:
+    def _dispatch(
+        self, method: str, path: str, query: dict[str, str], body, files, authorization: str | None
+    ) -> tuple[int, object]:
         s = self.state
         auth = authorization
-        parts = path[len(PREFIX):].strip("/").split("/")
+        parts = path[len(PREFIX) :].strip("/").split("/")
         if method == "GET" and parts == ["healthz"]:  # answered to anyone
             return 200, {"multi_user": bool(self.multi_user), "pipeline_store": "database"}
 
@@ -166,8 +173,13 @@ class FakeKfpApi(LoopbackServer):
                 namespace = self._namespace(body.get("namespace"))
                 self._require_namespace(namespace, "An experiment")
                 self._authorize(auth, namespace, "create", "experiments")
-                exp = {**body, "namespace": namespace, "experiment_id": self._new_id("exp"), "created_at": _now(),
-                       "storage_state": "AVAILABLE"}
+                exp = {
+                    **body,
+                    "namespace": namespace,
+                    "experiment_id": self._new_id("exp"),
+                    "created_at": _now(),
+                    "storage_state": "AVAILABLE",
+                }
                 s.experiments[exp["experiment_id"]] = exp
                 return 200, exp
 
@@ -184,8 +196,12 @@ class FakeKfpApi(LoopbackServer):
                 name = query.get("name") or query.get("display_name") or spec["pipelineInfo"]["name"]
                 if any(p["display_name"] == name and p["namespace"] == namespace for p in s.pipelines.values()):
                     return 409, {"error_message": f"pipeline {name!r} already exists", "code": 6}
-                pipe = {"pipeline_id": self._new_id("pipe"), "display_name": name, "namespace": namespace,
-                        "created_at": _now()}
+                pipe = {
+                    "pipeline_id": self._new_id("pipe"),
+                    "display_name": name,
+                    "namespace": namespace,
+                    "created_at": _now(),
+                }
                 s.pipelines[pipe["pipeline_id"]] = pipe
                 self._add_version(pipe["pipeline_id"], name, spec)
                 return 200, pipe
@@ -224,17 +240,30 @@ class FakeKfpApi(LoopbackServer):
                 namespace = self._experiment_namespace(body.get("experiment_id"))
                 self._require_namespace(namespace, "A run")
                 self._authorize(auth, namespace, "create", "runs")
-                run = {**body, "namespace": namespace, "run_id": self._new_id("run"), "state": "PENDING",
-                       "created_at": _now(), "storage_state": "AVAILABLE"}
+                run = {
+                    **body,
+                    "namespace": namespace,
+                    "run_id": self._new_id("run"),
+                    "state": "PENDING",
+                    "created_at": _now(),
+                    "storage_state": "AVAILABLE",
+                }
                 s.runs[run["run_id"]] = run
                 return 200, run
             if method == "GET" and len(parts) == 1:
-                namespace = (self._experiment_namespace(query["experiment_id"]) if query.get("experiment_id")
-                             else self._namespace(query.get("namespace")))
+                namespace = (
+                    self._experiment_namespace(query["experiment_id"])
+                    if query.get("experiment_id")
+                    else self._namespace(query.get("namespace"))
+                )
                 self._require_namespace(namespace, "A run")
                 self._authorize(auth, namespace, "list", "runs")
-                runs = [r for r in s.runs.values() if r["namespace"] == namespace
-                        and (not query.get("experiment_id") or r.get("experiment_id") == query["experiment_id"])]
+                runs = [
+                    r
+                    for r in s.runs.values()
+                    if r["namespace"] == namespace
+                    and (not query.get("experiment_id") or r.get("experiment_id") == query["experiment_id"])
+                ]
                 return 200, _page("runs", _filtered(runs, query))
 
         if parts[0] == "recurringruns":
@@ -248,17 +277,30 @@ class FakeKfpApi(LoopbackServer):
                 namespace = self._experiment_namespace(body.get("experiment_id"))
                 self._require_namespace(namespace, "Recurring run")
                 self._authorize(auth, namespace, "create", "jobs")
-                job = {**body, "namespace": namespace, "recurring_run_id": self._new_id("job"),
-                       "created_at": _now(), "updated_at": _now(), "status": "ENABLED"}
+                job = {
+                    **body,
+                    "namespace": namespace,
+                    "recurring_run_id": self._new_id("job"),
+                    "created_at": _now(),
+                    "updated_at": _now(),
+                    "status": "ENABLED",
+                }
                 s.recurring_runs[job["recurring_run_id"]] = job
                 return 200, job
             if method == "GET" and len(parts) == 1:
-                namespace = (self._experiment_namespace(query["experiment_id"]) if query.get("experiment_id")
-                             else self._namespace(query.get("namespace")))
+                namespace = (
+                    self._experiment_namespace(query["experiment_id"])
+                    if query.get("experiment_id")
+                    else self._namespace(query.get("namespace"))
+                )
                 self._require_namespace(namespace, "a recurring run")
                 self._authorize(auth, namespace, "list", "jobs")
-                jobs = [j for j in s.recurring_runs.values() if j["namespace"] == namespace
-                        and (not query.get("experiment_id") or j.get("experiment_id") == query["experiment_id"])]
+                jobs = [
+                    j
+                    for j in s.recurring_runs.values()
+                    if j["namespace"] == namespace
+                    and (not query.get("experiment_id") or j.get("experiment_id") == query["experiment_id"])
+                ]
                 return 200, _page("recurringRuns", _filtered(jobs, query))
             if len(parts) == 2 and parts[1] in s.recurring_runs:
                 verb = {"DELETE": "delete", "GET": "get"}.get(method, method.lower())
@@ -274,8 +316,13 @@ class FakeKfpApi(LoopbackServer):
         return 404, {"error_message": f"no route for {method} {path}", "code": 12}
 
     def _add_version(self, pipeline_id: str, name: str, spec: dict) -> dict:
-        version = {"pipeline_id": pipeline_id, "pipeline_version_id": self._new_id("ver"),
-                   "display_name": name, "created_at": _now(), "pipeline_spec": spec}
+        version = {
+            "pipeline_id": pipeline_id,
+            "pipeline_version_id": self._new_id("ver"),
+            "display_name": name,
+            "created_at": _now(),
+            "pipeline_spec": spec,
+        }
         self.state.versions[version["pipeline_version_id"]] = version
         return version
 
@@ -298,8 +345,9 @@ class FakeKfpApi(LoopbackServer):
                     body = json.loads(raw)
                 authorization = self.headers.get("Authorization")
                 with fake._lock:
-                    fake.requests.append(RecordedRequest(self.command, split.path, query, body if body else files,
-                                                         authorization))
+                    fake.requests.append(
+                        RecordedRequest(self.command, split.path, query, body if body else files, authorization)
+                    )
                     try:
                         status, payload = fake._route(self.command, split.path, query, body, files, authorization)
                     except (KeyError, ValueError, TypeError, yaml.YAMLError) as exc:
@@ -339,8 +387,10 @@ def _parse_multipart(ctype: str, raw: bytes) -> dict[str, bytes]:
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f"Content-Type: {ctype}\r\n\r\n".encode() + raw
     )
-    return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
-            for part in message.iter_parts()}
+    return {
+        part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+        for part in message.iter_parts()
+    }
 
 
 def _read_package(files: dict[str, bytes]) -> dict:

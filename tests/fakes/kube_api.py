@@ -44,8 +44,7 @@ import yaml
 
 from fakes.loopback import LoopbackServer
 
-__all__ = ["LAST_APPLIED", "FakeKubeApi", "base_inference_service", "merge_patch", "serving",
-           "three_way_merge_patch"]
+__all__ = ["LAST_APPLIED", "FakeKubeApi", "base_inference_service", "merge_patch", "serving", "three_way_merge_patch"]
 
 ROOT = Path(__file__).resolve().parents[2]
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -57,6 +56,7 @@ _DEPLOY_PREFIX = "/apis/apps/v1/namespaces/"
 
 
 # ---------------------------------------------------------------------------- JSON merge patches
+
 
 def merge_patch(target, patch):
     """Apply a JSON merge patch (RFC 7386) to ``target`` and return the result."""
@@ -124,6 +124,7 @@ def three_way_merge_patch(original: dict, modified: dict, current: dict) -> dict
 
 # ---------------------------------------------------------------------------- test data
 
+
 def base_inference_service() -> dict:
     """manifests/base/inferenceservice.yaml as a dict (namespace unset)."""
     return yaml.safe_load((ROOT / "manifests" / "base" / "inferenceservice.yaml").read_text())
@@ -140,6 +141,7 @@ def serving(isvc: dict, candidate) -> dict:
 
 
 # ---------------------------------------------------------------------------- the server
+
 
 class FakeKubeApi(LoopbackServer):
     """Start with ``with FakeKubeApi() as kube: KServeClient(config_file=kube.kubeconfig(tmp))``."""
@@ -203,8 +205,12 @@ class FakeKubeApi(LoopbackServer):
         annotations = meta.setdefault("annotations", {})
         annotations.pop(LAST_APPLIED, None)
         annotations[LAST_APPLIED] = json.dumps(
-            {**modified, "metadata": {**meta, "annotations": {k: v for k, v in annotations.items() if k != LAST_APPLIED}}},
-            sort_keys=True)
+            {
+                **modified,
+                "metadata": {**meta, "annotations": {k: v for k, v in annotations.items() if k != LAST_APPLIED}},
+            },
+            sort_keys=True,
+        )
         key = (namespace, meta["name"])
         with self._lock:
             if key not in self.objects:
@@ -213,7 +219,9 @@ class FakeKubeApi(LoopbackServer):
                 current = self.objects[key]
                 original = json.loads((current["metadata"].get("annotations") or {}).get(LAST_APPLIED) or "{}")
                 patch = three_way_merge_patch(original, modified, current)
-                status, body = self._route("PATCH", f"{_ISVC_PREFIX}{namespace}/inferenceservices/{meta['name']}", patch)
+                status, body = self._route(
+                    "PATCH", f"{_ISVC_PREFIX}{namespace}/inferenceservices/{meta['name']}", patch
+                )
         assert status < 300, body
         return body
 
@@ -226,13 +234,19 @@ class FakeKubeApi(LoopbackServer):
         return self.deployments[(namespace, f"{name}-predictor")]
 
     def autoscale(self, namespace: str, name: str, replicas: int) -> None:
-        """The HPA resizes the predictor: a spec change, so the Deployment's generation moves on (not the InferenceService's)."""
+        """The HPA resizes the predictor: a spec change, so the Deployment's generation moves on (not the
+        InferenceService's)."""
         with self._lock:
             deployment = self.predictor(namespace, name)
             deployment["spec"]["replicas"] = replicas
             deployment["metadata"]["generation"] += 1
-            deployment["status"].update(observedGeneration=deployment["metadata"]["generation"], replicas=replicas,
-                                        updatedReplicas=replicas, availableReplicas=replicas, readyReplicas=replicas)
+            deployment["status"].update(
+                observedGeneration=deployment["metadata"]["generation"],
+                replicas=replicas,
+                updatedReplicas=replicas,
+                availableReplicas=replicas,
+                readyReplicas=replicas,
+            )
             self._propagate_status((namespace, name))
 
     # -- the API server -------------------------------------------------------------------------
@@ -253,7 +267,7 @@ class FakeKubeApi(LoopbackServer):
             return self._route_deployments(method, path, query or {})
         if not path.startswith(_ISVC_PREFIX):
             return 404, _status(404, f"no route for {path}")
-        parts = path[len(_ISVC_PREFIX):].split("/")
+        parts = path[len(_ISVC_PREFIX) :].split("/")
         if len(parts) < 2 or parts[1] != "inferenceservices":
             return 404, _status(404, f"no route for {path}")
         namespace, name = parts[0], (parts[2] if len(parts) > 2 else None)
@@ -269,7 +283,9 @@ class FakeKubeApi(LoopbackServer):
             obj = copy.deepcopy(body)
             obj.setdefault("metadata", {})["namespace"] = namespace
             if (namespace, obj["metadata"].get("name")) in self.objects:
-                return 409, _status(409, f'inferenceservices.serving.kserve.io "{obj["metadata"]["name"]}" already exists')
+                return 409, _status(
+                    409, f'inferenceservices.serving.kserve.io "{obj["metadata"]["name"]}" already exists'
+                )
             if obj.get("kind") != "InferenceService" or "predictor" not in obj.get("spec", {}):
                 return 422, _status(422, "InferenceService needs kind and spec.predictor")
             stored = self._store_new(obj)
@@ -282,7 +298,9 @@ class FakeKubeApi(LoopbackServer):
             patched = merge_patch(current, {k: v for k, v in body.items() if k != "status"})
             meta = patched["metadata"]
             meta["resourceVersion"] = str(next(self._versions))
-            if {k: v for k, v in patched.items() if k != "metadata"} != {k: v for k, v in current.items() if k != "metadata"}:
+            if {k: v for k, v in patched.items() if k != "metadata"} != {
+                k: v for k, v in current.items() if k != "metadata"
+            }:
                 meta["generation"] = current["metadata"]["generation"] + 1
                 self._stale.add(key)
             self.objects[key] = patched
@@ -296,7 +314,7 @@ class FakeKubeApi(LoopbackServer):
         return 405, _status(405, f"{method} not supported")
 
     def _route_deployments(self, method: str, path: str, query: dict) -> tuple[int, dict]:
-        parts = path[len(_DEPLOY_PREFIX):].split("/")
+        parts = path[len(_DEPLOY_PREFIX) :].split("/")
         if len(parts) < 2 or parts[1] != "deployments":
             return 404, _status(404, f"no route for {path}")
         if method != "GET":
@@ -311,10 +329,17 @@ class FakeKubeApi(LoopbackServer):
             wanted = _parse_selector((query.get("labelSelector") or [""])[0])
         except ValueError as exc:
             return 400, _status(400, str(exc))
-        items = [d for (ns, _), d in sorted(self.deployments.items()) if ns == namespace
-                 and all(d["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())]
-        return 200, {"apiVersion": "apps/v1", "kind": "DeploymentList",
-                     "metadata": {"resourceVersion": str(next(self._versions))}, "items": items}
+        items = [
+            d
+            for (ns, _), d in sorted(self.deployments.items())
+            if ns == namespace and all(d["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())
+        ]
+        return 200, {
+            "apiVersion": "apps/v1",
+            "kind": "DeploymentList",
+            "metadata": {"resourceVersion": str(next(self._versions))},
+            "items": items,
+        }
 
     # -- KServe's controller and the Deployment controller -----------------------------------
 
@@ -337,8 +362,12 @@ class FakeKubeApi(LoopbackServer):
         predictor = isvc["spec"]["predictor"]
         model = predictor.get("model") or {}
         deployment_name = f"{name}-predictor"
-        labels = {**(isvc["metadata"].get("labels") or {}), **(predictor.get("labels") or {}),
-                  ISVC_LABEL: name, "component": "predictor"}
+        labels = {
+            **(isvc["metadata"].get("labels") or {}),
+            **(predictor.get("labels") or {}),
+            ISVC_LABEL: name,
+            "component": "predictor",
+        }
         template_annotations = dict(predictor.get("annotations") or {})
         if model.get("storageUri"):
             template_annotations[SOURCE_URI] = model["storageUri"]
@@ -346,18 +375,30 @@ class FakeKubeApi(LoopbackServer):
         for field in ("args", "envFrom", "resources", "volumeMounts", "securityContext"):
             if field in model:
                 container[field] = copy.deepcopy(model[field])
-        template = {"metadata": {"labels": {**labels, "app": f"isvc.{deployment_name}"}, "annotations": template_annotations},
-                    "spec": {"containers": [container], "volumes": copy.deepcopy(predictor.get("volumes", []))}}
+        template = {
+            "metadata": {"labels": {**labels, "app": f"isvc.{deployment_name}"}, "annotations": template_annotations},
+            "spec": {"containers": [container], "volumes": copy.deepcopy(predictor.get("volumes", []))},
+        }
         replicas = predictor.get("minReplicas", 1)
         dkey = (namespace, deployment_name)
         existing = self.deployments.get(dkey)
         if existing is None:
             self.deployments[dkey] = {
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": deployment_name, "namespace": namespace, "labels": labels, "generation": 1,
-                             "resourceVersion": str(next(self._versions)), "uid": f"uid-{deployment_name}"},
-                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": f"isvc.{deployment_name}"}},
-                         "template": template},
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {
+                    "name": deployment_name,
+                    "namespace": namespace,
+                    "labels": labels,
+                    "generation": 1,
+                    "resourceVersion": str(next(self._versions)),
+                    "uid": f"uid-{deployment_name}",
+                },
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": {"app": f"isvc.{deployment_name}"}},
+                    "template": template,
+                },
                 "status": {"observedGeneration": 0},
             }
             self._rollouts[dkey] = {"old": 0, "old_available": 0, "stage": 0, "stuck": 0}
@@ -366,8 +407,12 @@ class FakeKubeApi(LoopbackServer):
             existing["spec"]["template"] = template
             existing["metadata"]["generation"] += 1
             existing["metadata"]["resourceVersion"] = str(next(self._versions))
-            self._rollouts[dkey] = {"old": status.get("replicas", 0), "old_available": status.get("availableReplicas", 0),
-                                    "stage": 0, "stuck": 0}
+            self._rollouts[dkey] = {
+                "old": status.get("replicas", 0),
+                "old_available": status.get("availableReplicas", 0),
+                "stage": 0,
+                "stuck": 0,
+            }
 
     def _progress(self, key: tuple[str, str]) -> None:
         """The Deployment controller moves a rollout one step on."""
@@ -378,7 +423,9 @@ class FakeKubeApi(LoopbackServer):
         if status.get("observedGeneration", 0) < deployment["metadata"]["generation"]:
             status["observedGeneration"] = deployment["metadata"]["generation"]
             surge = 1 if rollout["old"] else n
-            status.update(replicas=rollout["old"] + surge, updatedReplicas=surge, availableReplicas=rollout["old_available"])
+            status.update(
+                replicas=rollout["old"] + surge, updatedReplicas=surge, availableReplicas=rollout["old_available"]
+            )
             rollout["stage"] = 1
         elif rollout["stage"] == 1 and rollout["old"]:
             status.update(replicas=rollout["old"] + 1, updatedReplicas=n)  # the last old pod is terminating
@@ -395,10 +442,17 @@ class FakeKubeApi(LoopbackServer):
         available = status.get("availableReplicas", 0) >= n
         status["readyReplicas"] = status.get("availableReplicas", 0)
         status["conditions"] = [
-            {"type": "Available", "status": "True" if available else "False",
-             "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable"},
-            {"type": "Progressing", "status": progressing[0], "reason": progressing[1],
-             "message": f'ReplicaSet "{key[1]}" {"has timed out progressing" if progressing[0] == "False" else "progressing"}'},
+            {
+                "type": "Available",
+                "status": "True" if available else "False",
+                "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+            },
+            {
+                "type": "Progressing",
+                "status": progressing[0],
+                "reason": progressing[1],
+                "message": f'ReplicaSet "{key[1]}" {"has timed out " if progressing[0] == "False" else ""}progressing',
+            },
         ]
 
     def _propagate_status(self, key: tuple[str, str]) -> None:
@@ -408,11 +462,20 @@ class FakeKubeApi(LoopbackServer):
         if deployment is None:
             return
         conditions = {c["type"]: c for c in deployment["status"].get("conditions", [])}
-        ready = conditions.get("Available", {}).get("status") == "True" \
+        ready = (
+            conditions.get("Available", {}).get("status") == "True"
             and conditions.get("Progressing", {}).get("status") != "False"
-        status = {"observedGeneration": deployment["status"].get("observedGeneration", 0),
-                  "conditions": [{"type": "Ready", "status": "True" if ready else "False",
-                                  "reason": conditions.get("Progressing", {}).get("reason", "")}]}
+        )
+        status = {
+            "observedGeneration": deployment["status"].get("observedGeneration", 0),
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True" if ready else "False",
+                    "reason": conditions.get("Progressing", {}).get("reason", ""),
+                }
+            ],
+        }
         if ready:
             status["url"] = f"http://{key[1]}.{key[0]}.example.com"
         isvc["status"] = status
@@ -433,8 +496,9 @@ class FakeKubeApi(LoopbackServer):
                     if self.command == "PATCH" and ctype != "application/merge-patch+json":
                         status, payload = 415, _status(415, f"this fake only takes merge patches, not {ctype}")
                     else:
-                        status, payload = fake._route(self.command, url.path, json.loads(raw) if raw else None,
-                                                      parse_qs(url.query))
+                        status, payload = fake._route(
+                            self.command, url.path, json.loads(raw) if raw else None, parse_qs(url.query)
+                        )
                     data = json.dumps(payload).encode()
                     if self.command == "GET":
                         fake._step()  # after the answer: what a client polls for moves on between polls
@@ -450,7 +514,7 @@ class FakeKubeApi(LoopbackServer):
 
 
 def _parse_selector(text: str) -> dict[str, str]:
-    """Equality-based label selectors, ``k=v`` or ``k==v`` joined by commas (apimachinery ``pkg/labels/selector.go``)."""
+    """Equality-based label selectors, ``k=v`` or ``k==v`` joined by commas (apimachinery's labels/selector.go)."""
     wanted = {}
     for term in filter(None, (t.strip() for t in text.split(","))):
         key, sep, value = term.partition("==") if "==" in term else term.partition("=")
@@ -461,7 +525,19 @@ def _parse_selector(text: str) -> dict[str, str]:
 
 
 def _status(code: int, message: str) -> dict:
-    reason = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 409: "AlreadyExists",
-              415: "UnsupportedMediaType", 422: "Invalid"}.get(code, "")
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure" if code >= 400 else "Success",
-            "message": message, "reason": reason, "code": code}
+    reason = {
+        400: "BadRequest",
+        404: "NotFound",
+        405: "MethodNotAllowed",
+        409: "AlreadyExists",
+        415: "UnsupportedMediaType",
+        422: "Invalid",
+    }.get(code, "")
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure" if code >= 400 else "Success",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }

@@ -19,7 +19,7 @@ import sys
 from ml_cloud_optimizer import __version__, logs
 from ml_cloud_optimizer.data.schema import DataValidationError
 
-__all__ = ["UserError", "main", "build_parser"]
+__all__ = ["UserError", "build_parser", "main"]
 
 COMMAND_MODULES = [
     "ml_cloud_optimizer.cli.data",
@@ -46,10 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     chatter = parser.add_mutually_exclusive_group()
-    chatter.add_argument("-q", "--quiet", dest="log_level", action="store_const", const=logging.WARNING,
-                         default=logging.INFO, help="progress lines off: warnings and errors only")
-    chatter.add_argument("-v", "--verbose", dest="log_level", action="store_const", const=logging.DEBUG,
-                         help="debug lines too (and Optuna's line per trial)")
+    chatter.add_argument(
+        "-q",
+        "--quiet",
+        dest="log_level",
+        action="store_const",
+        const=logging.WARNING,
+        default=logging.INFO,
+        help="progress lines off: warnings and errors only",
+    )
+    chatter.add_argument(
+        "-v",
+        "--verbose",
+        dest="log_level",
+        action="store_const",
+        const=logging.DEBUG,
+        help="debug lines too (and Optuna's line per trial)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

@@ -16,12 +16,16 @@ def register(subparsers) -> None:
         "dashboard",
         help="serve the dashboard: fleet, forecasts, leaderboard, recommendations, backtest, drift",
     )
-    dashboard.add_argument("--run-dir", default=None,
-                           help="run directory to show (default: $MLCO_RUN_DIR, else the newest run under "
-                                "$MLCO_HOME/runs, MLCO_HOME defaulting to ./.mlco)")
+    dashboard.add_argument(
+        "--run-dir",
+        default=None,
+        help="run directory to show (default: $MLCO_RUN_DIR, else the newest run under "
+        "$MLCO_HOME/runs, MLCO_HOME defaulting to ./.mlco)",
+    )
     dashboard.add_argument("--port", type=int, default=8501, help="TCP port (default 8501)")
-    dashboard.add_argument("--address", default="127.0.0.1",
-                           help="address to bind (default 127.0.0.1; 0.0.0.0 to serve other machines)")
+    dashboard.add_argument(
+        "--address", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 to serve other machines)"
+    )
     dashboard.set_defaults(func=_dashboard)
 
 

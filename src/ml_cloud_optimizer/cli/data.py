@@ -8,7 +8,7 @@ from ml_cloud_optimizer.data.io import read_fleet, write_fleet
 from ml_cloud_optimizer.data.schema import STEP_SECONDS, Fleet
 from ml_cloud_optimizer.data.traces import FORMATS
 
-__all__ = ["register", "parse_mapping", "summarize"]
+__all__ = ["parse_mapping", "register", "summarize"]
 
 
 def register(subparsers) -> None:
@@ -69,8 +69,7 @@ def _gap_line(fleet: Fleet) -> str:
     share = missing / expected if expected else 0.0
     longest = int(gaps["longest_gap_slots"].max()) if len(gaps) else 0
     return (
-        f"gaps: {with_gaps} of {len(gaps)} entities, {missing:,} missing slots ({share:.2%}),"
-        f" longest {longest} slots"
+        f"gaps: {with_gaps} of {len(gaps)} entities, {missing:,} missing slots ({share:.2%}), longest {longest} slots"
     )
 
 

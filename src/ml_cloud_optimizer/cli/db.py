@@ -19,7 +19,7 @@ from ml_cloud_optimizer.cli import UserError
 from ml_cloud_optimizer.data.io import CANONICAL
 from ml_cloud_optimizer.data.traces import FORMATS
 
-__all__ = ["register", "format_table", "parse_params"]
+__all__ = ["format_table", "parse_params", "register"]
 
 
 def register(subparsers) -> None:
@@ -39,9 +39,7 @@ def register(subparsers) -> None:
     query = commands.add_parser("query", help="run a named OLAP query from sql/02_olap_queries.sql")
     query.add_argument("name", nargs="?", help="query name (see --list)")
     query.add_argument("--list", action="store_true", help="list the named queries and their parameters")
-    query.add_argument(
-        "--param", action="append", default=[], metavar="K=V", help="set a query parameter (repeatable)"
-    )
+    query.add_argument("--param", action="append", default=[], metavar="K=V", help="set a query parameter (repeatable)")
     query.add_argument("--csv", action="store_true", help="write CSV instead of an aligned table")
     query.set_defaults(func=_guarded(_query))
 
@@ -105,7 +103,7 @@ def _connect():
     return closing(connect())
 
 
-def _init(args) -> int:
+def _init(_args) -> int:
     from ml_cloud_optimizer.warehouse import apply_schema
 
     with _connect() as conn:
@@ -162,7 +160,7 @@ def _query(args) -> int:
     return 0
 
 
-def _status(args) -> int:
+def _status(_args) -> int:
     from ml_cloud_optimizer.warehouse import has_schema
     from ml_cloud_optimizer.warehouse.server import embedded_url, pgdata_dir
 
@@ -196,14 +194,14 @@ SELECT (SELECT count(*) FROM metrics),
 """
 
 
-def _url(args) -> int:
+def _url(_args) -> int:
     from ml_cloud_optimizer.warehouse import database_url
 
     print(database_url())
     return 0
 
 
-def _stop(args) -> int:
+def _stop(_args) -> int:
     from ml_cloud_optimizer.warehouse import stop_embedded
     from ml_cloud_optimizer.warehouse.server import pgdata_dir
 
@@ -222,4 +220,3 @@ def _where() -> str:
     if os.environ.get("DATABASE_URL"):
         return "DATABASE_URL"
     return f"embedded PostgreSQL at {pgdata_dir().absolute()}"
-

@@ -20,7 +20,7 @@ from ml_cloud_optimizer.cli import UserError
 from ml_cloud_optimizer.data.io import CANONICAL
 from ml_cloud_optimizer.data.traces import FORMATS
 
-__all__ = ["register", "add_target_utilization", "default_model_dir", "default_out_dir", "load_forecaster"]
+__all__ = ["add_target_utilization", "default_model_dir", "default_out_dir", "load_forecaster", "register"]
 
 
 class _DeprecatedAlias(argparse.Action):
@@ -41,8 +41,15 @@ def add_target_utilization(parser, *, help: str, default: float = 0.7) -> None:
     The old spelling still works (``args.target_utilization``) and prints a one-line deprecation note.
     """
     parser.add_argument("--target-utilization", type=float, default=default, help=help)
-    parser.add_argument("--target-utilisation", type=float, dest="target_utilization", default=argparse.SUPPRESS,
-                        action=_DeprecatedAlias, replacement="--target-utilization", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--target-utilisation",
+        type=float,
+        dest="target_utilization",
+        default=argparse.SUPPRESS,
+        action=_DeprecatedAlias,
+        replacement="--target-utilization",
+        help=argparse.SUPPRESS,
+    )
 
 
 def register(subparsers) -> None:
@@ -50,8 +57,12 @@ def register(subparsers) -> None:
     formats = [CANONICAL, *FORMATS]
 
     rec = subparsers.add_parser("recommend", help="capacity per entity and hour from a model's p50/p90 forecasts")
-    rec.add_argument("--model", type=Path, default=None,
-                     help="a model directory (default: the newest of mlco run's and mlco train's champions)")
+    rec.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="a model directory (default: the newest of mlco run's and mlco train's champions)",
+    )
     rec.add_argument("--source", default="warehouse", help="'warehouse' (default) or a fleet/trace path")
     rec.add_argument("--format", choices=formats, default=None, help="input format of --source (default: detected)")
     rec.add_argument("--hours", type=int, default=24, help="recommend for the last N hours of origins (default 24)")
@@ -70,19 +81,22 @@ def register(subparsers) -> None:
     bt.add_argument("--horizon", type=int, default=1, help="steps ahead capacity is decided (default 1)")
     bt.add_argument("--coverage", type=float, default=0.98, help="residual quantile added as margin (default 0.98)")
     bt.add_argument("--granularity", type=float, default=0.25, help="capacity step in cores (default 0.25)")
-    bt.add_argument("--out", type=Path, default=None,
-                    help="directory for the summary, capacities and plots ($MLCO_HOME/backtest)")
+    bt.add_argument(
+        "--out", type=Path, default=None, help="directory for the summary, capacities and plots ($MLCO_HOME/backtest)"
+    )
     bt.set_defaults(func=_guarded(_backtest))
 
     mon = subparsers.add_parser("monitor", help="feature drift and forecast accuracy; says whether to retrain")
-    mon.add_argument("--model", type=Path, default=None,
-                     help="the model directory in service (default: the newest local champion)")
+    mon.add_argument(
+        "--model", type=Path, default=None, help="the model directory in service (default: the newest local champion)"
+    )
     mon.add_argument("--source", default="warehouse", help="'warehouse' (default) or a fleet/trace path")
     mon.add_argument("--format", choices=formats, default=None, help="input format of --source")
     mon.add_argument("--recent-hours", type=int, default=24, help="the recent window (default 24 h)")
     mon.add_argument("--reference-days", type=float, default=7, help="the reference window before it (default 7 d)")
-    mon.add_argument("--out", type=Path, default=None,
-                     help="directory for monitoring.json and drift.csv ($MLCO_HOME/monitor)")
+    mon.add_argument(
+        "--out", type=Path, default=None, help="directory for monitoring.json and drift.csv ($MLCO_HOME/monitor)"
+    )
     mon.set_defaults(func=_guarded(_monitor))
 
     rep = subparsers.add_parser("report", help="one HTML file with the last run's leaderboard, forecasts, backtest")
@@ -188,10 +202,19 @@ def _recommend(args) -> int:
             raise UserError(str(exc)) from None
         run_id = None
         if not args.no_store:
-            params = {"hours": args.hours, "target_utilization": args.target_utilization,
-                      "granularity": args.granularity}
-            run_id = store_run(conn, recs, forecasts_long(forecasts), model=f"{model.kind}:{model_dir.resolve()}",
-                               source=args.source, params=params)
+            params = {
+                "hours": args.hours,
+                "target_utilization": args.target_utilization,
+                "granularity": args.granularity,
+            }
+            run_id = store_run(
+                conn,
+                recs,
+                forecasts_long(forecasts),
+                model=f"{model.kind}:{model_dir.resolve()}",
+                source=args.source,
+                params=params,
+            )
     finally:
         if conn is not None:
             conn.close()
@@ -209,8 +232,17 @@ def _recommendation_table(recs: pd.DataFrame, top: int) -> str:
     """The latest hour per entity, largest saving first, and the fleet's total for that hour."""
     latest = recs.sort_values("hour").groupby("entity_id", observed=True).tail(1)
     shown = latest.sort_values("hourly_saving", ascending=False).head(top)
-    columns = ["entity_id", "hour", "p50_cores", "p90_cores", "request_cores", "current_cores", "hourly_cost",
-               "current_hourly_cost", "hourly_saving"]
+    columns = [
+        "entity_id",
+        "hour",
+        "p50_cores",
+        "p90_cores",
+        "request_cores",
+        "current_cores",
+        "hourly_cost",
+        "current_hourly_cost",
+        "hourly_saving",
+    ]
     table = shown[columns].to_string(index=False, float_format=lambda x: f"{x:.3f}")
     current, recommended = latest["current_hourly_cost"].sum(), latest["hourly_cost"].sum()
     share = (current - recommended) / current if current else 0.0

@@ -15,6 +15,10 @@ import sys
 from pathlib import Path
 
 from ml_cloud_optimizer.cli import UserError
+from ml_cloud_optimizer.cli.kfp_api import connect as _connect
+from ml_cloud_optimizer.cli.kfp_api import package as _package
+from ml_cloud_optimizer.cli.kfp_api import params as _params
+from ml_cloud_optimizer.cli.kfp_api import server_errors as _server_errors
 from ml_cloud_optimizer.cli.optimize import add_target_utilization
 from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS, parse_horizons
 from ml_cloud_optimizer.models.registry import TRAINABLE
@@ -32,20 +36,33 @@ def register(subparsers) -> None:
     run.add_argument("--models", default=_ALL_MODELS, help=f"comma-separated model kinds (default {_ALL_MODELS})")
     run.add_argument("--epochs", type=int, default=None, help="most LSTM/GRU epochs (default: local budget)")
     run.add_argument("--trials", type=int, default=None, help="Optuna trials per tabular model (default: local budget)")
-    run.add_argument("--horizons", default=_DEFAULT_HORIZONS,
-                     help=f"forecast horizons in 5-minute steps (default {_DEFAULT_HORIZONS})")
+    run.add_argument(
+        "--horizons",
+        default=_DEFAULT_HORIZONS,
+        help=f"forecast horizons in 5-minute steps (default {_DEFAULT_HORIZONS})",
+    )
     run.add_argument("--source", default="synthetic", help="'synthetic' or a trace path (default synthetic)")
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     run.add_argument("--holdout", type=float, default=0.2, help="share of time held out (default 0.2)")
-    run.add_argument("--runner", choices=["subprocess", "docker"], default="subprocess",
-                     help="subprocess: every task in this Python (default); docker: every task in a container"
-                          " of the project's image (kfp.local.DockerRunner)")
-    run.add_argument("--image", default=None,
-                     help="image for --runner docker (default ml-cloud-optimizer:local, built by `make images`)")
+    run.add_argument(
+        "--runner",
+        choices=["subprocess", "docker"],
+        default="subprocess",
+        help="subprocess: every task in this Python (default); docker: every task in a container"
+        " of the project's image (kfp.local.DockerRunner)",
+    )
+    run.add_argument(
+        "--image",
+        default=None,
+        help="image for --runner docker (default ml-cloud-optimizer:local, built by `make images`)",
+    )
     _pipeline_argument(run)
     batch = run.add_argument_group("batch pipeline (--pipeline batch)")
-    batch.add_argument("--champion", default=None,
-                       help="model dir or models:/ URI to score with (default models:/mlco-forecaster@champion)")
+    batch.add_argument(
+        "--champion",
+        default=None,
+        help="model dir or models:/ URI to score with (default models:/mlco-forecaster@champion)",
+    )
     batch.add_argument("--lookback-hours", type=int, default=169, help="history read per entity (default 169)")
     add_target_utilization(batch, help="sizing target in (0, 1] (default 0.7)")
     run.set_defaults(func=_run)
@@ -63,9 +80,16 @@ def register(subparsers) -> None:
 
     schedule = subparsers.add_parser("schedule", help="upload a pipeline version and (re)create a recurring run")
     _server_arguments(schedule)
-    schedule.add_argument("--cron", required=True, help='six-field cron, seconds first: nightly training "0 0 2 * * *", hourly batch scoring "0 5 * * * *"')
-    schedule.add_argument("--name", default=None,
-                          help="recurring run name (default mlco-nightly, or mlco-batch-hourly); replaced if it exists")
+    schedule.add_argument(
+        "--cron",
+        required=True,
+        help='six-field cron, seconds first: nightly training "0 0 2 * * *", hourly batch scoring "0 5 * * * *"',
+    )
+    schedule.add_argument(
+        "--name",
+        default=None,
+        help="recurring run name (default mlco-nightly, or mlco-batch-hourly); replaced if it exists",
+    )
     schedule.set_defaults(func=_schedule)
 
     runs = subparsers.add_parser("runs", help="list recent pipeline runs on a Kubeflow Pipelines server")
@@ -77,36 +101,62 @@ def register(subparsers) -> None:
 
 
 def _pipeline_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pipeline", choices=["workload", "batch"], default="workload",
-                        help="workload: train and deploy (default); batch: score every entity with the champion")
+    parser.add_argument(
+        "--pipeline",
+        choices=["workload", "batch"],
+        default="workload",
+        help="workload: train and deploy (default); batch: score every entity with the champion",
+    )
 
 
 def _server_arguments(parser: argparse.ArgumentParser) -> None:
     _pipeline_argument(parser)
     parser.add_argument("--host", required=True, help="KFP API URL, e.g. http://localhost:8080")
     parser.add_argument("--experiment", default=None, help="experiment (default mlco; created when missing)")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="pipeline parameter, repeatable; values are read as JSON when they parse")
-    parser.add_argument("--package", type=Path, default=None,
-                        help="compiled pipeline to send (default: compile now, honouring MLCO_IMAGE)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pipeline parameter, repeatable; values are read as JSON when they parse",
+    )
+    parser.add_argument(
+        "--package",
+        type=Path,
+        default=None,
+        help="compiled pipeline to send (default: compile now, honouring MLCO_IMAGE)",
+    )
     _auth_arguments(parser)
 
 
 def _auth_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("multi-user Kubeflow")
-    group.add_argument("--namespace", default=None,
-                       help="your profile namespace; runs, experiments and pipelines are created and listed there")
-    group.add_argument("--token", default=None,
-                       help="bearer token sent as 'Authorization: Bearer ...' (default $MLCO_KFP_TOKEN, then"
-                            " $KF_PIPELINES_TOKEN; prefer the variable: a flag shows in the process list)")
-    group.add_argument("--sa-token", nargs="?", const=True, default=None, metavar="PATH",
-                       help="in a pod: send the projected service-account token, re-read on every request (default"
-                            " path $KF_PIPELINES_SA_TOKEN_PATH or /var/run/secrets/kubeflow/pipelines/token; used"
-                            " without this flag when that file exists and no bearer token is given)")
+    group.add_argument(
+        "--namespace",
+        default=None,
+        help="your profile namespace; runs, experiments and pipelines are created and listed there",
+    )
+    group.add_argument(
+        "--token",
+        default=None,
+        help="bearer token sent as 'Authorization: Bearer ...' (default $MLCO_KFP_TOKEN, then"
+        " $KF_PIPELINES_TOKEN; prefer the variable: a flag shows in the process list)",
+    )
+    group.add_argument(
+        "--sa-token",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="PATH",
+        help="in a pod: send the projected service-account token, re-read on every request (default"
+        " path $KF_PIPELINES_SA_TOKEN_PATH or /var/run/secrets/kubeflow/pipelines/token; used"
+        " without this flag when that file exists and no bearer token is given)",
+    )
 
 
 def _reads_settings(command):
-    """For commands that import ``pipelines``: its settings come from MLCO_* variables, and a bad one is a user error."""
+    """For commands that import ``pipelines``: its settings come from MLCO_* variables; a bad one is a user error."""
+
     @functools.wraps(command)
     def checked(args: argparse.Namespace) -> int:
         try:
@@ -114,6 +164,7 @@ def _reads_settings(command):
         except ValueError as exc:
             raise UserError(str(exc)) from None
         return command(args)
+
     return checked
 
 
@@ -164,8 +215,11 @@ def _run(args: argparse.Namespace) -> int:
     models = arguments["tabular_models"] + arguments["sequence_models"]
     data = f"{arguments['records']:,} records" if args.source == "synthetic" else arguments["source"]
     where = f"in containers of {image}" if image else "as subprocesses"
-    print(f"mlco run: {data}, models {', '.join(models)}, epochs {arguments['epochs']},"
-          f" trials {arguments['trials']}, tasks {where} (logs under {home / 'logs'})", file=sys.stderr)
+    print(
+        f"mlco run: {data}, models {', '.join(models)}, epochs {arguments['epochs']},"
+        f" trials {arguments['trials']}, tasks {where} (logs under {home / 'logs'})",
+        file=sys.stderr,
+    )
     try:
         result = local.run_local(arguments, home=home, image=image)
     except local.LocalRunError as exc:
@@ -173,8 +227,10 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     print(result.leaderboard.rstrip())
     print()
-    print(f"champion: {result.champion_kind} (1-hour MAE {result.champion_mae:.4f} on the hold-out),"
-          f" registered as {result.model_uri}")
+    print(
+        f"champion: {result.champion_kind} (1-hour MAE {result.champion_mae:.4f} on the hold-out),"
+        f" registered as {result.model_uri}"
+    )
     print(f"champion directory: {result.champion_dir}")
     print(f"pipeline run: {result.run_dir} ({result.seconds:.0f} s); log: {result.log_path}")
     print(f"serve it: mlco serve --model_dir {result.champion_dir}")
@@ -189,15 +245,20 @@ def _run_batch(args: argparse.Namespace, home: Path, image: str | None) -> int:
         raise UserError(f"--target-utilization wants a share in (0, 1], got {args.target_utilization}")
     if args.lookback_hours < 1:
         raise UserError(f"--lookback-hours wants a positive number, got {args.lookback_hours}")
-    arguments = {"champion": args.champion or DEFAULT_CHAMPION, "lookback_hours": args.lookback_hours,
-                 "target_utilization": args.target_utilization}
+    arguments = {
+        "champion": args.champion or DEFAULT_CHAMPION,
+        "lookback_hours": args.lookback_hours,
+        "target_utilization": args.target_utilization,
+    }
     try:
         result = run_batch_local(arguments, home=home, image=image)
     except local.LocalRunError as exc:
         print(f"mlco run: {exc}", file=sys.stderr)
         return 1
-    print(f"scored {result.entities} entities with {result.model_uri}: forecasts and recommendations stored as"
-          f" optimizer run {result.optimizer_run_id} ({result.seconds:.0f} s); log: {result.log_path}")
+    print(
+        f"scored {result.entities} entities with {result.model_uri}: forecasts and recommendations stored as"
+        f" optimizer run {result.optimizer_run_id} ({result.seconds:.0f} s); log: {result.log_path}"
+    )
     return 0
 
 
@@ -233,9 +294,14 @@ def _submit(args: argparse.Namespace) -> int:
         params = _params(args.param, package)
         with _server_errors(args.host):
             client = _connect(args)
-            result = remote.submit_pipeline(client, package, params=params,
-                                            experiment=args.experiment or remote.DEFAULT_EXPERIMENT,
-                                            run_name=args.run_name, namespace=args.namespace)
+            result = remote.submit_pipeline(
+                client,
+                package,
+                params=params,
+                experiment=args.experiment or remote.DEFAULT_EXPERIMENT,
+                run_name=args.run_name,
+                namespace=args.namespace,
+            )
     print(f"submitted run {result.run_id} ({result.run_name}) in experiment {result.experiment_id}")
     return 0
 
@@ -254,12 +320,20 @@ def _schedule(args: argparse.Namespace) -> int:
         params = _params(args.param, package)
         with _server_errors(args.host):
             client = _connect(args)
-            result = remote.schedule_pipeline(client, package, cron=cron, params=params,
-                                              experiment=args.experiment or remote.DEFAULT_EXPERIMENT,
-                                              name=args.name or default_name, namespace=args.namespace)
+            result = remote.schedule_pipeline(
+                client,
+                package,
+                cron=cron,
+                params=params,
+                experiment=args.experiment or remote.DEFAULT_EXPERIMENT,
+                name=args.name or default_name,
+                namespace=args.namespace,
+            )
     replaced = f", replacing {', '.join(result.replaced)}" if result.replaced else ""
-    print(f"scheduled recurring run {result.recurring_run_id} on '{cron}' with pipeline version"
-          f" {result.pipeline_version_id}{replaced}")
+    print(
+        f"scheduled recurring run {result.recurring_run_id} on '{cron}' with pipeline version"
+        f" {result.pipeline_version_id}{replaced}"
+    )
     return 0
 
 
@@ -278,90 +352,3 @@ def _runs(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())
     return 0
-
-
-def _connect(args: argparse.Namespace):
-    """The kfp.Client for ``--host`` with the credentials the flags and the environment give."""
-    from pipelines import remote
-
-    try:
-        return remote.connect(args.host, namespace=args.namespace, token=args.token,
-                              service_account_token=args.sa_token)
-    except remote.AuthError as exc:
-        raise UserError(str(exc)) from None
-
-
-def _params(pairs: list[str], package: Path) -> dict:
-    from pipelines.remote import ParameterError, parse_params
-
-    try:
-        return parse_params(pairs, package)
-    except ParameterError as exc:
-        raise UserError(str(exc)) from None
-
-
-class _package:
-    """The given compiled pipeline, or one compiled now into a temporary directory."""
-
-    def __init__(self, path: Path | None, pipeline: str = "workload") -> None:
-        self._path = path
-        self._pipeline = pipeline
-        self._tmp = None
-
-    def __enter__(self) -> Path:
-        if self._path is not None:
-            if not self._path.is_file():
-                raise UserError(f"--package {self._path}: no such file")
-            return self._path
-        import tempfile
-
-        from pipelines.compile import compile_pipeline
-
-        self._tmp = tempfile.TemporaryDirectory()
-        return compile_pipeline(Path(self._tmp.name) / "pipeline.yaml", self._pipeline)
-
-    def __exit__(self, *exc) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
-
-class _server_errors:
-    """Turn an unreachable host or an API refusal into one readable line."""
-
-    def __init__(self, host: str) -> None:
-        self._host = host
-
-    def __enter__(self) -> None:
-        import logging
-
-        # urllib3 logs each connection retry as a warning; the failure is reported once below.
-        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None:
-            return False
-        import kfp_server_api
-        import urllib3
-
-        if isinstance(exc, kfp_server_api.ApiException):
-            detail = _api_message(exc)
-            hint = ""
-            if exc.status in (401, 403):
-                hint = (" (multi-user Kubeflow: give --token or $MLCO_KFP_TOKEN, or --sa-token in a pod,"
-                        " and --namespace)")
-            raise UserError(f"the KFP API at {self._host} refused the request: {exc.status} {detail}{hint}") from None
-        if isinstance(exc, (urllib3.exceptions.HTTPError, OSError, TimeoutError)):
-            raise UserError(f"cannot reach the KFP API at {self._host}: {type(exc).__name__}") from None
-        if isinstance(exc, ValueError):  # kfp.Client's own refusals: "No experiment is found with name ..."
-            raise UserError(str(exc)) from None
-        return False
-
-
-def _api_message(exc) -> str:
-    import json
-
-    try:
-        body = json.loads(exc.body or "{}")
-    except (TypeError, ValueError):
-        return str(exc.reason or "")
-    return str(body.get("error_message") or body.get("message") or exc.reason or "")

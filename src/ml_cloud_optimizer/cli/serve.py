@@ -29,10 +29,14 @@ def register(subparsers) -> None:
     serve = subparsers.add_parser(
         "serve", help="serve the champion over KServe v1, v2 REST and v2 gRPC (health, readiness, /metrics)"
     )
-    serve.add_argument("--model_dir", default=None,
-                       help="champion directory (default: the newest of mlco run's and mlco train's)")
-    serve.add_argument("--model_name", default=DEFAULT_MODEL_NAME,
-                       help=f"name in the URL, /v2/models/NAME/infer (default {DEFAULT_MODEL_NAME})")
+    serve.add_argument(
+        "--model_dir", default=None, help="champion directory (default: the newest of mlco run's and mlco train's)"
+    )
+    serve.add_argument(
+        "--model_name",
+        default=DEFAULT_MODEL_NAME,
+        help=f"name in the URL, /v2/models/NAME/infer (default {DEFAULT_MODEL_NAME})",
+    )
     serve.add_argument("--http_port", type=int, default=8080, help="REST port (default 8080)")
     serve.add_argument("--grpc_port", type=int, default=8081, help="gRPC port (default 8081)")
     serve.set_defaults(func=_serve)
@@ -49,7 +53,15 @@ def _serve(args) -> int:
             raise UserError(f"--{name} must be a TCP port in 1..65535, got {port}")
     from serving.__main__ import main as serve_main  # KServe is heavy: import it only to serve
 
-    return serve_main([
-        "--model_dir", str(model_dir), "--model_name", args.model_name,
-        "--http_port", str(args.http_port), "--grpc_port", str(args.grpc_port),
-    ])
+    return serve_main(
+        [
+            "--model_dir",
+            str(model_dir),
+            "--model_name",
+            args.model_name,
+            "--http_port",
+            str(args.http_port),
+            "--grpc_port",
+            str(args.grpc_port),
+        ]
+    )

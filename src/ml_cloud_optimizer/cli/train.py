@@ -10,7 +10,7 @@ from ml_cloud_optimizer.cli import UserError
 from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
 from ml_cloud_optimizer.models.registry import TRAINABLE, build_forecaster, family, forecaster_entry
 
-__all__ = ["DEFAULT_MODELS", "register", "load_metrics", "build_candidates", "run"]
+__all__ = ["DEFAULT_MODELS", "build_candidates", "load_metrics", "register", "run"]
 
 DEFAULT_MODELS = ",".join(TRAINABLE)
 
@@ -25,17 +25,26 @@ def register(subparsers) -> None:
         description="Fits every model on the first part of the data, scores it on the last part beside "
         "persistence and seasonal naive, logs everything to MLflow and exports the champion directory.",
     )
-    train.add_argument("--source", default="synthetic",
-                       help="synthetic, warehouse, or a path to a saved fleet or trace (default synthetic)")
+    train.add_argument(
+        "--source",
+        default="synthetic",
+        help="synthetic, warehouse, or a path to a saved fleet or trace (default synthetic)",
+    )
     train.add_argument("--format", default=None, help="format of a --source path (default: detected)")
-    train.add_argument("--models", default=DEFAULT_MODELS,
-                       help=f"comma-separated model kinds (default {DEFAULT_MODELS})")
+    train.add_argument(
+        "--models", default=DEFAULT_MODELS, help=f"comma-separated model kinds (default {DEFAULT_MODELS})"
+    )
     train.add_argument("--records", type=int, default=100_000, help="synthetic rows (default 100000)")
     train.add_argument("--trials", type=int, default=0, help="Optuna trials per tabular model (default 0: defaults)")
     train.add_argument("--epochs", type=int, default=None, help="epochs for lstm/gru (default: theirs)")
     train.add_argument("--holdout", type=float, default=0.2, help="share of time held out (default 0.2)")
-    train.add_argument("--backtest", type=int, default=0, metavar="FOLDS",
-                       help="also run a rolling-origin backtest with this many folds (default 0: none)")
+    train.add_argument(
+        "--backtest",
+        type=int,
+        default=0,
+        metavar="FOLDS",
+        help="also run a rolling-origin backtest with this many folds (default 0: none)",
+    )
     train.add_argument("--out", default=None, help="output directory (default $MLCO_HOME/train)")
     train.add_argument("--jobs", type=int, default=None, help="threads per model (default: all cores)")
     train.add_argument("--no-peak", action="store_true", help="do not bundle a peak classifier")
@@ -68,8 +77,9 @@ def load_metrics(source: str, fmt: str | None = None, records: int = 100_000, se
     return read_fleet(path, fmt)
 
 
-def build_candidates(kinds: list[str], trials: int = 0, epochs: int | None = None, jobs: int | None = None,
-                     seed: int = 0, progress=None) -> dict:
+def build_candidates(
+    kinds: list[str], trials: int = 0, epochs: int | None = None, jobs: int | None = None, seed: int = 0, progress=None
+) -> dict:
     """Unfitted forecasters for ``kinds``; sequence kinds are skipped (with a note) when not importable."""
     candidates = {}
     for kind in kinds:
@@ -141,14 +151,22 @@ def run(args: argparse.Namespace) -> int:
             _progress(f"[peak] skipped: {exc}")
     out = Path(args.out) if args.out else mlco_home() / "train"
     tracker = None if args.no_tracking else Tracker()
-    result = train_and_export(fleet.metrics, candidates, out, holdout=args.holdout, tracker=tracker,
-                              peak=peak, source=str(fleet.source), progress=_progress)
+    result = train_and_export(
+        fleet.metrics,
+        candidates,
+        out,
+        holdout=args.holdout,
+        tracker=tracker,
+        peak=peak,
+        source=str(fleet.source),
+        progress=_progress,
+    )
     print(to_markdown(result.leaderboard))
     if args.backtest:
         print(_backtest(fleet.metrics, candidates, args.backtest, args.holdout, out))
     print(f"champion: {result.champion}")
     print(f"champion directory: {result.champion_dir}")
     print(f"leaderboard: {result.leaderboard_paths[0]} and {result.leaderboard_paths[1]}")
-    if result.registered_version is not None:
+    if result.registered_version is not None and tracker is not None:
         print(f"registered: {tracker.model_name} version {result.registered_version} (alias champion) at {tracker.uri}")
     return 0

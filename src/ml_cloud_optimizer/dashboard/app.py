@@ -27,7 +27,7 @@ def _run_dir(argv: list[str]) -> Path:
 # Frames are shared read-only between sessions (views never modify them), so they are cached
 # as resources: no copy per rerun. The signature argument turns a rewritten run into a new key.
 @st.cache_resource(show_spinner="Reading the run directory...", max_entries=4)
-def _load(run_dir: str, signature: tuple) -> Parts:
+def _load(run_dir: str, signature: tuple) -> Parts:  # noqa: ARG001 (a cache key; `_signature` would go unhashed)
     return data.load_parts(run_dir)
 
 
@@ -35,7 +35,7 @@ st.set_page_config(page_title="mlco dashboard", page_icon=":material/monitoring:
 run_dir = _run_dir(sys.argv[1:])
 with st.sidebar:
     st.title("mlco")
-    view = st.radio("View", list(VIEWS), key="view")
+    view = st.radio("View", list(VIEWS), key="view") or next(iter(VIEWS))  # None only with no options
     st.caption(f"Run directory: `{run_dir}`")
     if not run_dir.is_dir():
         st.warning(f"{run_dir} does not exist yet.")

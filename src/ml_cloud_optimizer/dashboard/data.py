@@ -17,9 +17,9 @@ shapes ``figures`` draws.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 from pyarrow import ArrowException
@@ -28,8 +28,8 @@ from ml_cloud_optimizer.data.io import entities_path, read_fleet
 from ml_cloud_optimizer.data.schema import Fleet
 
 __all__ = [
-    "PARTS",
     "NO_DATA",
+    "PARTS",
     "PartError",
     "PartSpec",
     "default_run_dir",
@@ -105,13 +105,28 @@ PARTS: dict[str, PartSpec] = {
     spec.name: spec
     for spec in (
         PartSpec("fleet", ("metrics.parquet", "fleet.parquet"), _read_fleet, "mlco run"),
-        PartSpec("forecasts", ("forecasts.parquet", "forecasts.csv.gz", "forecasts.csv"), _read_table,
-                 "mlco train", ("entity_id", "ts")),
+        PartSpec(
+            "forecasts",
+            ("forecasts.parquet", "forecasts.csv.gz", "forecasts.csv"),
+            _read_table,
+            "mlco train",
+            ("entity_id", "ts"),
+        ),
         PartSpec("leaderboard", ("leaderboard.csv", "leaderboard.parquet"), _read_table, "mlco train", ("model",)),
-        PartSpec("recommendations", ("recommendations.csv", "recommendations.parquet"), _read_table,
-                 "mlco recommend", ("entity_id", "hour", "hourly_cost", "current_hourly_cost")),
-        PartSpec("backtest", ("backtest_summary.csv",), _read_backtest, "mlco backtest",
-                 ("policy", "core_hours", "underprovisioned_share")),
+        PartSpec(
+            "recommendations",
+            ("recommendations.csv", "recommendations.parquet"),
+            _read_table,
+            "mlco recommend",
+            ("entity_id", "hour", "hourly_cost", "current_hourly_cost"),
+        ),
+        PartSpec(
+            "backtest",
+            ("backtest_summary.csv",),
+            _read_backtest,
+            "mlco backtest",
+            ("policy", "core_hours", "underprovisioned_share"),
+        ),
         PartSpec("drift", ("drift.csv", "drift.parquet"), _read_table, "mlco monitor", ("feature", "psi")),
     )
 }

@@ -31,7 +31,11 @@ __all__ = [
 
 
 _STEP_HOURS = STEP_SECONDS / 3600.0
-_LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=40), legend=dict(orientation="h", y=-0.15))
+_LAYOUT = {
+    "template": "plotly_white",
+    "margin": {"l": 60, "r": 20, "t": 50, "b": 40},
+    "legend": {"orientation": "h", "y": -0.15},
+}
 
 
 def _figure(title: str, **layout) -> go.Figure:
@@ -53,10 +57,16 @@ def fleet_utilisation_figure(metrics: pd.DataFrame, entities: pd.DataFrame) -> g
     by_service = frame.groupby(["service", "hour"], observed=True)["cpu_util"].mean().mul(100).unstack(0)
 
     fig = _figure("CPU utilisation by service (hourly mean, %)", yaxis_title="CPU %", hovermode="x unified")
-    fig.add_trace(go.Scatter(x=band.index, y=band[0.9], line=dict(width=0), showlegend=False, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=band.index, y=band[0.9], line={"width": 0}, showlegend=False, hoverinfo="skip"))
     fig.add_trace(
-        go.Scatter(x=band.index, y=band[0.1], fill="tonexty", line=dict(width=0), name="fleet p10-p90",
-                   fillcolor="rgba(120,120,120,0.18)")
+        go.Scatter(
+            x=band.index,
+            y=band[0.1],
+            fill="tonexty",
+            line={"width": 0},
+            name="fleet p10-p90",
+            fillcolor="rgba(120,120,120,0.18)",
+        )
     )
     for service in by_service.columns:
         fig.add_trace(go.Scatter(x=by_service.index, y=by_service[service], mode="lines", name=str(service)))
@@ -106,22 +116,41 @@ def forecast_figure(
     if actual_col in fc.columns:
         actual_ts, actual = target_ts, fc[actual_col]
     elif metrics is not None:
-        rows = metrics[(metrics["entity_id"].astype(str) == str(entity_id))
-                       & metrics["ts"].between(target_ts.min(), target_ts.max())]
+        rows = metrics[
+            (metrics["entity_id"].astype(str) == str(entity_id))
+            & metrics["ts"].between(target_ts.min(), target_ts.max())
+        ]
         actual_ts, actual = rows["ts"], rows["cpu_util"]
     else:
         raise ValueError(f"forecasts have no {actual_col} column and no metrics were given for the actuals")
 
     label = f"{model} " if model else ""
-    fig = _figure(f"{entity_id}: actual CPU against the {label}forecast {_horizon_text(horizon)} ahead",
-                  yaxis_title="CPU %", hovermode="x unified")
+    fig = _figure(
+        f"{entity_id}: actual CPU against the {label}forecast {_horizon_text(horizon)} ahead",
+        yaxis_title="CPU %",
+        hovermode="x unified",
+    )
     p90 = forecast_column(horizon, "p90")
     if p90 in fc.columns and fc[p90].notna().any():
-        fig.add_trace(go.Scatter(x=target_ts, y=fc[p90] * 100, mode="lines", name="forecast p90",
-                                 line=dict(color="#f4a261", dash="dot")))
-    fig.add_trace(go.Scatter(x=actual_ts, y=actual * 100, mode="lines", name="actual", line=dict(color="#264653")))
-    fig.add_trace(go.Scatter(x=target_ts, y=fc[forecast_column(horizon)] * 100, mode="lines", name="forecast p50",
-                             line=dict(color="#e76f51")))
+        fig.add_trace(
+            go.Scatter(
+                x=target_ts,
+                y=fc[p90] * 100,
+                mode="lines",
+                name="forecast p90",
+                line={"color": "#f4a261", "dash": "dot"},
+            )
+        )
+    fig.add_trace(go.Scatter(x=actual_ts, y=actual * 100, mode="lines", name="actual", line={"color": "#264653"}))
+    fig.add_trace(
+        go.Scatter(
+            x=target_ts,
+            y=fc[forecast_column(horizon)] * 100,
+            mode="lines",
+            name="forecast p50",
+            line={"color": "#e76f51"},
+        )
+    )
     return fig
 
 
@@ -130,18 +159,31 @@ def _horizon_text(horizon: int) -> str:
     return f"{minutes // 60} h" if minutes % 60 == 0 else f"{minutes} min"
 
 
-def leaderboard_figure(leaderboard: pd.DataFrame, metric: str, *, champion: str | None = None,
-                       reference: str = "persistence") -> go.Figure:
+def leaderboard_figure(
+    leaderboard: pd.DataFrame, metric: str, *, champion: str | None = None, reference: str = "persistence"
+) -> go.Figure:
     """One bar per model for ``metric`` (lower is better), the champion highlighted, the reference as a line."""
     board = leaderboard[["model", metric]].dropna().sort_values(metric)
     colours = ["#e9c46a" if m == champion else ("#8d99ae" if m == reference else "#2a9d8f") for m in board["model"]]
     fig = _figure(f"Leaderboard: {metric} on the hold-out (lower is better)", yaxis_title=metric, showlegend=False)
-    fig.add_trace(go.Bar(x=board["model"].astype(str), y=board[metric], marker_color=colours,
-                         text=board[metric].map(lambda v: f"{v:.4g}"), textposition="outside"))
+    fig.add_trace(
+        go.Bar(
+            x=board["model"].astype(str),
+            y=board[metric],
+            marker_color=colours,
+            text=board[metric].map(lambda v: f"{v:.4g}"),
+            textposition="outside",
+        )
+    )
     ref = board.loc[board["model"] == reference, metric]
     if len(ref):
-        fig.add_hline(y=float(ref.iloc[0]), line_dash="dash", line_color="#8d99ae",
-                      annotation_text=reference, annotation_position="top left")
+        fig.add_hline(
+            y=float(ref.iloc[0]),
+            line_dash="dash",
+            line_color="#8d99ae",
+            annotation_text=reference,
+            annotation_position="top left",
+        )
     return fig
 
 
@@ -151,8 +193,11 @@ def recommendations_figure(recommendations: pd.DataFrame, *, top: int = 15) -> g
     per_entity["saving"] = per_entity["current_hourly_cost"] - per_entity["hourly_cost"]
     shown = per_entity.sort_values("saving", ascending=False).head(top)
     hours = recommendations["hour"].nunique() if "hour" in recommendations else 1
-    fig = _figure(f"Cost over the {hours} recommended hours: current against recommended (top {len(shown)} savings)",
-                  barmode="group", yaxis_title="USD")
+    fig = _figure(
+        f"Cost over the {hours} recommended hours: current against recommended (top {len(shown)} savings)",
+        barmode="group",
+        yaxis_title="USD",
+    )
     x = shown.index.astype(str)
     fig.add_trace(go.Bar(x=x, y=shown["current_hourly_cost"], name="current", marker_color="#8d99ae"))
     fig.add_trace(go.Bar(x=x, y=shown["hourly_cost"], name="recommended", marker_color="#2a9d8f"))
@@ -166,24 +211,32 @@ def backtest_summary_figure(summary: pd.DataFrame) -> go.Figure:
     palette = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#8d99ae"]
     colours = [palette[i % len(palette)] for i in range(len(policies))]
     fig.add_trace(go.Bar(x=policies, y=summary["core_hours"], marker_color=colours, showlegend=False), row=1, col=1)
-    fig.add_trace(go.Bar(x=policies, y=summary["underprovisioned_share"] * 100, marker_color=colours,
-                         showlegend=False), row=1, col=2)
+    fig.add_trace(
+        go.Bar(x=policies, y=summary["underprovisioned_share"] * 100, marker_color=colours, showlegend=False),
+        row=1,
+        col=2,
+    )
     fig.update_yaxes(title_text="core-hours", row=1, col=1)
     fig.update_yaxes(title_text="% of steps", row=1, col=2)
-    fig.update_layout(title="Autoscaling backtest: cost against risk per policy", **{**_LAYOUT, "margin": dict(t=90)})
+    fig.update_layout(title="Autoscaling backtest: cost against risk per policy", **{**_LAYOUT, "margin": {"t": 90}})
     return fig
 
 
 def backtest_capacity_figure(capacity: pd.DataFrame, entity_id: str, policies: list[str]) -> go.Figure:
     """One entity's demand over the replay window against the capacity each policy provisioned."""
     frame = capacity[capacity["entity_id"].astype(str) == str(entity_id)].sort_values("ts")
-    fig = _figure(f"{entity_id}: demand against provisioned capacity (cores)", yaxis_title="cores",
-                  hovermode="x unified")
-    fig.add_trace(go.Scatter(x=frame["ts"], y=frame["demand_cores"], mode="lines", name="demand",
-                             line=dict(color="#264653", width=1.5)))
+    fig = _figure(
+        f"{entity_id}: demand against provisioned capacity (cores)", yaxis_title="cores", hovermode="x unified"
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=frame["ts"], y=frame["demand_cores"], mode="lines", name="demand", line={"color": "#264653", "width": 1.5}
+        )
+    )
     for policy in policies:
-        fig.add_trace(go.Scatter(x=frame["ts"], y=frame[policy], mode="lines", name=policy,
-                                 line=dict(shape="hv", width=1.2)))
+        fig.add_trace(
+            go.Scatter(x=frame["ts"], y=frame[policy], mode="lines", name=policy, line={"shape": "hv", "width": 1.2})
+        )
     return fig
 
 
@@ -191,8 +244,12 @@ def drift_figure(drift: pd.DataFrame, *, top: int = 25) -> go.Figure:
     """PSI per feature between the training window and the recent one, against the moderate and major lines."""
     shown = drift.dropna(subset=["psi"]).sort_values("psi", ascending=False).head(top).iloc[::-1]
     colours = np.select([shown["psi"] > PSI_MAJOR, shown["psi"] > PSI_MODERATE], ["#e76f51", "#e9c46a"], "#2a9d8f")
-    fig = _figure(f"Feature drift: PSI, training window against recent window (top {len(shown)})",
-                  xaxis_title="PSI", showlegend=False, height=max(320, 22 * len(shown) + 120))
+    fig = _figure(
+        f"Feature drift: PSI, training window against recent window (top {len(shown)})",
+        xaxis_title="PSI",
+        showlegend=False,
+        height=max(320, 22 * len(shown) + 120),
+    )
     fig.add_trace(go.Bar(x=shown["psi"], y=shown["feature"].astype(str), orientation="h", marker_color=colours))
     for level, colour in ((PSI_MODERATE, "#e9c46a"), (PSI_MAJOR, "#e76f51")):
         fig.add_vline(x=level, line_dash="dash", line_color=colour)

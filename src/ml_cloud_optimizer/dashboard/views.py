@@ -9,7 +9,7 @@ what that would have saved, and whether the model still fits the data.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
@@ -56,6 +56,7 @@ def fleet_view(parts: Parts) -> None:
     if _missing("fleet", parts=parts):
         return
     fleet = parts["fleet"]
+    assert isinstance(fleet, Fleet)  # _missing refused None and a PartError
     metrics, entities = fleet.metrics, fleet.entities
     price = metrics["entity_id"].map(entities.set_index("entity_id")["hourly_price"]).to_numpy(dtype="float64")
     days = max((metrics["ts"].max() - metrics["ts"].min()) / pd.Timedelta(days=1), _STEP_HOURS / 24)
@@ -85,23 +86,37 @@ def forecast_view(parts: Parts) -> None:
     entity = left.selectbox("entity", sorted(forecasts["entity_id"].unique()))
     default = horizons.index(HEADLINE_HORIZON) if HEADLINE_HORIZON in horizons else len(horizons) - 1
     horizon = middle.selectbox("horizon (5-minute steps)", horizons, index=default)
+    if horizon is None:  # only with no options, and there is at least one
+        return
     board = parts.get("leaderboard")
     champion = _champion(board) if isinstance(board, pd.DataFrame) else None
-    model = (right.selectbox("model", models, index=models.index(champion) if champion in models else 0)
-             if models != [None] else None)
+    model = (
+        right.selectbox("model", models, index=models.index(champion) if champion in models else 0)
+        if models != [None]
+        else None
+    )
     fleet = parts.get("fleet")
     if f"y_h{horizon}" not in forecasts.columns and _missing("fleet", parts=parts):
         return
-    _chart(figures.forecast_figure(forecasts, entity, horizon, model=model,
-                                   metrics=fleet.metrics if isinstance(fleet, Fleet) else None))
+    _chart(
+        figures.forecast_figure(
+            forecasts, entity, horizon, model=model, metrics=fleet.metrics if isinstance(fleet, Fleet) else None
+        )
+    )
 
 
 def leaderboard_view(parts: Parts) -> None:
     if _missing("leaderboard", parts=parts):
         return
     board: pd.DataFrame = parts["leaderboard"]
-    numeric = [c for c in board.columns if c not in ("model", "rank") and not c.startswith("n_")
-               and pd.api.types.is_numeric_dtype(board[c]) and not pd.api.types.is_bool_dtype(board[c])]
+    numeric = [
+        c
+        for c in board.columns
+        if c not in ("model", "rank")
+        and not c.startswith("n_")
+        and pd.api.types.is_numeric_dtype(board[c])
+        and not pd.api.types.is_bool_dtype(board[c])
+    ]
     headline = [c for c in numeric if c.lower().startswith("mae")]
     metric = st.selectbox("metric", numeric, index=numeric.index(headline[0]) if headline else 0)
     champion = _champion(board)
@@ -120,8 +135,11 @@ def recommendations_view(parts: Parts) -> None:
     cols[0].metric("entities", f"{recs['entity_id'].nunique():,}")
     cols[1].metric("current cost / h", f"${current / hours:,.2f}")
     cols[2].metric("recommended / h", f"${recommended / hours:,.2f}")
-    cols[3].metric("saving", f"${(current - recommended) / hours:,.2f} / h",
-                   f"{(current - recommended) / current:.0%}" if current else None)
+    cols[3].metric(
+        "saving",
+        f"${(current - recommended) / hours:,.2f} / h",
+        f"{(current - recommended) / current:.0%}" if current else None,
+    )
     _chart(figures.recommendations_figure(recs))
     st.dataframe(recs, hide_index=True, width="stretch", height=320)
 
@@ -129,8 +147,10 @@ def recommendations_view(parts: Parts) -> None:
 def backtest_view(parts: Parts) -> None:
     if _missing("backtest", parts=parts):
         return
-    summary: pd.DataFrame = parts["backtest"]["summary"]
-    capacity: pd.DataFrame | None = parts["backtest"]["capacity"]
+    backtest = parts["backtest"]
+    assert isinstance(backtest, dict)  # _missing refused None and a PartError
+    summary: pd.DataFrame = backtest["summary"]
+    capacity: pd.DataFrame | None = backtest["capacity"]
     _chart(figures.backtest_summary_figure(summary))
     st.dataframe(summary, hide_index=True, width="stretch")
     if capacity is None:

@@ -47,12 +47,12 @@ def write_fleet(fleet: Fleet, path: str | Path) -> list[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     temps = [t.with_name(f".{t.name}.{os.getpid()}.tmp") for t in targets]
     try:
-        for frame, temp in zip((fleet.metrics, fleet.entities), temps):
+        for frame, temp in zip((fleet.metrics, fleet.entities), temps, strict=True):
             if kind == "parquet":
                 frame.to_parquet(temp, index=False)
             else:
                 frame.to_csv(temp, index=False, date_format=_CSV_TS_FORMAT)
-        for temp, target in zip(temps, targets):
+        for temp, target in zip(temps, targets, strict=True):
             os.replace(temp, target)
     finally:
         for temp in temps:

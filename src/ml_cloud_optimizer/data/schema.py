@@ -20,15 +20,15 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "ENTITY_COLUMNS",
+    "METRIC_COLUMNS",
+    "RECOMMENDATION_COLUMNS",
     "STEP",
     "STEP_SECONDS",
-    "METRIC_COLUMNS",
-    "VALUE_COLUMNS",
-    "ENTITY_COLUMNS",
-    "RECOMMENDATION_COLUMNS",
     "UTIL_MAX",
-    "Fleet",
+    "VALUE_COLUMNS",
     "DataValidationError",
+    "Fleet",
     "epoch_seconds",
     "estimate_hourly_price",
     "validate_fleet",

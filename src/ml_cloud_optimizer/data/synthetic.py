@@ -67,8 +67,13 @@ SERVICES: dict[str, dict] = {
         "mem_base": (0.25, 0.4),
         "mem_per_cpu": 0.3,
         "mem_growth_30d": (-0.02, 0.03),
-        "per_busy_vcpu": {"request_rate": 60.0, "net_in_kbps": 150.0, "net_out_kbps": 1200.0,
-                          "disk_read_kbps": 40.0, "disk_write_kbps": 120.0},
+        "per_busy_vcpu": {
+            "request_rate": 60.0,
+            "net_in_kbps": 150.0,
+            "net_out_kbps": 1200.0,
+            "disk_read_kbps": 40.0,
+            "disk_write_kbps": 120.0,
+        },
     },
     "batch": {
         "share": 0.25,
@@ -83,8 +88,13 @@ SERVICES: dict[str, dict] = {
         "mem_base": (0.1, 0.2),
         "mem_per_cpu": 0.5,
         "mem_growth_30d": (-0.01, 0.01),
-        "per_busy_vcpu": {"request_rate": 0.2, "net_in_kbps": 800.0, "net_out_kbps": 200.0,
-                          "disk_read_kbps": 3000.0, "disk_write_kbps": 1500.0},
+        "per_busy_vcpu": {
+            "request_rate": 0.2,
+            "net_in_kbps": 800.0,
+            "net_out_kbps": 200.0,
+            "disk_read_kbps": 3000.0,
+            "disk_write_kbps": 1500.0,
+        },
     },
     "db": {
         "share": 0.25,
@@ -97,8 +107,13 @@ SERVICES: dict[str, dict] = {
         "mem_base": (0.6, 0.75),
         "mem_per_cpu": 0.1,
         "mem_growth_30d": (0.01, 0.05),
-        "per_busy_vcpu": {"request_rate": 200.0, "net_in_kbps": 400.0, "net_out_kbps": 1500.0,
-                          "disk_read_kbps": 2000.0, "disk_write_kbps": 800.0},
+        "per_busy_vcpu": {
+            "request_rate": 200.0,
+            "net_in_kbps": 400.0,
+            "net_out_kbps": 1500.0,
+            "disk_read_kbps": 2000.0,
+            "disk_write_kbps": 800.0,
+        },
     },
 }
 

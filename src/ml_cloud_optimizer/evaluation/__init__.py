@@ -20,8 +20,8 @@ from ml_cloud_optimizer.evaluation.metrics import mae, mape, mase, point_metrics
 
 __all__ = [
     "BASELINES",
-    "Evaluation",
     "TIE_TOLERANCE",
+    "Evaluation",
     "choose_champion",
     "evaluate_holdout",
     "holdout_cutoff",

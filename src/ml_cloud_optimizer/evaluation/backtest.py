@@ -81,8 +81,10 @@ class Evaluation:
 
 
 def _with_baselines(models: Mapping[str, Forecaster], horizons) -> dict[str, Forecaster]:
-    out = {"persistence": PersistenceForecaster(horizons=horizons),
-           "seasonal_naive": SeasonalNaiveForecaster(horizons=horizons, season=SEASON)}
+    out = {
+        "persistence": PersistenceForecaster(horizons=horizons),
+        "seasonal_naive": SeasonalNaiveForecaster(horizons=horizons, season=SEASON),
+    }
     out.update(models)
     return out
 
@@ -143,8 +145,17 @@ def _evaluate_window(models, metrics, cutoff, end, horizons, progress) -> Evalua
             mask = common if coverage[name] >= MIN_COVERAGE else known & have[name]
             frame[f"scored_h{h}"] = mask
             scores = point_metrics(frame.loc[mask, y_col], frame.loc[mask, col], scale)
-            rows.append({"model": name, "kind": fitted[name].kind, "horizon": h, **scores,
-                         "coverage": coverage[name], "fit_s": timing[name][0], "predict_s": timing[name][1]})
+            rows.append(
+                {
+                    "model": name,
+                    "kind": fitted[name].kind,
+                    "horizon": h,
+                    **scores,
+                    "coverage": coverage[name],
+                    "fit_s": timing[name][0],
+                    "predict_s": timing[name][1],
+                }
+            )
     scores = pd.DataFrame(rows)
     for base in BASELINES:
         ref = scores.loc[scores["model"] == base].set_index("horizon")["mae"]

@@ -16,7 +16,7 @@ import pandas as pd
 from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
 from ml_cloud_optimizer.models import registry
 
-__all__ = ["SIMPLICITY", "TIE_TOLERANCE", "leaderboard", "choose_champion", "to_markdown", "write_leaderboard"]
+__all__ = ["SIMPLICITY", "TIE_TOLERANCE", "choose_champion", "leaderboard", "to_markdown", "write_leaderboard"]
 
 TIE_TOLERANCE = 0.001
 # Simplest first, from each kind's rank in ``models.registry``; an unknown kind is the least simple.
@@ -34,9 +34,12 @@ def leaderboard(scores: pd.DataFrame, headline: int = HEADLINE_HORIZON) -> pd.Da
     horizons = sorted(scores["horizon"].unique())
     if headline not in horizons:
         raise ValueError(f"leaderboard: no scores at the headline horizon {headline} (have {horizons})")
-    wide = scores.pivot_table(index=["model", "kind"], columns="horizon",
-                              values=["mae", "rmse", "wape", "mape", "mase", "vs_persistence",
-                                      "vs_seasonal_naive", "n"], aggfunc="first")
+    wide = scores.pivot_table(
+        index=["model", "kind"],
+        columns="horizon",
+        values=["mae", "rmse", "wape", "mape", "mase", "vs_persistence", "vs_seasonal_naive", "n"],
+        aggfunc="first",
+    )
     board = pd.DataFrame(index=wide.index)
     for metric in ("mae", "rmse", "wape", "mape", "mase", "vs_persistence", "vs_seasonal_naive", "n"):
         board[f"{metric}_h{headline}"] = wide[(metric, headline)]

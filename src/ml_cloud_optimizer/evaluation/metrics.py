@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MAPE_MIN_ACTUAL", "mae", "rmse", "wape", "mape", "mase", "seasonal_scale", "point_metrics"]
+__all__ = ["MAPE_MIN_ACTUAL", "mae", "mape", "mase", "point_metrics", "rmse", "seasonal_scale", "wape"]
 
 MAPE_MIN_ACTUAL = 0.01
 
@@ -79,5 +79,5 @@ def point_metrics(actual, forecast, scale: float | None = None) -> dict[str, flo
         "wape": wape(a, f),
         "mape": mape(a, f),
         "mase": mase(a, f, scale) if scale is not None else float("nan"),
-        "n": int(len(a)),
+        "n": len(a),
     }

@@ -7,13 +7,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from ml_cloud_optimizer.features.targets import target_column  # noqa: E402
-from ml_cloud_optimizer.models.base import HEADLINE_HORIZON, forecast_column  # noqa: E402
+from ml_cloud_optimizer.features.targets import target_column
+from ml_cloud_optimizer.models.base import HEADLINE_HORIZON, forecast_column
 
-__all__ = ["plot_forecasts", "plot_error_by_horizon"]
+__all__ = ["plot_error_by_horizon", "plot_forecasts"]
 
 
 def plot_forecasts(
@@ -32,7 +32,7 @@ def plot_forecasts(
     names = list(pd.unique(forecasts["entity_id"]))[:entities]
     fig, axes = plt.subplots(len(names) or 1, 1, figsize=(10, 2.6 * max(len(names), 1)), sharex=True, squeeze=False)
     p50, p90, actual = forecast_column(horizon), forecast_column(horizon, "p90"), target_column(horizon)
-    for ax, name in zip(axes[:, 0], names):
+    for ax, name in zip(axes[:, 0], names, strict=False):  # one empty axis when there are no names
         rows = forecasts.loc[forecasts["entity_id"] == name]
         when = rows["ts"] + pd.Timedelta(minutes=5 * horizon)
         ax.plot(when, rows[actual], color="black", lw=0.8, label="actual")

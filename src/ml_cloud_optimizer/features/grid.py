@@ -90,11 +90,15 @@ def to_grid(metrics: pd.DataFrame, step: pd.Timedelta = STEP) -> Grid:
     else:
         starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
         pos = np.arange(sizes.sum(), dtype=np.int64) - starts
-        ts = pd.DatetimeIndex(np.repeat(bounds["min"].dt.tz_convert(None).to_numpy(), sizes) + pos * step.to_timedelta64())
-        keys = pd.DataFrame({
-            "entity_id": pd.array(np.repeat(bounds.index.to_numpy(), sizes), dtype=frame["entity_id"].dtype),
-            "ts": ts.tz_localize("UTC").astype(frame["ts"].dtype),
-        })
+        ts = pd.DatetimeIndex(
+            np.repeat(bounds["min"].dt.tz_convert(None).to_numpy(), sizes) + pos * step.to_timedelta64()
+        )
+        keys = pd.DataFrame(
+            {
+                "entity_id": pd.array(np.repeat(bounds.index.to_numpy(), sizes), dtype=frame["entity_id"].dtype),
+                "ts": ts.tz_localize("UTC").astype(frame["ts"].dtype),
+            }
+        )
         grid = keys.merge(frame, on=["entity_id", "ts"], how="left", sort=False)
     grid = grid.reset_index(drop=True)
     row = grid.pop(_ROW).fillna(-1).to_numpy(dtype=np.int64)

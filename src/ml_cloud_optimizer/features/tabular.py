@@ -47,8 +47,14 @@ class FeatureSpec:
 
     step: str = "5min"
     target: str = "cpu_util"
-    inputs: tuple[str, ...] = ("mem_util", "net_in_kbps", "net_out_kbps", "disk_read_kbps", "disk_write_kbps",
-                               "request_rate")
+    inputs: tuple[str, ...] = (
+        "mem_util",
+        "net_in_kbps",
+        "net_out_kbps",
+        "disk_read_kbps",
+        "disk_write_kbps",
+        "request_rate",
+    )
     lags: tuple[int, ...] = tuple(range(1, 25))
     seasonal_lags: tuple[str, ...] = ("1d", "7d")
     horizons: tuple[int, ...] = DEFAULT_HORIZONS
@@ -60,8 +66,16 @@ class FeatureSpec:
     rolling_inputs: tuple[str, ...] = ("mem_util", "net_in_kbps", "net_out_kbps")
 
     def __post_init__(self):
-        for name in ("inputs", "lags", "seasonal_lags", "horizons", "windows", "median_windows",
-                     "ewm_halflives", "rolling_inputs"):
+        for name in (
+            "inputs",
+            "lags",
+            "seasonal_lags",
+            "horizons",
+            "windows",
+            "median_windows",
+            "ewm_halflives",
+            "rolling_inputs",
+        ):
             setattr(self, name, tuple(getattr(self, name)))
         for name in ("seasonal_lags", "windows", "median_windows", "ewm_halflives", "scale_window"):
             for duration in _as_tuple(getattr(self, name)):
@@ -98,15 +112,16 @@ class FeatureSpec:
     def lookback(self) -> int:
         """Steps of history after which every feature is computed from complete windows."""
         longest = [max(self.lags, default=0), 12]
-        longest += [self.steps(d) for d in (*self.seasonal_lags, *self.windows, *self.median_windows,
-                                            self.scale_window)]
+        longest += [
+            self.steps(d) for d in (*self.seasonal_lags, *self.windows, *self.median_windows, self.scale_window)
+        ]
         return max(longest) + 1
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FeatureSpec":
+    def from_dict(cls, data: dict) -> FeatureSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

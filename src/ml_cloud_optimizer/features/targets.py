@@ -15,7 +15,7 @@ from ml_cloud_optimizer.data.schema import STEP
 from ml_cloud_optimizer.features.grid import to_grid
 from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS, PEAK_HORIZON
 
-__all__ = ["TARGET", "target_column", "make_targets", "peak_thresholds", "peak_labels"]
+__all__ = ["TARGET", "make_targets", "peak_labels", "peak_thresholds", "target_column"]
 
 TARGET = "cpu_util"
 

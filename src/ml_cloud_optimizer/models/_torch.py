@@ -35,17 +35,17 @@ from ml_cloud_optimizer.models.cores import idle_cores
 from ml_cloud_optimizer.models.windows import Panel
 
 __all__ = [
+    "FocalLoss",
     "RecurrentNet",
-    "select_device",
+    "TrainingLog",
+    "WeightedL1Loss",
     "autocast_dtype",
+    "fit_recurrent",
+    "mean_loss",
+    "predict_windows",
+    "select_device",
     "torch_threads",
     "train_epoch",
-    "mean_loss",
-    "TrainingLog",
-    "fit_recurrent",
-    "predict_windows",
-    "WeightedL1Loss",
-    "FocalLoss",
 ]
 
 PREDICT_BATCH = 8192  # windows per inference batch: large, since no gradients are kept
@@ -123,7 +123,7 @@ def train_epoch(
         batch_loss = loss.detach() * len(x)
         total = batch_loss if total is None else total + batch_loss
         count += len(x)
-    return float(total) / count if count else float("nan")
+    return float(total) / count if total is not None else float("nan")
 
 
 @torch.inference_mode()
@@ -191,12 +191,15 @@ def fit_recurrent(
             model, optimizer, _window_batches(panel, targets, order, window, batch_size), loss_fn, amp_dtype=amp_dtype
         )
         val_loss = (
-            mean_loss(model, _window_batches(panel, targets, val_index, window, PREDICT_BATCH), loss_fn,
-                      amp_dtype=amp_dtype)
-            if len(val_index) else train_loss
+            mean_loss(
+                model, _window_batches(panel, targets, val_index, window, PREDICT_BATCH), loss_fn, amp_dtype=amp_dtype
+            )
+            if len(val_index)
+            else train_loss
         )
-        log.epochs.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                           "seconds": time.perf_counter() - started})
+        log.epochs.append(
+            {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "seconds": time.perf_counter() - started}
+        )
         if val_loss < log.best_loss:
             log.best_loss, log.best_epoch, stale = val_loss, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -213,7 +216,7 @@ def _window_batches(
     panel: Panel, targets: torch.Tensor, rows: torch.Tensor, window: int, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for start in range(0, len(rows), batch_size):
-        index = rows[start:start + batch_size]
+        index = rows[start : start + batch_size]
         yield panel.windows(index, window), targets[index]
 
 
@@ -232,7 +235,7 @@ def predict_windows(
     with torch.inference_mode():
         index = torch.as_tensor(rows, dtype=torch.long, device=device)
         for start in range(0, len(index), batch):
-            x = panel.windows(index[start:start + batch], window)
+            x = panel.windows(index[start : start + batch], window)
             with _autocast(device, amp_dtype):
                 chunks.append(net(x).float().cpu())
     if not chunks:

@@ -33,8 +33,8 @@ __all__ = [
     "Forecaster",
     "clip_forecast",
     "forecast_column",
-    "register_forecaster",
     "forecaster_class",
+    "register_forecaster",
 ]
 
 
@@ -52,7 +52,7 @@ def clip_forecast(values):
     return np.clip(values, 0.0, UTIL_MAX)
 
 
-def register_forecaster(cls: type["Forecaster"]) -> type["Forecaster"]:
+def register_forecaster(cls: type[Forecaster]) -> type[Forecaster]:
     """Class decorator kept while model modules still carry it: the class unchanged.
 
     Kinds are registered in ``models.registry``; this only insists that ``cls.kind`` is there,
@@ -62,7 +62,7 @@ def register_forecaster(cls: type["Forecaster"]) -> type["Forecaster"]:
     return cls
 
 
-def forecaster_class(kind: str) -> type["Forecaster"]:
+def forecaster_class(kind: str) -> type[Forecaster]:
     """The forecaster class for ``kind`` ("lightgbm", "lstm", ...), its module imported on first use."""
     return forecaster_entry(kind).load()
 
@@ -81,7 +81,7 @@ class Forecaster(BaseEstimator, abc.ABC):
     horizons: tuple[int, ...] = DEFAULT_HORIZONS
 
     @abc.abstractmethod
-    def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> "Forecaster":
+    def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> Forecaster:
         """Learn from canonical metrics (long frame, possibly with gaps)."""
 
     @abc.abstractmethod
@@ -110,7 +110,7 @@ class Forecaster(BaseEstimator, abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def _load(cls, directory: Path, metadata: dict) -> "Forecaster":
+    def _load(cls, directory: Path, metadata: dict) -> Forecaster:
         """Rebuild a fitted forecaster from ``directory``."""
 
     def save(self, directory: str | Path) -> Path:
@@ -129,7 +129,7 @@ class Forecaster(BaseEstimator, abc.ABC):
         return directory
 
     @staticmethod
-    def load(directory: str | Path) -> "Forecaster":
+    def load(directory: str | Path) -> Forecaster:
         directory = Path(directory)
         meta_path = directory / Forecaster.METADATA_FILE
         if not meta_path.exists():

@@ -27,7 +27,7 @@ class _NaiveForecaster(Forecaster):
     def __init__(self, horizons: tuple[int, ...] = DEFAULT_HORIZONS):
         self.horizons = horizons
 
-    def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> "_NaiveForecaster":
+    def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> _NaiveForecaster:
         started = time.perf_counter()
         self.fitted_ = True
         self.fit_seconds_ = time.perf_counter() - started  # what every fit records, for the tie rule
@@ -51,7 +51,7 @@ class _NaiveForecaster(Forecaster):
         return {}
 
     @classmethod
-    def _load(cls, directory: Path, metadata: dict) -> "_NaiveForecaster":
+    def _load(cls, directory: Path, metadata: dict) -> _NaiveForecaster:
         return cls(horizons=tuple(metadata["horizons"])).fit(None)
 
 
@@ -93,6 +93,6 @@ class SeasonalNaiveForecaster(_NaiveForecaster):
         return self.season - horizon
 
     @classmethod
-    def _load(cls, directory: Path, metadata: dict) -> "SeasonalNaiveForecaster":
+    def _load(cls, directory: Path, metadata: dict) -> SeasonalNaiveForecaster:
         season = int(metadata.get("params", {}).get("season", 288))
         return cls(horizons=tuple(metadata["horizons"]), season=season).fit(None)

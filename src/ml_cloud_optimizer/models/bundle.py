@@ -65,7 +65,9 @@ class ModelBundle:
 
     @property
     def quantiles(self) -> list[str]:
-        return ["p50", "p90"] if self.forecaster.has_quantiles and getattr(self.forecaster, "quantile", True) else ["p50"]
+        return (
+            ["p50", "p90"] if self.forecaster.has_quantiles and getattr(self.forecaster, "quantile", True) else ["p50"]
+        )
 
     @property
     def output_columns(self) -> list[str]:
@@ -86,14 +88,15 @@ class ModelBundle:
             "full_history": int(getattr(self.forecaster, "full_history", self.forecaster.min_history)),
             "quantiles": self.quantiles,
             "outputs": self.output_columns,
-            "peak": None if self.peak is None else {"kind": getattr(self.peak, "kind", type(self.peak).__name__),
-                                                     "dir": PEAK_DIR},
+            "peak": None
+            if self.peak is None
+            else {"kind": getattr(self.peak, "kind", type(self.peak).__name__), "dir": PEAK_DIR},
         }
         (directory / BUNDLE_FILE).write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ModelBundle":
+    def load(cls, directory: str | Path) -> ModelBundle:
         """Rebuild a bundle saved by ``save``; a bare forecaster directory loads as a bundle without peaks."""
         directory = Path(directory)
         if not directory.is_dir():
@@ -138,8 +141,9 @@ def default_champion_dir(home: str | Path | None = None) -> Path:
     caller says it is missing).
     """
     home = Path(home or os.environ.get("MLCO_HOME") or ".mlco")
-    candidates = [d for d in (home / "champion", home / "train" / "champion") if (d / Forecaster.METADATA_FILE).is_file()]
+    candidates = [
+        d for d in (home / "champion", home / "train" / "champion") if (d / Forecaster.METADATA_FILE).is_file()
+    ]
     if not candidates:
         return home / "champion"
     return max(candidates, key=lambda d: (d / Forecaster.METADATA_FILE).stat().st_mtime)
-

@@ -28,8 +28,19 @@ from ml_cloud_optimizer.models.peak import BasePeakModel, PeakClassifier, check_
 __all__ = ["REPORT_COLUMNS", "peak_report"]
 
 REPORT_COLUMNS = [
-    "model", "pr_auc", "roc_auc", "f1", "precision", "recall", "balanced_accuracy", "recall_at_precision",
-    "min_precision", "decision_threshold", "positives", "rows", "fit_seconds",
+    "model",
+    "pr_auc",
+    "roc_auc",
+    "f1",
+    "precision",
+    "recall",
+    "balanced_accuracy",
+    "recall_at_precision",
+    "min_precision",
+    "decision_threshold",
+    "positives",
+    "rows",
+    "fit_seconds",
 ]
 
 
@@ -83,8 +94,9 @@ def peak_report(
         model.fit(train)
         proba = model.predict_proba(metrics)["peak_prob"].reindex(metrics.index).to_numpy()
         mask = scored & ~np.isnan(proba)
-        rows.append(_scores_row(name, y[mask], proba[mask], model.decision_threshold_, min_precision,
-                                model.fit_seconds_))
+        rows.append(
+            _scores_row(name, y[mask], proba[mask], model.decision_threshold_, min_precision, model.fit_seconds_)
+        )
     return pd.DataFrame(rows, columns=REPORT_COLUMNS)
 
 
@@ -103,6 +115,6 @@ def _scores_row(name, y, score, cut, min_precision, fit_seconds) -> dict:
         "min_precision": float(min_precision),
         "decision_threshold": float(cut),
         "positives": int(y.sum()),
-        "rows": int(len(y)),
+        "rows": len(y),
         "fit_seconds": float(fit_seconds),
     }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "FAMILIES",
@@ -52,7 +53,7 @@ class ModelKind:
     name: str
     simplicity: int
 
-    def load(self) -> type:
+    def load(self) -> type[Any]:
         """The class, importing its module now if it was not yet."""
         return getattr(importlib.import_module(self.module), self.name)
 

@@ -37,7 +37,7 @@ from ml_cloud_optimizer.models._torch import (
 from ml_cloud_optimizer.models.base import DEFAULT_HORIZONS, Forecaster, clip_forecast, forecast_column
 from ml_cloud_optimizer.models.windows import INPUT_CHANNELS, EntityScaler, Panel, build_panel, epoch_seconds
 
-__all__ = ["SequenceForecaster", "LSTMForecaster", "GRUForecaster"]
+__all__ = ["GRUForecaster", "LSTMForecaster", "SequenceForecaster"]
 
 _WEIGHTS_FILE = "model.pt"
 _SCALER_FILE = "scaler.json"
@@ -109,7 +109,7 @@ class SequenceForecaster(Forecaster):
     def _panel(self, metrics: pd.DataFrame, scaler: EntityScaler | None, device: torch.device):
         return build_panel(metrics, scaler, seasonal_lag=self.seasonal_lag, lead=max(self.horizons), device=device)
 
-    def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> "SequenceForecaster":
+    def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> SequenceForecaster:
         """Fit on canonical metrics; ``entities`` is accepted for the interface and not used."""
         self._check_params()
         started = time.perf_counter()
@@ -129,9 +129,20 @@ class SequenceForecaster(Forecaster):
             torch.manual_seed(self.seed)
             self.net_ = self._network().to(device)
             log = fit_recurrent(
-                self.net_, panel, targets, train_rows, val_rows, WeightedL1Loss(),
-                window=self.window, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                patience=self.patience, samples_per_epoch=self.samples_per_epoch, seed=self.seed, device=device,
+                self.net_,
+                panel,
+                targets,
+                train_rows,
+                val_rows,
+                WeightedL1Loss(),
+                window=self.window,
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                patience=self.patience,
+                samples_per_epoch=self.samples_per_epoch,
+                seed=self.seed,
+                device=device,
             )
         self.net_.to("cpu").eval()
         self.history_ = log.epochs
@@ -172,10 +183,12 @@ class SequenceForecaster(Forecaster):
         }
 
     @classmethod
-    def _load(cls, directory: Path, metadata: dict) -> "SequenceForecaster":
+    def _load(cls, directory: Path, metadata: dict) -> SequenceForecaster:
         if metadata.get("input_channels") != list(INPUT_CHANNELS):
-            raise ValueError(f"{directory}: saved with input channels {metadata.get('input_channels')},"
-                             f" this version builds {list(INPUT_CHANNELS)}")
+            raise ValueError(
+                f"{directory}: saved with input channels {metadata.get('input_channels')},"
+                f" this version builds {list(INPUT_CHANNELS)}"
+            )
         params = dict(metadata["params"])
         params["horizons"] = tuple(params["horizons"])
         model = cls(**params)

@@ -15,11 +15,11 @@ from ml_cloud_optimizer.models.base import register_forecaster
 from ml_cloud_optimizer.models.tabular_base import TARGET_MODES, TabularForecaster
 
 __all__ = [
-    "TabularForecaster",
-    "LightGBMForecaster",
-    "XGBoostForecaster",
-    "CatBoostForecaster",
     "TARGET_MODES",
+    "CatBoostForecaster",
+    "LightGBMForecaster",
+    "TabularForecaster",
+    "XGBoostForecaster",
 ]
 
 _P90 = 0.9
@@ -53,15 +53,23 @@ class LightGBMForecaster(TabularForecaster):
         import lightgbm as lgb
 
         objective = {"objective": "l1"} if loss == "p50" else {"objective": "quantile", "alpha": _P90}
-        full = {**params, **objective, "learning_rate": self.learning_rate, "num_threads": self.n_jobs,
-                "seed": self.random_state, "verbose": -1}
+        full = {
+            **params,
+            **objective,
+            "learning_rate": self.learning_rate,
+            "num_threads": self.n_jobs,
+            "seed": self.random_state,
+            "verbose": -1,
+        }
         train = lgb.Dataset(X, z, free_raw_data=True)
         kwargs = {}
         if valid is not None:
             kwargs["valid_sets"] = [lgb.Dataset(valid[0], valid[1], reference=train)]
             kwargs["callbacks"] = [lgb.early_stopping(self.early_stopping_rounds, verbose=False)]
         booster = lgb.train(full, train, num_boost_round=rounds, **kwargs)
-        used = booster.best_iteration if valid is not None and booster.best_iteration > 0 else booster.current_iteration()
+        used = (
+            booster.best_iteration if valid is not None and booster.best_iteration > 0 else booster.current_iteration()
+        )
         return booster, used
 
     def _predict_booster(self, booster, X):
@@ -112,8 +120,15 @@ class XGBoostForecaster(TabularForecaster):
             objective = {"objective": "reg:absoluteerror"}
         else:
             objective = {"objective": "reg:quantileerror", "quantile_alpha": _P90}
-        full = {**params, **objective, "eta": self.learning_rate, "nthread": self.n_jobs,
-                "seed": self.random_state, "tree_method": "hist", "verbosity": 0}
+        full = {
+            **params,
+            **objective,
+            "eta": self.learning_rate,
+            "nthread": self.n_jobs,
+            "seed": self.random_state,
+            "tree_method": "hist",
+            "verbosity": 0,
+        }
         train = xgb.QuantileDMatrix(X, z)
         kwargs = {}
         if valid is not None:
@@ -162,13 +177,22 @@ class CatBoostForecaster(TabularForecaster):
 
         loss_function = "MAE" if loss == "p50" else f"Quantile:alpha={_P90}"
         model = CatBoostRegressor(
-            **params, loss_function=loss_function, iterations=rounds, learning_rate=self.learning_rate,
-            thread_count=self.n_jobs, random_seed=self.random_state, verbose=False, allow_writing_files=False,
+            **params,
+            loss_function=loss_function,
+            iterations=rounds,
+            learning_rate=self.learning_rate,
+            thread_count=self.n_jobs,
+            random_seed=self.random_state,
+            verbose=False,
+            allow_writing_files=False,
         )
         kwargs = {}
         if valid is not None:
-            kwargs = {"eval_set": Pool(valid[0], valid[1]),
-                      "early_stopping_rounds": self.early_stopping_rounds, "use_best_model": True}
+            kwargs = {
+                "eval_set": Pool(valid[0], valid[1]),
+                "early_stopping_rounds": self.early_stopping_rounds,
+                "use_best_model": True,
+            }
         model.fit(Pool(X, z), **kwargs)
         return model, model.tree_count_
 

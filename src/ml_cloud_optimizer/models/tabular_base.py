@@ -135,7 +135,7 @@ class TabularForecaster(Forecaster):
     def _load_booster(self, path: Path): ...
 
     @staticmethod
-    def search_space(trial) -> dict:
+    def search_space(trial) -> dict:  # noqa: ARG004 (the interface subclasses override)
         """Library parameters an Optuna ``trial`` proposes; subclasses widen it."""
         return {}
 
@@ -188,7 +188,7 @@ class TabularForecaster(Forecaster):
         return {**self.default_params, **(self.params or {})}
 
     # ----------------------------------------------------------------- fitting
-    def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> "TabularForecaster":
+    def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> TabularForecaster:
         """Fit a p50 (and p90) booster per horizon on every origin of ``metrics`` with a known future."""
         started = time.perf_counter()
         self._check()
@@ -218,8 +218,14 @@ class TabularForecaster(Forecaster):
             for loss in losses:
                 step = time.perf_counter()
                 booster, rounds = self.fit_booster(params, loss, X[rows], y[rows], anchor[rows], ts.iloc[rows], h)
-                _log.debug("%s %s: %d rounds on %d rows in %.1fs", self.kind, forecast_column(h, loss), rounds,
-                          len(rows), time.perf_counter() - step)
+                _log.debug(
+                    "%s %s: %d rounds on %d rows in %.1fs",
+                    self.kind,
+                    forecast_column(h, loss),
+                    rounds,
+                    len(rows),
+                    time.perf_counter() - step,
+                )
                 self.boosters_[forecast_column(h, loss)] = booster
                 self.rounds_[forecast_column(h, loss)] = int(rounds)
         self.fit_seconds_ = time.perf_counter() - started
@@ -246,8 +252,9 @@ class TabularForecaster(Forecaster):
         val_rows = t >= cut
         if fit_rows.sum() < 50 or val_rows.sum() < 20:
             return self.train_booster(params, loss, X, z, None, self.n_estimators)
-        booster, rounds = self.train_booster(params, loss, X[fit_rows], z[fit_rows], (X[val_rows], z[val_rows]),
-                                             self.n_estimators)
+        booster, rounds = self.train_booster(
+            params, loss, X[fit_rows], z[fit_rows], (X[val_rows], z[val_rows]), self.n_estimators
+        )
         if self.refit:
             booster, rounds = self.train_booster(params, loss, X, z, None, max(int(rounds * 1.1), 1))
         return booster, rounds
@@ -267,8 +274,9 @@ class TabularForecaster(Forecaster):
         z = self._predict_booster(booster, X) if len(X) else np.empty(0)
         return clip_forecast(self._from_target(z, anchor))
 
-    def predict_matrix(self, X: np.ndarray, horizons: tuple[int, ...] | None = None,
-                       quantiles: tuple[str, ...] = ("p50", "p90")) -> dict[str, np.ndarray]:
+    def predict_matrix(
+        self, X: np.ndarray, horizons: tuple[int, ...] | None = None, quantiles: tuple[str, ...] = ("p50", "p90")
+    ) -> dict[str, np.ndarray]:
         """Forecasts for a matrix of ready-made feature rows: the one booster loop every prediction runs.
 
         Args:
@@ -363,7 +371,7 @@ class TabularForecaster(Forecaster):
         }
 
     @classmethod
-    def _load(cls, directory: Path, metadata: dict) -> "TabularForecaster":
+    def _load(cls, directory: Path, metadata: dict) -> TabularForecaster:
         accepted = inspect.signature(cls).parameters
         params = {k: v for k, v in metadata.get("params", {}).items() if k in accepted}
         params["horizons"] = tuple(metadata["horizons"])

@@ -48,8 +48,9 @@ def tune_tabular(model, X, y, anchor, ts: pd.Series, horizon: int, n_splits: int
         params = {**base, **model.search_space(trial)}
         errors = []
         for train_rows, valid_rows in folds:
-            booster, _ = model.fit_booster(params, "p50", X[train_rows], y[train_rows], anchor[train_rows],
-                                           ts.iloc[train_rows], horizon)
+            booster, _ = model.fit_booster(
+                params, "p50", X[train_rows], y[train_rows], anchor[train_rows], ts.iloc[train_rows], horizon
+            )
             forecast = model.predict_booster(booster, X[valid_rows], anchor[valid_rows])
             errors.append(float(np.mean(np.abs(forecast - y[valid_rows]))))
         return float(np.mean(errors))
@@ -58,4 +59,3 @@ def tune_tabular(model, X, y, anchor, ts: pd.Series, horizon: int, n_splits: int
     study.enqueue_trial(base)  # trial 0: the defaults, so tuning can only match or improve on them
     study.optimize(objective, n_trials=model.n_trials or None, timeout=model.timeout or None)
     return study
-

@@ -68,7 +68,7 @@ class EntityScaler:
     stats: pd.DataFrame  # index: entity_id and _GLOBAL; columns: "<metric>_mean", "<metric>_std"
 
     @classmethod
-    def fit(cls, grid: pd.DataFrame) -> "EntityScaler":
+    def fit(cls, grid: pd.DataFrame) -> EntityScaler:
         values = _transformed(grid)
         values["entity_id"] = grid["entity_id"].astype(str).to_numpy()
         grouped = values.groupby("entity_id", sort=True)
@@ -89,11 +89,14 @@ class EntityScaler:
         return self.stats.loc[keys].reset_index(drop=True)
 
     def to_dict(self) -> dict:
-        return {"columns": list(self.stats.columns), "index": list(self.stats.index),
-                "values": self.stats.to_numpy().tolist()}
+        return {
+            "columns": list(self.stats.columns),
+            "index": list(self.stats.index),
+            "values": self.stats.to_numpy().tolist(),
+        }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EntityScaler":
+    def from_dict(cls, data: dict) -> EntityScaler:
         stats = pd.DataFrame(data["values"], index=pd.Index(data["index"], name="entity_id"), columns=data["columns"])
         return cls(stats=stats.astype("float64"))
 
@@ -220,7 +223,7 @@ def build_panel(
         inside = position >= back
         seasonal[inside] = channels["cpu_util"][source[inside]]
 
-    columns = {
+    series = {
         "cpu_z": channels["cpu_util"],
         "cpu": np.nan_to_num(level, nan=0.0),
         "mem_z": channels["mem_util"],
@@ -233,7 +236,7 @@ def build_panel(
         "week_cos": np.cos(2 * np.pi * week),
         "cpu_z_seasonal": seasonal,
     }
-    inputs = torch.from_numpy(np.stack([columns[c] for c in INPUT_CHANNELS], axis=1).astype(np.float32))
+    inputs = torch.from_numpy(np.stack([series[c] for c in INPUT_CHANNELS], axis=1).astype(np.float32))
     panel = Panel(
         frame=grid,
         inputs=inputs.to(device).contiguous(),

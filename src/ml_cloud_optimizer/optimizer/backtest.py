@@ -40,15 +40,15 @@ from ml_cloud_optimizer.optimizer.policies import (
 )
 
 __all__ = [
+    "DEFAULT_POLICY_FORECASTER",
     "SUMMARY_COLUMNS",
     "BacktestResult",
-    "score_capacity",
-    "run_backtest",
-    "replay_fleet",
-    "DEFAULT_POLICY_FORECASTER",
     "default_forecaster",
     "default_policies",
     "policy_forecaster",
+    "replay_fleet",
+    "run_backtest",
+    "score_capacity",
 ]
 
 # The model kind the forecast-driven policy uses unless told otherwise.
@@ -245,7 +245,7 @@ def replay_fleet(
         compare_persistence: add the persistence-forecast variant.
         log: progress callback (e.g. print to stderr).
     """
-    log = log or (lambda message: None)
+    log = log or (lambda _message: None)
     if not 0 < replay_fraction < 1:
         raise ValueError(f"replay fraction must be in (0, 1), got {replay_fraction}")
     grid = DemandGrid.from_fleet(fleet)

@@ -68,7 +68,7 @@ class DemandGrid:
     demand: np.ndarray
 
     @classmethod
-    def from_fleet(cls, fleet: Fleet) -> "DemandGrid":
+    def from_fleet(cls, fleet: Fleet) -> DemandGrid:
         """Pivot a canonical fleet to the grid spanning its first to last timestamp."""
         metrics = fleet.metrics
         if metrics.empty:

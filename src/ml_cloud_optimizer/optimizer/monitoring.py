@@ -34,8 +34,8 @@ from ml_cloud_optimizer.models.base import Forecaster, forecast_column
 
 __all__ = [
     "ACCURACY_COLUMNS",
-    "RetrainThresholds",
     "MonitoringReport",
+    "RetrainThresholds",
     "forecast_accuracy",
     "monitor",
 ]
@@ -193,9 +193,7 @@ def monitor(
     for source in ("model", "warehouse"):
         now = by_window["mae"].get((source, "recent"), np.nan)
         if np.isfinite(base) and base > 0 and np.isfinite(now) and now > thresholds.mae_ratio * base:
-            reasons.append(
-                f"{source} MAE at h{headline} rose to {now:.4f}, x{now / base:.2f} the reference {base:.4f}"
-            )
+            reasons.append(f"{source} MAE at h{headline} rose to {now:.4f}, x{now / base:.2f} the reference {base:.4f}")
         coverage = by_window["p90_coverage"].get((source, "recent"), np.nan)
         if np.isfinite(coverage) and coverage < thresholds.min_coverage:
             reasons.append(f"{source} p90 covers only {coverage:.0%} of actuals at h{headline}")

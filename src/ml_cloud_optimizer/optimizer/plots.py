@@ -75,11 +75,11 @@ def capacity_figure(capacity: pd.DataFrame, entities: list[str] | None = None, d
     window = capacity[ts < ts.min() + pd.Timedelta(days=days)]
     fig = Figure(figsize=(10, 2.6 * max(len(entities), 1)))
     axes = np.atleast_1d(fig.subplots(max(len(entities), 1), 1, sharex=True))
-    for ax, entity in zip(axes, entities):
+    for ax, entity in zip(axes, entities, strict=False):  # one empty axis when there are no entities
         rows = window[window["entity_id"] == entity]
         when = pd.to_datetime(rows["ts"], utc=True)
         ax.fill_between(when, rows["demand_cores"], color="black", alpha=0.15, step="post", label="demand")
-        for policy, colour in zip(policies, _colours(policies)):
+        for policy, colour in zip(policies, _colours(policies), strict=True):
             ax.step(when, rows[policy], where="post", lw=1.2, color=colour, label=policy)
         ax.set_ylabel("cores")
         ax.set_title(str(entity), fontsize=10)

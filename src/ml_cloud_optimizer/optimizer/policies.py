@@ -22,11 +22,11 @@ from ml_cloud_optimizer.models.base import forecast_column
 from ml_cloud_optimizer.optimizer.capacity import STEPS_PER_HOUR, DemandGrid, round_up
 
 __all__ = [
-    "Policy",
-    "StaticPolicy",
-    "ReactiveHPAPolicy",
-    "VPAPolicy",
     "ForecastPolicy",
+    "Policy",
+    "ReactiveHPAPolicy",
+    "StaticPolicy",
+    "VPAPolicy",
     "forecast_matrix",
 ]
 
@@ -34,7 +34,7 @@ __all__ = [
 class Policy(abc.ABC):
     """A rule that turns demand seen so far into the capacity of the next step."""
 
-    name: ClassVar[str] = "abstract"
+    name: str = "abstract"
 
     @abc.abstractmethod
     def plan(self, grid: DemandGrid, start: int, granularity: float) -> np.ndarray:
@@ -49,7 +49,7 @@ class StaticPolicy(Policy):
     """
 
     quantile: float = 0.99
-    name: ClassVar[str] = "static"
+    name = "static"
 
     def plan(self, grid: DemandGrid, start: int, granularity: float) -> np.ndarray:
         history = grid.demand[:start]
@@ -75,7 +75,7 @@ class ReactiveHPAPolicy(Policy):
     target_utilization: float = 0.7
     tolerance: float = 0.1
     downscale_stabilisation_s: int = 300
-    name: ClassVar[str] = "reactive_hpa"
+    name = "reactive_hpa"
 
     def plan(self, grid: DemandGrid, start: int, granularity: float) -> np.ndarray:
         usage = grid.filled()
@@ -113,7 +113,7 @@ class VPAPolicy(Policy):
     margin: float = 0.15
     first_bucket: float = 0.01
     bucket_ratio: float = 1.05
-    name: ClassVar[str] = "vpa"
+    name = "vpa"
 
     _CHUNK_CELLS: ClassVar[int] = 8_000_000  # bounds the (steps, entities, buckets) histogram in memory
 

@@ -14,4 +14,15 @@ from ml_cloud_optimizer import logs as _logs
 
 _logs.configure_once(stream=_sys.stdout)
 
-__all__ = ["artifacts", "batch", "environment", "registry", "run_log", "scoring", "sources", "split", "training", "warehouse_io"]
+__all__ = [
+    "artifacts",
+    "batch",
+    "environment",
+    "registry",
+    "run_log",
+    "scoring",
+    "sources",
+    "split",
+    "training",
+    "warehouse_io",
+]

@@ -1,8 +1,8 @@
 """Fleets and frames as pipeline artifacts: a directory of Parquet files each task can read back.
 
 A fleet artifact is a directory holding ``metrics.parquet`` and, beside it as ``write_fleet``
-lays it out, ``metrics.entities.parquet``. A frame artifact is a single Parquet file; a rows artifact a directory holding
-``rows.parquet`` and ``state.json`` (what the next step needs to know about the rows). Each save
+lays it out, ``metrics.entities.parquet``. A frame artifact is a single Parquet file; a rows artifact
+a directory holding ``rows.parquet`` and ``state.json`` (what the next step needs to know about the rows). Each save
 returns a small summary that the component puts in the artifact's metadata, which the Kubeflow
 UI shows next to it.
 """
@@ -37,7 +37,7 @@ def fleet_summary(fleet: Fleet) -> dict:
     """Rows, entities and time span of ``fleet`` (JSON-ready)."""
     metrics = fleet.metrics
     return {
-        "rows": int(len(metrics)),
+        "rows": len(metrics),
         "entities": int(metrics["entity_id"].nunique()),
         "first_ts": metrics["ts"].min().isoformat() if len(metrics) else "",
         "last_ts": metrics["ts"].max().isoformat() if len(metrics) else "",
@@ -67,7 +67,7 @@ def save_frame(frame: pd.DataFrame, path: str | Path) -> dict:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
-    return {"rows": int(len(frame)), "columns": int(frame.shape[1])}
+    return {"rows": len(frame), "columns": int(frame.shape[1])}
 
 
 def load_frame(path: str | Path) -> pd.DataFrame:

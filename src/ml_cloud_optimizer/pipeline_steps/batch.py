@@ -122,13 +122,15 @@ def _download_bundle(uri: str, target_dir: Path, tracking_uri: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         mlmodel = model_dir / "MLmodel"
-        artifacts = {}
+        artifacts: dict[str, dict] = {}
         if mlmodel.exists():
             flavor = yaml.safe_load(mlmodel.read_text()).get("flavors", {}).get("python_function", {})
             artifacts = flavor.get("artifacts") or {}
         if _PYFUNC_BUNDLE_ARTIFACT not in artifacts:
-            raise ValueError(f"champion {uri}: the MLflow model holds no mlco bundle (artifact "
-                             f"{_PYFUNC_BUNDLE_ARTIFACT!r}); register one with `mlco train` or `mlco run`")
+            raise ValueError(
+                f"champion {uri}: the MLflow model holds no mlco bundle (artifact "
+                f"{_PYFUNC_BUNDLE_ARTIFACT!r}); register one with `mlco train` or `mlco run`"
+            )
         shutil.copytree(model_dir / artifacts[_PYFUNC_BUNDLE_ARTIFACT]["path"], target_dir, dirs_exist_ok=True)
     return uri
 
@@ -162,8 +164,10 @@ def score_fleet(
     steps = int(lookback_hours) * STEPS_PER_HOUR
     if steps < bundle.min_history:
         need = math.ceil(bundle.min_history / STEPS_PER_HOUR)
-        raise ValueError(f"lookback_hours={lookback_hours} covers {steps} 5-minute steps; the champion"
-                         f" ({bundle.kind}) needs at least {bundle.min_history}: use {need} or more")
+        raise ValueError(
+            f"lookback_hours={lookback_hours} covers {steps} 5-minute steps; the champion"
+            f" ({bundle.kind}) needs at least {bundle.min_history}: use {need} or more"
+        )
     if not 0 < target_utilization <= 1:
         raise ValueError(f"target_utilization must be in (0, 1], got {target_utilization}")
     started = time.perf_counter()
@@ -174,20 +178,35 @@ def score_fleet(
         forecasts = bundle.predict(fleet.metrics)
         skipped = sorted(set(fleet.entities["entity_id"].astype(str)) - set(forecasts["entity_id"].astype(str)))
         if forecasts.empty:
-            raise ValueError(f"no entity has the {bundle.min_history} samples the champion needs between"
-                             f" {first.isoformat()} and {last.isoformat()}")
-        recommendations = recommend(forecasts, fleet.entities, target_utilization=target_utilization,
-                                    granularity=granularity)
-        params = {"lookback_hours": int(lookback_hours), "target_utilization": float(target_utilization),
-                  "granularity": float(granularity), "window_start": first.isoformat(),
-                  "window_end": last.isoformat()}
-        run_id = store_run(conn, recommendations, forecasts_long(forecasts),
-                           model=model_label or f"{bundle.kind}:{Path(bundle_dir).resolve()}",
-                           source="warehouse", params=params)
+            raise ValueError(
+                f"no entity has the {bundle.min_history} samples the champion needs between"
+                f" {first.isoformat()} and {last.isoformat()}"
+            )
+        recommendations = recommend(
+            forecasts, fleet.entities, target_utilization=target_utilization, granularity=granularity
+        )
+        params = {
+            "lookback_hours": int(lookback_hours),
+            "target_utilization": float(target_utilization),
+            "granularity": float(granularity),
+            "window_start": first.isoformat(),
+            "window_end": last.isoformat(),
+        }
+        run_id = store_run(
+            conn,
+            recommendations,
+            forecasts_long(forecasts),
+            model=model_label or f"{bundle.kind}:{Path(bundle_dir).resolve()}",
+            source="warehouse",
+            params=params,
+        )
     score = BatchScore(run_id, forecasts, recommendations, (first, last), skipped)
     note = f"; skipped {len(skipped)} with too little history: {', '.join(skipped[:5])}" if skipped else ""
-    print(f"[mlco] scored {forecasts['entity_id'].nunique()} entities with {bundle.kind} as optimizer run {run_id}"
-          f" ({len(recommendations)} recommendations) in {time.perf_counter() - started:.1f} s{note}", flush=True)
+    print(
+        f"[mlco] scored {forecasts['entity_id'].nunique()} entities with {bundle.kind} as optimizer run {run_id}"
+        f" ({len(recommendations)} recommendations) in {time.perf_counter() - started:.1f} s{note}",
+        flush=True,
+    )
     return score
 
 

@@ -22,6 +22,7 @@ attributes itself: the state crosses the task boundary as ``get_state``'s JSON.
 from __future__ import annotations
 
 import logging
+
 import numpy as np
 import pandas as pd
 
@@ -47,8 +48,14 @@ _KEYS = ("entity_id", "ts")
 _log = logging.getLogger(__name__)
 
 
-def peak_training_rows(metrics: pd.DataFrame, *, horizon: int = PEAK_HORIZON, quantile: float = 0.95,
-                       validation: float = 0.2, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+def peak_training_rows(
+    metrics: pd.DataFrame,
+    *,
+    horizon: int = PEAK_HORIZON,
+    quantile: float = 0.95,
+    validation: float = 0.2,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict]:
     """Labelled feature rows of the training window and the classifier's state (JSON-ready).
 
     Returns:
@@ -64,8 +71,12 @@ def peak_training_rows(metrics: pd.DataFrame, *, horizon: int = PEAK_HORIZON, qu
     rows[PART] = part
     rows = rows.loc[part != ""].reset_index(drop=True)
     state = model.get_state()
-    _log.info("peak rows: %s to fit (%s peaks), %s to validate", f"{int((part == 'fit').sum()):,}",
-              f"{int(rows.loc[rows[PART] == 'fit', LABEL].sum()):,}", f"{int((part == 'validation').sum()):,}")
+    _log.info(
+        "peak rows: %s to fit (%s peaks), %s to validate",
+        f"{int((part == 'fit').sum()):,}",
+        f"{int(rows.loc[rows[PART] == 'fit', LABEL].sum()):,}",
+        f"{int((part == 'validation').sum()):,}",
+    )
     return rows, state
 
 
@@ -83,18 +94,25 @@ def balance_peak_rows(rows: pd.DataFrame, *, seed: int = 0) -> tuple[pd.DataFram
     X = rows.loc[fit, features].fillna(fill)
     y = rows.loc[fit, LABEL].to_numpy(dtype=bool)
     X_res, y_res = smote_resample(X, y, random_state=seed)
-    added = X_res.iloc[len(X):]
-    synthetic = added.assign(**{LABEL: y_res[len(X):], PART: "fit", SYNTHETIC: True})
+    added = X_res.iloc[len(X) :]
+    synthetic = added.assign(**{LABEL: y_res[len(X) :], PART: "fit", SYNTHETIC: True})
     original = rows.loc[fit].assign(**{c: X[c] for c in features}, **{SYNTHETIC: False})
     validation = rows.loc[~fit].assign(**{SYNTHETIC: False})
     balanced = pd.concat([original, synthetic, validation], ignore_index=True)
     counts = {
-        "fit_rows": int(fit.sum()), "fit_peaks": int(y.sum()),
-        "balanced_rows": int(len(y_res)), "balanced_peaks": int(y_res.sum()),
-        "synthetic_rows": int(len(added)), "validation_rows": int((~fit).sum()),
+        "fit_rows": int(fit.sum()),
+        "fit_peaks": int(y.sum()),
+        "balanced_rows": len(y_res),
+        "balanced_peaks": int(y_res.sum()),
+        "synthetic_rows": len(added),
+        "validation_rows": int((~fit).sum()),
     }
-    _log.info("SMOTE: %s of %s training rows were peaks; %s synthetic peaks added", f"{counts['fit_peaks']:,}",
-              f"{counts['fit_rows']:,}", f"{counts['synthetic_rows']:,}")
+    _log.info(
+        "SMOTE: %s of %s training rows were peaks; %s synthetic peaks added",
+        f"{counts['fit_peaks']:,}",
+        f"{counts['fit_rows']:,}",
+        f"{counts['synthetic_rows']:,}",
+    )
     return balanced, {k: float(v) for k, v in fill.items()}, counts
 
 
@@ -106,8 +124,12 @@ def fit_peak_classifier(balanced: pd.DataFrame, state: dict) -> PeakClassifier:
     features = [c for c in balanced.columns if c not in (*_KEYS, LABEL, PART, SYNTHETIC)]
     fit = balanced[PART].to_numpy() == "fit"
     model = PeakClassifier.from_state(state).fit_rows(
-        balanced.loc[fit, features], balanced.loc[fit, LABEL], balanced.loc[~fit, features], balanced.loc[~fit, LABEL],
-        fill_values=state["fill_values"], n_train_rows=int((fit & ~balanced[SYNTHETIC].to_numpy(dtype=bool)).sum()),
+        balanced.loc[fit, features],
+        balanced.loc[fit, LABEL],
+        balanced.loc[~fit, features],
+        balanced.loc[~fit, LABEL],
+        fill_values=state["fill_values"],
+        n_train_rows=int((fit & ~balanced[SYNTHETIC].to_numpy(dtype=bool)).sum()),
     )
     _log.info("peak classifier: %s rounds, validation PR-AUC %.3f", model.best_iteration_, model.validation_pr_auc_)
     return model

@@ -9,8 +9,8 @@ registered version now serving?
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -61,10 +61,16 @@ def register_champion(
     champion_row = board.loc[board["champion"].astype(bool)].iloc[0]
     headline = f"mae_h{HEADLINE_HORIZON}"
     forecaster = Forecaster.load(champion_dir)
-    bundle = ModelBundle(forecaster, BasePeakModel.load(peak_dir), metadata={
-        "source": "kfp pipeline", "pipeline_run": pipeline_run, "champion": str(champion_row["model"]),
-        f"holdout_mae_h{HEADLINE_HORIZON}": float(champion_row[headline]),
-    })
+    bundle = ModelBundle(
+        forecaster,
+        BasePeakModel.load(peak_dir),
+        metadata={
+            "source": "kfp pipeline",
+            "pipeline_run": pipeline_run,
+            "champion": str(champion_row["model"]),
+            f"holdout_mae_h{HEADLINE_HORIZON}": float(champion_row[headline]),
+        },
+    )
     bundle.save(bundle_dir)
 
     tracker = Tracker(experiment=DEFAULT_EXPERIMENT, model_name=model_name)
@@ -74,10 +80,16 @@ def register_champion(
     for row in board.to_dict("records"):
         name = str(row["model"])
         metrics = {k: v for k, v in row.items() if k not in ("rank", "model", "kind", "champion") and _number(v)}
-        params = json.loads((Path(trained[name]) / Forecaster.METADATA_FILE).read_text()).get("params", {}) \
-            if name in trained else {"kind": row["kind"]}
+        params = (
+            json.loads((Path(trained[name]) / Forecaster.METADATA_FILE).read_text()).get("params", {})
+            if name in trained
+            else {"kind": row["kind"]}
+        )
         run_ids[name] = tracker.log_candidate(
-            name, params=params, metrics=metrics, model_dir=trained.get(name),
+            name,
+            params=params,
+            metrics=metrics,
+            model_dir=trained.get(name),
             plots=[p for p in (plots / f"forecast_{name}.png", plots / "error_by_horizon.png") if p.exists()],
             tags={"source": "kfp pipeline", "pipeline_run": pipeline_run, "rank": str(row["rank"])},
         )
@@ -93,8 +105,9 @@ def register_champion(
     }
 
 
-def compare_with_registered(bundle_dir: str, model_uri: str, history: Fleet, *, holdout_fraction: float, horizons,
-                            tracking_uri: str) -> tuple[float, float]:
+def compare_with_registered(
+    bundle_dir: str, model_uri: str, history: Fleet, *, holdout_fraction: float, horizons, tracking_uri: str
+) -> tuple[float, float]:
     """``(candidate MAE, deployed MAE)`` at one hour on the same hold-out rows.
 
     Raises:
@@ -111,12 +124,15 @@ def compare_with_registered(bundle_dir: str, model_uri: str, history: Fleet, *, 
     mlflow.set_tracking_uri(default_tracking_uri())
     try:
         deployed = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().bundle
-    except Exception as exc:  # noqa: BLE001 - whatever the cause, the comparison cannot be made
-        raise RuntimeError(f"the deployed model {model_uri} could not be loaded to compare the candidate with it"
-                           f" ({type(exc).__name__}: {exc}); nothing is rolled out") from exc
+    except Exception as exc:  # whatever the cause, the comparison cannot be made
+        raise RuntimeError(
+            f"the deployed model {model_uri} could not be loaded to compare the candidate with it"
+            f" ({type(exc).__name__}: {exc}); nothing is rolled out"
+        ) from exc
     candidate = ModelBundle.load(bundle_dir)
-    ours, theirs = compare_on_holdout(candidate.forecaster, deployed.forecaster, history,
-                                      holdout_fraction=holdout_fraction, horizons=horizons)
+    ours, theirs = compare_on_holdout(
+        candidate.forecaster, deployed.forecaster, history, holdout_fraction=holdout_fraction, horizons=horizons
+    )
     _log.info("on this hold-out: candidate %.5f, deployed %s %.5f MAE", ours, model_uri, theirs)
     return ours, theirs
 

@@ -17,8 +17,8 @@ reported name is kept in the tag ``reported_state``.
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 
 from ml_cloud_optimizer.pipeline_steps.environment import use_tracking_uri
 
@@ -77,8 +77,12 @@ def record_pipeline_status(
         "error_code": "" if error_code is None else str(error_code),
         "error_message": (error_message or "")[:4000],
     }
-    _log.info("pipeline finished: %s%s%s", recorded, f" (reported {state})" if state != recorded else "",
-              f": {error_message}" if error_message else "")
+    _log.info(
+        "pipeline finished: %s%s%s",
+        recorded,
+        f" (reported {state})" if state != recorded else "",
+        f": {error_message}" if error_message else "",
+    )
     try:
         from ml_cloud_optimizer.tracking import Tracker
 
@@ -87,7 +91,8 @@ def record_pipeline_status(
         run = tracker.client.create_run(tracker.experiment_id, run_name=f"{job} {recorded}", tags=record)
         tracker.client.set_terminated(run.info.run_id, mlflow_status)
         return run.info.run_id
-    except Exception as exc:  # noqa: BLE001 - recording must never be what fails the run
-        _log.warning("could not record the status in MLflow (%s: %s); record: %s", type(exc).__name__, exc,
-                     json.dumps(record))
+    except Exception as exc:  # recording must never be what fails the run
+        _log.warning(
+            "could not record the status in MLflow (%s: %s); record: %s", type(exc).__name__, exc, json.dumps(record)
+        )
         return None

@@ -9,8 +9,8 @@ would write (current load above the entity's threshold).
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,14 @@ from ml_cloud_optimizer.models.base import HEADLINE_HORIZON, Forecaster
 from ml_cloud_optimizer.models.peak import BasePeakModel
 from ml_cloud_optimizer.pipeline_steps.training import FIT_INFO
 
-__all__ = ["PEAK_CLASSES", "PLOTS_DIR", "PrefittedForecaster", "ScoringResult", "compare_on_holdout", "score_candidates"]
+__all__ = [
+    "PEAK_CLASSES",
+    "PLOTS_DIR",
+    "PrefittedForecaster",
+    "ScoringResult",
+    "compare_on_holdout",
+    "score_candidates",
+]
 
 PEAK_CLASSES = ["no peak", "peak"]
 PLOTS_DIR = "plots"
@@ -43,36 +50,42 @@ class PrefittedForecaster(Forecaster):
     def __init__(self, model: Forecaster | None = None):
         self.model = model
 
-    def __sklearn_clone__(self) -> "PrefittedForecaster":
+    def __sklearn_clone__(self) -> PrefittedForecaster:
         return self
+
+    @property
+    def _inner(self) -> Forecaster:
+        if self.model is None:
+            raise RuntimeError("PrefittedForecaster holds no model")
+        return self.model
 
     @property
     def kind(self) -> str:  # type: ignore[override]
-        return self.model.kind
+        return self._inner.kind
 
     @property
-    def horizons(self):  # type: ignore[override]
-        return self.model.horizons
+    def horizons(self):
+        return self._inner.horizons
 
     @property
     def min_history(self) -> int:
-        return self.model.min_history
+        return self._inner.min_history
 
     @property
     def full_history(self) -> int:
-        return int(getattr(self.model, "full_history", self.model.min_history))
+        return int(getattr(self._inner, "full_history", self._inner.min_history))
 
-    def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> "PrefittedForecaster":
+    def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> PrefittedForecaster:
         return self
 
     def predict(self, metrics: pd.DataFrame) -> pd.DataFrame:
-        return self.model.predict(metrics)
+        return self._inner.predict(metrics)
 
     def _save(self, directory: Path) -> dict:
         raise TypeError("save the wrapped model, not the PrefittedForecaster")
 
     @classmethod
-    def _load(cls, directory: Path, metadata: dict) -> "PrefittedForecaster":
+    def _load(cls, directory: Path, metadata: dict) -> PrefittedForecaster:
         raise TypeError("a PrefittedForecaster is never saved")
 
 
@@ -115,7 +128,9 @@ def score_candidates(
             horizon, and forecast against actual per model) are written.
     """
     horizons = tuple(int(h) for h in horizons)
-    models, fit_seconds, dirs = {}, {}, {}
+    models: dict[str, Forecaster] = {}
+    fit_seconds: dict[str, float] = {}
+    dirs: dict[str, str] = {}
     for directory in candidate_dirs:
         model = Forecaster.load(directory)
         name = model.kind if model.kind not in models else f"{model.kind}_{len(models)}"
@@ -148,22 +163,33 @@ def score_candidates(
     metrics = {}
     for row in board.to_dict("records"):
         metrics[f"{row['model']}_{headline}"] = float(row[headline])
-        metrics[f"{row['model']}_vs_persistence_h{HEADLINE_HORIZON}"] = float(row[f"vs_persistence_h{HEADLINE_HORIZON}"])
+        metrics[f"{row['model']}_vs_persistence_h{HEADLINE_HORIZON}"] = float(
+            row[f"vs_persistence_h{HEADLINE_HORIZON}"]
+        )
     metrics[f"champion_{headline}"] = champion_mae
     metrics = {k: v for k, v in metrics.items() if np.isfinite(v)}  # KFP metrics are JSON numbers
     result = ScoringResult(board, to_markdown(board), champion, evaluation.models[champion].kind, champion_mae, metrics)
     _score_peaks(BasePeakModel.load(peak_model_dir), history.metrics, pd.Timestamp(cutoff), result)
-    _log.info("champion: %s (1-hour MAE %.4f); peak PR-AUC %.3f vs rule %.3f", champion, champion_mae,
-              result.peak_scores["pr_auc"], result.peak_scores["rule_pr_auc"])
+    _log.info(
+        "champion: %s (1-hour MAE %.4f); peak PR-AUC %.3f vs rule %.3f",
+        champion,
+        champion_mae,
+        result.peak_scores["pr_auc"],
+        result.peak_scores["rule_pr_auc"],
+    )
     return result
 
 
-def compare_on_holdout(candidate: Forecaster, deployed: Forecaster, history: Fleet, *, holdout_fraction: float,
-                       horizons) -> tuple[float, float]:
+def compare_on_holdout(
+    candidate: Forecaster, deployed: Forecaster, history: Fleet, *, holdout_fraction: float, horizons
+) -> tuple[float, float]:
     """One-hour MAE of ``candidate`` and of ``deployed`` on the same hold-out rows: ``(candidate, deployed)``."""
     evaluation = evaluate_holdout(
         {"candidate": PrefittedForecaster(candidate), "deployed": PrefittedForecaster(deployed)},
-        history.metrics, holdout=holdout_fraction, horizons=tuple(int(h) for h in horizons), progress=_log.debug,
+        history.metrics,
+        holdout=holdout_fraction,
+        horizons=tuple(int(h) for h in horizons),
+        progress=_log.debug,
     )
     scores = evaluation.scores.loc[evaluation.scores["horizon"] == HEADLINE_HORIZON].set_index("model")["mae"]
     return float(scores["candidate"]), float(scores["deployed"])
@@ -187,10 +213,11 @@ def _score_peaks(model: BasePeakModel, metrics: pd.DataFrame, cutoff: pd.Timesta
         "roc_auc": float(roc_auc_score(y, score)) if both else float("nan"),
         "rule_pr_auc": float(average_precision_score(y, rule)) if both else float("nan"),
         "positives": int(y.sum()),
-        "rows": int(len(y)),
+        "rows": len(y),
     }
-    fpr, tpr, thresholds = roc_curve(y, score) if both else (np.array([0.0, 1.0]), np.array([0.0, 1.0]),
-                                                             np.array([1.0, 0.0]))
+    fpr, tpr, thresholds = (
+        roc_curve(y, score) if both else (np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([1.0, 0.0]))
+    )
     pick = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), _ROC_POINTS)).astype(int))
     result.peak_roc = {
         "fpr": fpr[pick].tolist(),

@@ -19,10 +19,12 @@ SYNTHETIC = "synthetic"
 def acquire_fleet(source: str, *, records: int, seed: int = 0) -> Fleet:
     """``source`` "synthetic": ``records`` generated rows; otherwise a trace path (format detected)."""
     started = time.perf_counter()
-    if source == SYNTHETIC:
-        fleet = generate_fleet(records, seed=seed)
-    else:
-        fleet = read_fleet(source)
-    _log.info("data: %s rows, %d entities from %s in %.1f s", f"{len(fleet.metrics):,}", len(fleet.entities), source,
-              time.perf_counter() - started)
+    fleet = generate_fleet(records, seed=seed) if source == SYNTHETIC else read_fleet(source)
+    _log.info(
+        "data: %s rows, %d entities from %s in %.1f s",
+        f"{len(fleet.metrics):,}",
+        len(fleet.entities),
+        source,
+        time.perf_counter() - started,
+    )
     return fleet

@@ -9,6 +9,7 @@ evaluate task, which recomputes it from the same rows, agrees.
 from __future__ import annotations
 
 import logging
+
 import pandas as pd
 
 from ml_cloud_optimizer.data.schema import Fleet
@@ -26,8 +27,12 @@ def split_by_time(fleet: Fleet, holdout_fraction: float) -> tuple[Fleet, str]:
     """
     cutoff = holdout_cutoff(fleet.metrics, holdout_fraction)
     train = training_part(fleet, cutoff.isoformat())
-    _log.info("split at %s UTC: %s rows to train, %s held out", f"{cutoff:%Y-%m-%d %H:%M}",
-              f"{len(train.metrics):,}", f"{len(fleet.metrics) - len(train.metrics):,}")
+    _log.info(
+        "split at %s UTC: %s rows to train, %s held out",
+        f"{cutoff:%Y-%m-%d %H:%M}",
+        f"{len(train.metrics):,}",
+        f"{len(fleet.metrics) - len(train.metrics):,}",
+    )
     return train, cutoff.isoformat()
 
 

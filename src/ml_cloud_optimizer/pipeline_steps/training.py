@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -26,8 +26,9 @@ TABULAR_KINDS = kinds("tabular")
 SEQUENCE_KINDS = kinds("sequence")
 
 
-def train_forecaster(kind: str, train: Fleet, *, horizons, trials: int = 0, epochs: int | None = None,
-                     seed: int = 0) -> Forecaster:
+def train_forecaster(
+    kind: str, train: Fleet, *, horizons, trials: int = 0, epochs: int | None = None, seed: int = 0
+) -> Forecaster:
     """Fit the forecaster ``kind`` on ``train``.
 
     The horizons are checked first, so a run set up without the headline horizon (in the
@@ -44,8 +45,7 @@ def train_forecaster(kind: str, train: Fleet, *, horizons, trials: int = 0, epoc
     forecaster_entry(kind)
     horizons = check_horizons(horizons)
     threads = int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV) else None
-    model = build_forecaster(kind, horizons=horizons, trials=trials, epochs=epochs, seed=seed,
-                             threads=threads or None)
+    model = build_forecaster(kind, horizons=horizons, trials=trials, epochs=epochs, seed=seed, threads=threads or None)
     if trials:
         quiet_optuna()
     model.fit(train.metrics, train.entities)  # sets fit_seconds_

@@ -21,8 +21,13 @@ def load_into_warehouse(fleet: Fleet) -> dict:
     with closing(connect()) as conn:
         apply_schema(conn)
         report = load_fleet(conn, fleet)
-    _log.info("warehouse: %s rows (%s new, %s updated) in %.1f s", f"{report.rows:,}", f"{report.inserted:,}",
-              f"{report.updated:,}", report.seconds)
+    _log.info(
+        "warehouse: %s rows (%s new, %s updated) in %.1f s",
+        f"{report.rows:,}",
+        f"{report.inserted:,}",
+        f"{report.updated:,}",
+        report.seconds,
+    )
     return {
         "rows": report.rows,
         "inserted": report.inserted,
@@ -38,8 +43,10 @@ def read_from_warehouse(entity_ids: list[str], start: str, end: str) -> Fleet:
     """Metrics of ``entity_ids`` from ``start`` to ``end`` inclusive, as the warehouse holds them."""
     started = time.perf_counter()
     with closing(connect()) as conn:
-        fleet = read_metrics(conn, start=pd.Timestamp(start), end=pd.Timestamp(end) + pd.Timedelta(seconds=1),
-                             entity_ids=entity_ids)
-    _log.info("read back %s rows from the warehouse in %.1f s", f"{len(fleet.metrics):,}",
-              time.perf_counter() - started)
+        fleet = read_metrics(
+            conn, start=pd.Timestamp(start), end=pd.Timestamp(end) + pd.Timedelta(seconds=1), entity_ids=entity_ids
+        )
+    _log.info(
+        "read back %s rows from the warehouse in %.1f s", f"{len(fleet.metrics):,}", time.perf_counter() - started
+    )
     return fleet

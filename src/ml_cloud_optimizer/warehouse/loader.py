@@ -33,8 +33,8 @@ from ml_cloud_optimizer.data.schema import (
 from ml_cloud_optimizer.warehouse.server import transaction
 
 __all__ = [
-    "LoadReport",
     "MAX_LOAD_SPAN",
+    "LoadReport",
     "encode_metrics_copy",
     "iter_metrics_copy",
     "load_fleet",
@@ -49,7 +49,7 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_TRAILER = struct.pack("!h", -1)
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
 _FLOAT_COLUMNS = [c for c, dtype in METRIC_COLUMNS.items() if dtype == "float64"]
-_NULLABLE_COLUMNS = _FLOAT_COLUMNS + ["is_peak"]
+_NULLABLE_COLUMNS = [*_FLOAT_COLUMNS, "is_peak"]
 _COPY_BUFFER_BYTES = 1 << 20
 # Rows encoded per step of the lazy COPY stream: big enough for numpy to run at full speed,
 # small enough (about 7 MB) to overlap with the server's work.
@@ -196,7 +196,7 @@ def iter_metrics_copy(metrics: pd.DataFrame, chunk_rows: int = _CHUNK_ROWS):
             id_length = key >> len(_NULLABLE_COLUMNS)
             nulls = {c for bit, c in enumerate(_NULLABLE_COLUMNS) if key >> bit & 1}
             records = _encode_group(id_length, nulls, id_table[codes[rows]], ts_us[rows], values, rows)
-            yield memoryview(records).cast("B")
+            yield records.data.cast("B")
     yield memoryview(_COPY_TRAILER)
 
 
@@ -381,4 +381,3 @@ def _python_rows(frame: pd.DataFrame) -> list[tuple]:
 def _first_line(exc: psycopg2.Error) -> str:
     message = (getattr(exc, "pgerror", None) or str(exc)).strip()
     return message.splitlines()[0] if message else type(exc).__name__
-

@@ -13,6 +13,7 @@ as NaN), which numpy views in place: no text to format on the server or parse in
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,7 @@ def load_queries(path: Path | None = None) -> dict[str, NamedQuery]:
     text = Path(path or queries_file()).read_text()
     starts = [m.start() for m in _NAME.finditer(text)] + [len(text)]
     catalogue: dict[str, NamedQuery] = {}
-    for begin, stop in zip(starts, starts[1:]):
+    for begin, stop in itertools.pairwise(starts):
         query = _parse_block(text[begin:stop])
         if query.name in catalogue:
             raise QueryError(f"{path or QUERIES_FILE}: query {query.name!r} is defined twice")
@@ -146,7 +147,7 @@ def read_metrics(conn, start=None, end=None, entity_ids=None) -> Fleet:
         + ", (CASE WHEN m.is_peak THEN 1 WHEN NOT m.is_peak THEN 0 ELSE -1 END)::int2"
         + f" FROM metrics m JOIN {_ENTITY_CODES} USING (entity_id) WHERE {where}"
     )
-    layout = {"code": ">i8", "ts": ">i8", **{c: ">f8" for c in values}, "is_peak": ">i2"}
+    layout = {"code": ">i8", "ts": ">i8", **dict.fromkeys(values, ">f8"), "is_peak": ">i2"}
     columns = _copy_binary(conn, select, [entities["entity_id"].tolist(), *args], layout)
     ids = entities["entity_id"].to_numpy(dtype=object)
     peak = columns["is_peak"]
@@ -184,7 +185,10 @@ def read_hourly(conn, start=None, end=None, entity_ids=None) -> pd.DataFrame:
 
 
 def _parse_block(block: str) -> NamedQuery:
-    name = _NAME.search(block).group(1)
+    named = _NAME.search(block)
+    if named is None:
+        raise QueryError(f"a query block has no '-- name:' line: {block.strip()[:60]!r}")
+    name = named.group(1)
     doc = _DOC.search(block)
     if doc is None:
         raise QueryError(f"query {name!r}: missing its `-- doc:` line")

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
 import psycopg2
@@ -100,10 +100,9 @@ def create_database(url: str, dbname: str) -> str:
     with closing(_admin_connection(url)) as conn, conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
         if cur.fetchone() is None:
-            try:
+            # Another process may create it between the check and here.
+            with suppress(psycopg2.errors.DuplicateDatabase):
                 cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-            except psycopg2.errors.DuplicateDatabase:
-                pass  # another process created it between the check and here
     return with_database(url, dbname)
 
 

@@ -31,7 +31,15 @@ from ml_cloud_optimizer.data.traces._stream import (
 __all__ = ["read", "sniff"]
 
 _COLUMNS = [
-    "entity_id", "t", "cpu_util", "mem_util", "mem_gps", "mkpi", "net_in", "net_out", "disk_io_percent",
+    "entity_id",
+    "t",
+    "cpu_util",
+    "mem_util",
+    "mem_gps",
+    "mkpi",
+    "net_in",
+    "net_out",
+    "disk_io_percent",
 ]
 
 # The trace's own file name; a directory holding it is an Alibaba trace.
@@ -39,7 +47,7 @@ FILE_PREFIX = "machine_usage"
 READS_CSV_DIRECTORY = False
 
 
-def sniff(path: Path, line: str) -> bool:
+def sniff(_path: Path, line: str) -> bool:
     """A headerless row of nine fields: machine id (``m_1932``), then a timestamp."""
     numeric = [is_number(f) for f in csv_fields(line)]
     return len(numeric) == 9 and not numeric[0] and numeric[1]

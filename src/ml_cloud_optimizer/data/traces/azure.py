@@ -35,8 +35,17 @@ __all__ = ["read", "sniff"]
 
 _COLUMNS = ["t", "entity_id", "min_cpu", "max_cpu", "cpu_util"]
 _VMTABLE_COLUMNS = [
-    "vmid", "subscriptionid", "deploymentid", "vmcreated", "vmdeleted",
-    "maxcpu", "avgcpu", "p95maxcpu", "vmcategory", "vmcorecount", "vmmemory",
+    "vmid",
+    "subscriptionid",
+    "deploymentid",
+    "vmcreated",
+    "vmdeleted",
+    "maxcpu",
+    "avgcpu",
+    "p95maxcpu",
+    "vmcategory",
+    "vmcorecount",
+    "vmmemory",
 ]
 
 # The dataset's own file names; a directory holding any of them is an Azure trace.
@@ -44,7 +53,7 @@ FILE_PREFIX = "vm_cpu_readings"
 READS_CSV_DIRECTORY = False
 
 
-def sniff(path: Path, line: str) -> bool:
+def sniff(_path: Path, line: str) -> bool:
     """A headerless row: number, VM id (a hash, not a number), then three numbers."""
     numeric = [is_number(f) for f in csv_fields(line)]
     return numeric == [True, False, True, True, True]
@@ -70,7 +79,8 @@ def read(
 
     slots = snap(readings(), path)
     ids = slots["entity_id"].unique()
-    vcpus, mem_gib, services = np.ones(ids.size), np.full(ids.size, 4.0), service
+    services: str | np.ndarray = service  # one service for all, unless the VM table says
+    vcpus, mem_gib = np.ones(ids.size), np.full(ids.size, 4.0)
     if vmtable is not None:
         vcpus, mem_gib, services = _sizes(existing(vmtable), ids, service)
     entities = entity_frame(ids, "azure", service=services, region=region, vcpus=vcpus, mem_gib=mem_gib)

@@ -69,7 +69,7 @@ FILE_PREFIX = None
 READS_CSV_DIRECTORY = True
 
 
-def sniff(path: Path, line: str) -> bool:
+def sniff(_path: Path, line: str) -> bool:
     """A per-VM file's header names ``Timestamp [ms]``; the shipped CSV has all its columns."""
     return "Timestamp [ms]" in line or _is_shipped(line)
 

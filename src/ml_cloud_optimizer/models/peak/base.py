@@ -78,7 +78,7 @@ class BasePeakModel(BaseEstimator):
 
     kind: ClassVar[str] = "abstract"
 
-    def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> "BasePeakModel":
+    def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> BasePeakModel:
         """Learn from canonical metrics: the latest ``validation`` share of time picks the threshold."""
         started = time.perf_counter()
         y, train, val = self.label_split(metrics)
@@ -115,9 +115,10 @@ class BasePeakModel(BaseEstimator):
         from sklearn.metrics import average_precision_score
 
         self.decision_threshold_ = choose_threshold(y_val, scores, self.decision, self.min_precision)
-        self.n_validation_rows_ = int(len(y_val))
-        self.validation_pr_auc_ = (float(average_precision_score(y_val, scores))
-                                   if 0 < y_val.sum() < len(y_val) else float("nan"))
+        self.n_validation_rows_ = len(y_val)
+        self.validation_pr_auc_ = (
+            float(average_precision_score(y_val, scores)) if 0 < y_val.sum() < len(y_val) else float("nan")
+        )
 
     def predict_proba(self, metrics: pd.DataFrame) -> pd.DataFrame:
         """``entity_id``, ``ts``, ``peak_prob`` for each row the model can score, aligned with ``metrics``."""
@@ -168,7 +169,7 @@ class BasePeakModel(BaseEstimator):
         return state
 
     @classmethod
-    def from_state(cls, state: dict) -> "BasePeakModel":
+    def from_state(cls, state: dict) -> BasePeakModel:
         """A model with ``get_state``'s parameters and fitted state; keys it does not know are ignored.
 
         Without ``decision_threshold`` the model is labelled and split but not fitted (what
@@ -190,7 +191,7 @@ class BasePeakModel(BaseEstimator):
         return directory
 
     @staticmethod
-    def load(directory: str | Path) -> "BasePeakModel":
+    def load(directory: str | Path) -> BasePeakModel:
         """The peak model saved in ``directory``, whichever kind it is (only that kind's module is imported)."""
         directory = Path(directory)
         path = directory / CONFIG_FILE

@@ -48,11 +48,23 @@ class PeakClassifier(BasePeakModel):
 
     kind: ClassVar[str] = "lightgbm"
 
-    def __init__(self, horizon: int = PEAK_HORIZON, quantile: float = 0.95, use_smote: bool = False,
-                 decision: str = "f1", min_precision: float = 0.5, validation: float = 0.2, n_estimators: int = 300,
-                 learning_rate: float = 0.05, num_leaves: int = 15, min_child_samples: int = 100,
-                 colsample_bytree: float = 0.5, early_stopping_rounds: int = 30, seed: int = 0,
-                 spec: FeatureSpec | None = None):
+    def __init__(
+        self,
+        horizon: int = PEAK_HORIZON,
+        quantile: float = 0.95,
+        use_smote: bool = False,
+        decision: str = "f1",
+        min_precision: float = 0.5,
+        validation: float = 0.2,
+        n_estimators: int = 300,
+        learning_rate: float = 0.05,
+        num_leaves: int = 15,
+        min_child_samples: int = 100,
+        colsample_bytree: float = 0.5,
+        early_stopping_rounds: int = 30,
+        seed: int = 0,
+        spec: FeatureSpec | None = None,
+    ):
         self.horizon = horizon
         self.quantile = quantile
         self.use_smote = use_smote
@@ -83,7 +95,7 @@ class PeakClassifier(BasePeakModel):
         return {**super().get_state(), "feature_spec": self.feature_spec.to_dict()}
 
     @classmethod
-    def from_state(cls, state: dict) -> "PeakClassifier":
+    def from_state(cls, state: dict) -> PeakClassifier:
         spec = FeatureSpec.from_dict(state["feature_spec"])
         model = super().from_state({**state, "params": {**state["params"], "spec": spec}})
         model.spec_ = spec
@@ -133,8 +145,16 @@ class PeakClassifier(BasePeakModel):
             X_train, y_train = smote_resample(X_train, y_train, random_state=self.seed)
         return self._boost(X_train, y_train, X.loc[val].fillna(self.fill_values_), y[val])
 
-    def fit_rows(self, X_train: pd.DataFrame, y_train, X_val: pd.DataFrame, y_val, *, fill_values,
-                 n_train_rows: int | None = None) -> "PeakClassifier":
+    def fit_rows(
+        self,
+        X_train: pd.DataFrame,
+        y_train,
+        X_val: pd.DataFrame,
+        y_val,
+        *,
+        fill_values,
+        n_train_rows: int | None = None,
+    ) -> PeakClassifier:
         """Boost on ready ``feature_rows`` (resampled already where wanted) and choose the cut-off on ``X_val``.
 
         For callers that label, split and resample in steps of their own (the pipeline makes
@@ -146,8 +166,9 @@ class PeakClassifier(BasePeakModel):
         self.fill_values_ = pd.Series(fill_values, dtype="float64")
         self.n_train_rows_ = int(len(X_train) if n_train_rows is None else n_train_rows)
         y_val = np.asarray(y_val, dtype=bool)
-        self._choose_threshold(y_val, self._boost(X_train, np.asarray(y_train, dtype=bool),
-                                                  X_val.fillna(self.fill_values_), y_val))
+        self._choose_threshold(
+            y_val, self._boost(X_train, np.asarray(y_train, dtype=bool), X_val.fillna(self.fill_values_), y_val)
+        )
         return self
 
     def _boost(self, X_train: pd.DataFrame, y_train, X_val: pd.DataFrame, y_val) -> np.ndarray:
@@ -155,15 +176,23 @@ class PeakClassifier(BasePeakModel):
         self.feature_columns_ = list(X_train.columns)
         self.n_train_resampled_ = len(X_train)
         model = lgb.LGBMClassifier(
-            n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
-            min_child_samples=self.min_child_samples, colsample_bytree=self.colsample_bytree,
-            class_weight=None if self.use_smote else "balanced", random_state=self.seed, verbose=-1,
+            n_estimators=self.n_estimators,
+            learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves,
+            min_child_samples=self.min_child_samples,
+            colsample_bytree=self.colsample_bytree,
+            class_weight=None if self.use_smote else "balanced",
+            random_state=self.seed,
+            verbose=-1,
             n_jobs=idle_cores(),
         )
         early = {}
         if len(X_val) and 0 < y_val.sum() < len(y_val):
-            early = {**_eval_data(X_val, y_val), "eval_metric": "average_precision",
-                     "callbacks": [lgb.early_stopping(self.early_stopping_rounds, verbose=False)]}
+            early = {
+                **_eval_data(X_val, y_val),
+                "eval_metric": "average_precision",
+                "callbacks": [lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+            }
         model.fit(X_train, y_train, **early)
         self.booster_ = model.booster_
         self.best_iteration_ = int(model.best_iteration_ or model.n_estimators)
@@ -173,7 +202,7 @@ class PeakClassifier(BasePeakModel):
         if X.empty:
             return np.zeros(0)
         values = X[self.feature_columns_].fillna(self.fill_values_)
-        return self.booster_.predict(values, num_iteration=self.best_iteration_, num_threads=idle_cores())
+        return np.asarray(self.booster_.predict(values, num_iteration=self.best_iteration_, num_threads=idle_cores()))
 
     def _scores(self, metrics):
         rows = self.feature_rows(metrics)

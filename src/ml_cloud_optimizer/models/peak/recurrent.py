@@ -46,11 +46,28 @@ class SequencePeakClassifier(BasePeakModel):
 
     kind: ClassVar[str] = "gru_focal"
 
-    def __init__(self, horizon: int = PEAK_HORIZON, quantile: float = 0.95, decision: str = "f1",
-                 min_precision: float = 0.5, validation: float = 0.2, window: int = 48, hidden: int = 32,
-                 layers: int = 1, epochs: int = 6, batch_size: int = 256, lr: float = 3e-3, patience: int = 2,
-                 samples_per_epoch: int | None = 32_768, seasonal_lag: int = 288, gamma: float = 2.0,
-                 alpha: float | None = 0.5, device: str = "auto", seed: int = 0, num_threads: int | None = None):
+    def __init__(
+        self,
+        horizon: int = PEAK_HORIZON,
+        quantile: float = 0.95,
+        decision: str = "f1",
+        min_precision: float = 0.5,
+        validation: float = 0.2,
+        window: int = 48,
+        hidden: int = 32,
+        layers: int = 1,
+        epochs: int = 6,
+        batch_size: int = 256,
+        lr: float = 3e-3,
+        patience: int = 2,
+        samples_per_epoch: int | None = 32_768,
+        seasonal_lag: int = 288,
+        gamma: float = 2.0,
+        alpha: float | None = 0.5,
+        device: str = "auto",
+        seed: int = 0,
+        num_threads: int | None = None,
+    ):
         self.horizon = horizon
         self.quantile = quantile
         self.decision = decision
@@ -81,8 +98,9 @@ class SequencePeakClassifier(BasePeakModel):
 
     def _panel(self, metrics: pd.DataFrame, device: torch.device):
         """The forecasters' panel with one more channel: load minus the entity's threshold, in its scale."""
-        panel, self.scaler_ = build_panel(metrics, getattr(self, "scaler_", None), seasonal_lag=self.seasonal_lag,
-                                          lead=self.horizon, device=device)
+        panel, self.scaler_ = build_panel(
+            metrics, getattr(self, "scaler_", None), seasonal_lag=self.seasonal_lag, lead=self.horizon, device=device
+        )
         gap = (panel.level - self._row_thresholds(panel.frame["entity_id"])) / panel.scale
         extra = torch.as_tensor(gap, dtype=torch.float32, device=device)[:, None]
         return dataclasses.replace(panel, inputs=torch.cat([panel.inputs, extra], dim=1).contiguous())
@@ -102,10 +120,20 @@ class SequencePeakClassifier(BasePeakModel):
             torch.manual_seed(self.seed)
             self.net_ = self._network().to(device)
             self.history_ = fit_recurrent(
-                self.net_, panel, torch.from_numpy(targets).to(device), train_rows, val_rows,
-                FocalLoss(self.gamma, self.alpha), window=self.window, epochs=self.epochs,
-                batch_size=self.batch_size, lr=self.lr, patience=self.patience,
-                samples_per_epoch=self.samples_per_epoch, seed=self.seed, device=device,
+                self.net_,
+                panel,
+                torch.from_numpy(targets).to(device),
+                train_rows,
+                val_rows,
+                FocalLoss(self.gamma, self.alpha),
+                window=self.window,
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                patience=self.patience,
+                samples_per_epoch=self.samples_per_epoch,
+                seed=self.seed,
+                device=device,
             ).epochs
             scores = self._panel_scores(panel, grid_rows, device)
         self.net_.to("cpu").eval()
@@ -132,13 +160,15 @@ class SequencePeakClassifier(BasePeakModel):
 
     def _save_model(self, directory: Path) -> dict:
         torch.save(self.net_.state_dict(), directory / _WEIGHTS_FILE)
-        return {"weights_file": _WEIGHTS_FILE, "scaler": self.scaler_.to_dict(),
-                "input_channels": [*INPUT_CHANNELS, "cpu_over_threshold"]}
+        return {
+            "weights_file": _WEIGHTS_FILE,
+            "scaler": self.scaler_.to_dict(),
+            "input_channels": [*INPUT_CHANNELS, "cpu_over_threshold"],
+        }
 
     def _load_model(self, directory: Path, config: dict) -> None:
         self.net_ = self._network()
-        self.net_.load_state_dict(torch.load(directory / config["weights_file"], map_location="cpu",
-                                             weights_only=True))
+        self.net_.load_state_dict(torch.load(directory / config["weights_file"], map_location="cpu", weights_only=True))
         self.net_.eval()
         self.scaler_ = EntityScaler.from_dict(config["scaler"])
 
@@ -146,7 +176,10 @@ class SequencePeakClassifier(BasePeakModel):
 def _grid_rows(panel, metrics: pd.DataFrame) -> np.ndarray:
     """For each metrics row, its row in the panel (both keyed by entity and 5-minute slot)."""
     keys = pd.MultiIndex.from_arrays([panel.frame["entity_id"].astype(str), panel.frame["ts"]])
-    wanted = pd.MultiIndex.from_arrays([
-        metrics["entity_id"].astype(str), pd.to_datetime(metrics["ts"], utc=True).dt.floor(f"{STEP_SECONDS}s"),
-    ])
+    wanted = pd.MultiIndex.from_arrays(
+        [
+            metrics["entity_id"].astype(str),
+            pd.to_datetime(metrics["ts"], utc=True).dt.floor(f"{STEP_SECONDS}s"),
+        ]
+    )
     return keys.get_indexer(wanted)
