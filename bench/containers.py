@@ -94,7 +94,7 @@ def predictor_ready_seconds(champion: Path, image: str) -> float:
         image,
         "python",
         "-m",
-        "serving",
+        "ml_cloud_optimizer.serving",
         "--model_name=bench",
         "--model_dir=/mnt/models",
     )

@@ -1,7 +1,7 @@
 """How long the model server takes to load a tabular champion, now that torch stays out of its way.
 
 Each sample is a fresh interpreter that imports the predictor and loads a LightGBM champion
-(``ForecastModel.load``), as ``python -m serving`` does before it opens its ports. The baseline,
+(``ForecastModel.load``), as ``python -m ml_cloud_optimizer.serving`` does before it opens its ports. The baseline,
 in the same run and alternating with it, is the same process importing torch first, which is what
 every tabular champion paid before torch was confined to the recurrent models' modules.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from serving_support import champion
 
-LOAD = "from serving.model import ForecastModel; ForecastModel('bench', {dir!r}).load()"
+LOAD = "from ml_cloud_optimizer.serving.model import ForecastModel; ForecastModel('bench', {dir!r}).load()"
 
 
 def seconds(code: str) -> float:

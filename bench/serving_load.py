@@ -5,7 +5,7 @@
 With no ``--model_dir`` it first trains a small LightGBM champion (forecaster with p90
 boosters, plus the peak classifier) on generated data, so it runs on a fresh clone. Then:
 
-1. starts our server (``python -m serving``) and MLServer + mlserver-lightgbm (installed in
+1. starts our server (``python -m ml_cloud_optimizer.serving``) and MLServer + mlserver-lightgbm (installed in
    ``.venv-mlserver`` by ``tools/install_mlserver.sh``) serving the champion's ``p50_h12``
    booster file, and checks that both give the same forecast for the same rows;
 2. drives them from a separate process (``wrk``, or a Python asyncio driver where wrk is
@@ -182,7 +182,7 @@ def stop(process: subprocess.Popen) -> None:
 
 def start_mlserver(model_dir: Path, workdir: Path, env: dict) -> tuple[subprocess.Popen, str]:
     """MLServer with mlserver-lightgbm serving the champion's headline p50 booster file."""
-    from serving.local import free_port
+    from ml_cloud_optimizer.serving.local import free_port
 
     subprocess.run([str(ROOT / "tools" / "install_mlserver.sh")], check=True, stdout=sys.stderr)
     repo = workdir / "mlserver"
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sys.path.insert(0, str(ROOT))
-    from serving.local import LocalServer
+    from ml_cloud_optimizer.serving.local import LocalServer
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ours_v2, ours_v1 = f"/v2/models/{MODEL_NAME}/infer", f"/v1/models/{MODEL_NAME}:predict"

@@ -4,6 +4,11 @@ from pathlib import Path
 
 import yaml
 
+# The committed pipeline YAML, inside the package (ml_cloud_optimizer.pipelines.compile writes it).
+COMPILED_DIR = Path(__file__).resolve().parents[1] / "src" / "ml_cloud_optimizer" / "pipelines" / "compiled"
+WORKLOAD_YAML = COMPILED_DIR / "workload_pipeline.yaml"
+BATCH_YAML = COMPILED_DIR / "batch_pipeline.yaml"
+
 
 def read_compiled(path: Path) -> tuple[dict, dict]:
     """The PipelineSpec and the Kubernetes platform spec's executors of the compiled YAML at ``path``."""

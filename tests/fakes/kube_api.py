@@ -2,12 +2,12 @@
 
 It plays three parts, each only as far as the deploy step can tell them apart:
 
-* the API server: ``serving.kserve.io/v1beta1`` InferenceServices (get, list, create, JSON merge
+* the API server: ``ml_cloud_optimizer.serving.kserve.io/v1beta1`` InferenceServices (get, list, create, JSON merge
   patch, delete) and ``apps/v1`` Deployments (get, list with an equality label selector).
   Any change outside ``metadata`` bumps an InferenceService's ``metadata.generation``
   (apiextensions-apiserver ``pkg/registry/customresource/strategy.go``, ``PrepareForUpdate``);
 * KServe's controller in Standard (raw) mode: one Deployment ``<name>-predictor`` per
-  InferenceService, labelled ``serving.kserve.io/inferenceservice=<name>`` and
+  InferenceService, labelled ``ml_cloud_optimizer.serving.kserve.io/inferenceservice=<name>`` and
   ``component=predictor``, whose pod template carries the predictor's ``storageUri`` in the
   annotation ``internal.serving.kserve.io/storage-initializer-sourceuri`` (kserve
   ``pkg/controller/v1beta1/inferenceservice/components/predictor.go``, ``buildObjectMeta``,
@@ -132,7 +132,7 @@ def base_inference_service() -> dict:
 
 def serving(isvc: dict, candidate) -> dict:
     """A copy of ``isvc`` that serves ``candidate`` as a finished rollout of the deploy step leaves it."""
-    from components._deploy import champion_annotations
+    from ml_cloud_optimizer.components._deploy import champion_annotations
 
     result = copy.deepcopy(isvc)
     result["spec"]["predictor"]["model"]["storageUri"] = candidate.storage_uri

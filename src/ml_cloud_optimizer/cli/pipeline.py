@@ -160,7 +160,7 @@ def _reads_settings(command):
     @functools.wraps(command)
     def checked(args: argparse.Namespace) -> int:
         try:
-            import pipelines.settings  # noqa: F401
+            import ml_cloud_optimizer.pipelines.settings  # noqa: F401
         except ValueError as exc:
             raise UserError(str(exc)) from None
         return command(args)
@@ -179,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UserError(f"--{exc}") from None  # "--horizons 1,6: must include 12 (...)"
     from ml_cloud_optimizer.pipeline_steps.environment import local_tracking_uri
-    from pipelines import local, local_docker, settings
+    from ml_cloud_optimizer.pipelines import local, local_docker, settings
 
     home = Path(os.environ.get("MLCO_HOME") or ".mlco").absolute()
     if args.image and args.runner != "docker":
@@ -238,8 +238,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_batch(args: argparse.Namespace, home: Path, image: str | None) -> int:
-    from pipelines import local
-    from pipelines.batch_pipeline import DEFAULT_CHAMPION, run_batch_local
+    from ml_cloud_optimizer.pipelines import local
+    from ml_cloud_optimizer.pipelines.batch_pipeline import DEFAULT_CHAMPION, run_batch_local
 
     if not 0 < args.target_utilization <= 1:
         raise UserError(f"--target-utilization wants a share in (0, 1], got {args.target_utilization}")
@@ -267,7 +267,7 @@ def _run_batch(args: argparse.Namespace, home: Path, image: str | None) -> int:
 
 @_reads_settings
 def _compile(args: argparse.Namespace) -> int:
-    from pipelines import compile as pipeline_compile
+    from ml_cloud_optimizer.pipelines import compile as pipeline_compile
 
     names = [args.pipeline or "workload"] if args.out or args.pipeline else list(pipeline_compile.PIPELINES)
     stale = False
@@ -288,7 +288,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 @_reads_settings
 def _submit(args: argparse.Namespace) -> int:
-    from pipelines import remote
+    from ml_cloud_optimizer.pipelines import remote
 
     with _package(args.package, args.pipeline) as package:
         params = _params(args.param, package)
@@ -308,8 +308,8 @@ def _submit(args: argparse.Namespace) -> int:
 
 @_reads_settings
 def _schedule(args: argparse.Namespace) -> int:
-    from pipelines import remote
-    from pipelines.cron import CronError, validate_cron
+    from ml_cloud_optimizer.pipelines import remote
+    from ml_cloud_optimizer.pipelines.cron import CronError, validate_cron
 
     try:
         cron = validate_cron(args.cron)
@@ -338,7 +338,7 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from pipelines import remote
+    from ml_cloud_optimizer.pipelines import remote
 
     with _server_errors(args.host):
         client = _connect(args)

@@ -1,6 +1,6 @@
 """`mlco serve`: serve the local champion with the project's KServe model server.
 
-A thin wrapper over ``python -m serving`` (the entry point the ServingRuntime runs), with
+A thin wrapper over ``python -m ml_cloud_optimizer.serving`` (the entry point the ServingRuntime runs), with
 the champion directory that ``mlco train`` exports (``$MLCO_HOME/train/champion``) as the
 default model directory.
 """
@@ -51,7 +51,7 @@ def _serve(args) -> int:
         port = getattr(args, name)
         if not 0 < port < 65536:
             raise UserError(f"--{name} must be a TCP port in 1..65535, got {port}")
-    from serving.__main__ import main as serve_main  # KServe is heavy: import it only to serve
+    from ml_cloud_optimizer.serving.__main__ import main as serve_main  # KServe is heavy: import it only to serve
 
     return serve_main(
         [

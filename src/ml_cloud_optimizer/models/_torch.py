@@ -5,7 +5,7 @@ train the same kind of network on the same windows (``windows``), so the pieces 
 here, and torch is imported by this module and the two that use it, nothing else. The model
 server imports ``models`` for every champion; only a champion with a recurrent forecaster or
 peak model reaches this module, so serving a LightGBM champion never loads torch (the lean
-predictor image has none; ``tests/test_serving_imports.py`` checks it).
+predictor image has none; ``tests/serving/test_serving_imports.py`` checks it).
 
 The module is private: its names are the models' machinery, not an API. ``bench/train_speed.py``
 times ``train_epoch`` and ``RecurrentNet`` as they are, and ``imbalance.FocalLoss`` names the
