@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
 from ml_cloud_optimizer.data.schema import VALUE_COLUMNS
 from ml_cloud_optimizer.data.synthetic import generate_fleet
@@ -101,3 +102,27 @@ def infer(model, body):
     """``model``'s answer to ``body`` through KServe's stages (preprocess -> predict -> postprocess)."""
     response, _headers = asyncio.run(model(body))
     return response
+
+
+def grpc_history(history: pd.DataFrame) -> list:
+    """The history as v2 gRPC input tensors (``ModelInferRequest.inputs``)."""
+    n = len(history)
+    tensor, contents = pb.ModelInferRequest.InferInputTensor, pb.InferTensorContents
+    tensors = [
+        tensor(
+            name="entity_id",
+            datatype="BYTES",
+            shape=[n],
+            contents=contents(bytes_contents=[e.encode() for e in history["entity_id"]]),
+        ),
+        tensor(
+            name="ts",
+            datatype="INT64",
+            shape=[n],
+            contents=contents(int64_contents=(history["ts"].astype("int64") // 10**9).tolist()),
+        ),
+    ]
+    return tensors + [
+        tensor(name=c, datatype="FP64", shape=[n], contents=contents(fp64_contents=history[c].tolist()))
+        for c in VALUE_COLUMNS
+    ]

@@ -27,9 +27,8 @@ import yaml
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
-from ml_cloud_optimizer.data.schema import VALUE_COLUMNS
 from ml_cloud_optimizer.models.bundle import ModelBundle
-from serving_support import champion, history_sample, v1_history, v2_history
+from serving_support import champion, grpc_history, history_sample, v1_history, v2_history
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -237,36 +236,12 @@ def test_predictor_container_answers_v1_v2_and_grpc(model_dir, image):
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             assert stub.ModelReady(pb.ModelReadyRequest(name=name), timeout=10).ready
-            reply = stub.ModelInfer(pb.ModelInferRequest(model_name=name, inputs=grpc_inputs(history)), timeout=30)
+            reply = stub.ModelInfer(pb.ModelInferRequest(model_name=name, inputs=grpc_history(history)), timeout=30)
         names = [o.name for o in reply.outputs]
         p50 = np.frombuffer(reply.raw_output_contents[names.index("p50_h1")], dtype=np.float64)
         np.testing.assert_allclose(p50, offline["p50_h1"].to_numpy(), rtol=1e-9)
     finally:
         docker("rm", "-f", container, check=False)
-
-
-def grpc_inputs(history: pd.DataFrame) -> list:
-    n = len(history)
-    tensors = [
-        pb.ModelInferRequest.InferInputTensor(
-            name="entity_id",
-            datatype="BYTES",
-            shape=[n],
-            contents=pb.InferTensorContents(bytes_contents=[e.encode() for e in history["entity_id"]]),
-        ),
-        pb.ModelInferRequest.InferInputTensor(
-            name="ts",
-            datatype="INT64",
-            shape=[n],
-            contents=pb.InferTensorContents(int64_contents=(history["ts"].astype("int64") // 10**9).tolist()),
-        ),
-    ]
-    return tensors + [
-        pb.ModelInferRequest.InferInputTensor(
-            name=c, datatype="FP64", shape=[n], contents=pb.InferTensorContents(fp64_contents=history[c].tolist())
-        )
-        for c in VALUE_COLUMNS
-    ]
 
 
 # -- the pipeline, every component in its container --------------------------------------------

@@ -31,6 +31,7 @@ from serving_support import (
     MODEL_NAME,
     champion,
     feature_rows,
+    grpc_history,
     history_sample,
     v1_features,
     v1_history,
@@ -169,27 +170,7 @@ def test_grpc_infer_and_health(server, history, offline):
         meta = stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL_NAME), timeout=10)
         assert "features" in [t.name for t in meta.inputs]
 
-        n = len(history)
-        tensors = [
-            pb.ModelInferRequest.InferInputTensor(
-                name="entity_id",
-                datatype="BYTES",
-                shape=[n],
-                contents=pb.InferTensorContents(bytes_contents=[e.encode() for e in history["entity_id"]]),
-            ),
-            pb.ModelInferRequest.InferInputTensor(
-                name="ts",
-                datatype="INT64",
-                shape=[n],
-                contents=pb.InferTensorContents(int64_contents=(history["ts"].astype("int64") // 10**9).tolist()),
-            ),
-        ]
-        tensors += [
-            pb.ModelInferRequest.InferInputTensor(
-                name=c, datatype="FP64", shape=[n], contents=pb.InferTensorContents(fp64_contents=history[c].tolist())
-            )
-            for c in VALUE_COLUMNS
-        ]
+        tensors = grpc_history(history)
         reply = stub.ModelInfer(pb.ModelInferRequest(model_name=MODEL_NAME, inputs=tensors), timeout=30)
         names = [o.name for o in reply.outputs]
         assert reply.id
