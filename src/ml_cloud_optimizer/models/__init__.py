@@ -7,7 +7,7 @@ kinds) pays for neither scikit-learn nor any model library.
 
 from __future__ import annotations
 
-import importlib
+from ml_cloud_optimizer._lazy import lazy_exports
 
 __all__ = [
     "DEFAULT_HORIZONS",
@@ -20,13 +20,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.base"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(__all__, "base"))

@@ -16,7 +16,7 @@ runs are stored and read by ``ml_cloud_optimizer.warehouse.optimizer_runs``.
 
 from __future__ import annotations
 
-import importlib
+from ml_cloud_optimizer._lazy import lazy_exports
 
 __all__ = [
     "DEFAULT_GRANULARITY",
@@ -67,13 +67,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
