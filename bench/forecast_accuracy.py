@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from ml_cloud_optimizer.cli.train import build_candidates, load_metrics
-    from ml_cloud_optimizer.evaluation import evaluate_holdout, leaderboard, stderr_progress, to_markdown
-    from ml_cloud_optimizer.models.base import HEADLINE_HORIZON
+    from ml_cloud_optimizer.evaluation import evaluate_holdout, leaderboard, to_markdown
+    from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
 
     started = time.perf_counter()
     if args.trace != "synthetic" and not Path(args.trace).exists():
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     _say(f"data: {fleet.source}: {metrics['entity_id'].nunique()} entities, {len(metrics):,} rows")
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
     candidates = build_candidates(kinds, trials=args.trials, epochs=args.epochs, jobs=args.jobs, progress=_say)
-    evaluation = evaluate_holdout(candidates, metrics, holdout=args.holdout, progress=stderr_progress)
+    evaluation = evaluate_holdout(candidates, metrics, holdout=args.holdout, progress=_say)
     board = leaderboard(evaluation.scores)
     _say(to_markdown(board))
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-# The committed pipeline YAML, inside the package (ml_cloud_optimizer.pipelines.compile writes it).
+# The committed pipeline YAML, inside the package (ml_cloud_optimizer.pipelines.runners.compile writes it).
 COMPILED_DIR = Path(__file__).resolve().parents[1] / "src" / "ml_cloud_optimizer" / "pipelines" / "compiled"
 WORKLOAD_YAML = COMPILED_DIR / "workload_pipeline.yaml"
 BATCH_YAML = COMPILED_DIR / "batch_pipeline.yaml"

@@ -1,4 +1,6 @@
-"""Shared fixtures: a real PostgreSQL warehouse per test, and small fleets to put in it (``fleets.py``).
+"""Fixtures more than one area uses: a real PostgreSQL warehouse per test, and the package logger restored.
+
+Each area keeps its own fixtures in its folder's ``conftest.py`` or its test modules.
 
 ``warehouse_url`` is one server for the whole session: ``DATABASE_URL`` when set, else an
 embedded PostgreSQL in a temporary directory, stopped and removed when the session ends.
@@ -9,12 +11,13 @@ schema applied, as an open psycopg2 connection, and drops the database afterward
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from contextlib import closing
 
 import pytest
 
-from fleets import make_small_fleet
+from ml_cloud_optimizer import logs
 from ml_cloud_optimizer.warehouse import apply_schema, connect, create_database, drop_database
 from ml_cloud_optimizer.warehouse.server import temporary_server
 
@@ -49,6 +52,19 @@ def warehouse(warehouse_dsn):
 
 
 @pytest.fixture
-def small_fleet():
-    """The ``make_small_fleet`` factory: ``small_fleet(records=2000, entities=3, seed=0, start=...)``."""
-    return make_small_fleet
+def restore_logging():
+    """The package logger, left as the test found it (``mlco``'s ``main`` configures it)."""
+    logger = logging.getLogger(logs.LOGGER)
+    mine = [h for h in logger.handlers if _ours_or_null(h)]
+    level, propagate = logger.level, logger.propagate
+    yield logger
+    for handler in [h for h in logger.handlers if _ours_or_null(h)]:
+        logger.removeHandler(handler)
+    for handler in mine:
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = propagate
+
+
+def _ours_or_null(handler: logging.Handler) -> bool:  # pytest attaches its own handlers too: leave those alone
+    return getattr(handler, "_mlco", False) or isinstance(handler, logging.NullHandler)

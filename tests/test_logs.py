@@ -11,23 +11,7 @@ import pytest
 from ml_cloud_optimizer import logs
 from ml_cloud_optimizer.cli import build_parser
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    logger = logging.getLogger(logs.LOGGER)
-    mine = [h for h in logger.handlers if _ours_or_null(h)]
-    level, propagate = logger.level, logger.propagate
-    yield logger
-    for handler in [h for h in logger.handlers if _ours_or_null(h)]:
-        logger.removeHandler(handler)
-    for handler in mine:
-        logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = propagate
-
-
-def _ours_or_null(handler: logging.Handler) -> bool:  # pytest attaches its own handlers too: leave those alone
-    return getattr(handler, "_mlco", False) or isinstance(handler, logging.NullHandler)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _ours(logger: logging.Logger) -> list[logging.Handler]:

@@ -32,7 +32,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ml_cloud_optimizer.dashboard.data import PARTS, find_part, load_part
-from ml_cloud_optimizer.models.base import HEADLINE_HORIZON
+from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
 from ml_cloud_optimizer.optimizer.plots import backtest_summary_figure, capacity_figure, recommendation_figure
 
 __all__ = ["REPORT_FILE", "build_report"]

@@ -204,7 +204,7 @@ def train_and_export(
 
     from ml_cloud_optimizer.evaluation import evaluate_holdout, leaderboard, write_leaderboard
     from ml_cloud_optimizer.evaluation.plots import plot_error_by_horizon, plot_forecasts
-    from ml_cloud_optimizer.models.base import HEADLINE_HORIZON
+    from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
     from ml_cloud_optimizer.models.bundle import ModelBundle
 
     say = progress or (lambda _message: None)

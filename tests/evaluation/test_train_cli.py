@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from contextlib import closing
 
 import pytest
 
-from ml_cloud_optimizer import logs
 from ml_cloud_optimizer.cli import UserError, main
 from ml_cloud_optimizer.cli import train as train_cli
 from ml_cloud_optimizer.data.io import write_fleet
@@ -22,25 +20,6 @@ def _run(argv: list[str]) -> int:
     train_cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
     return args.func(args)
-
-
-@pytest.fixture
-def restore_logging():
-    """``mlco``'s ``main`` configures the package logger; leave it as the test found it."""
-    logger = logging.getLogger(logs.LOGGER)
-    mine = [h for h in logger.handlers if _ours_or_null(h)]
-    level, propagate = logger.level, logger.propagate
-    yield logger
-    for handler in [h for h in logger.handlers if _ours_or_null(h)]:
-        logger.removeHandler(handler)
-    for handler in mine:
-        logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = propagate
-
-
-def _ours_or_null(handler: logging.Handler) -> bool:  # pytest attaches its own handlers too: leave those alone
-    return getattr(handler, "_mlco", False) or isinstance(handler, logging.NullHandler)
 
 
 @pytest.fixture

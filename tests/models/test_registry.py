@@ -172,7 +172,8 @@ def test_lists_derived_at_import_include_a_new_kind(tmp_path):
         from ml_cloud_optimizer.cli import pipeline as pipeline_cli, train as train_cli
         from ml_cloud_optimizer.evaluation.leaderboard import SIMPLICITY
         from ml_cloud_optimizer.pipeline_steps import training
-        from ml_cloud_optimizer.pipelines import local, settings
+        from ml_cloud_optimizer.pipelines import settings
+        from ml_cloud_optimizer.pipelines.runners import local
         args = local.local_arguments(models=["toy", "gru"])
         print(json.dumps({{
             "settings": settings.TABULAR_MODELS, "training": list(training.TABULAR_KINDS),
@@ -204,12 +205,12 @@ def test_horizons_are_checked_and_normalised():
 
 
 def test_mlco_run_without_the_headline_horizon_fails_before_anything_starts(monkeypatch, capsys):
-    import ml_cloud_optimizer.pipelines.local
+    import ml_cloud_optimizer.pipelines.runners.local
 
     def must_not_run(*_args, **_kwargs):
         raise AssertionError("the pipeline was started")
 
-    monkeypatch.setattr(ml_cloud_optimizer.pipelines.local, "run_local", must_not_run)
+    monkeypatch.setattr(ml_cloud_optimizer.pipelines.runners.local, "run_local", must_not_run)
     started = time.perf_counter()
     code = cli.main(["run", "--horizons", "1,6"])
     seconds = time.perf_counter() - started
@@ -221,7 +222,8 @@ def test_mlco_run_without_the_headline_horizon_fails_before_anything_starts(monk
 def test_mlco_run_refuses_bad_horizons_without_importing_the_pipeline_or_a_model():
     code = (
         "import sys; from ml_cloud_optimizer.cli import main; rc = main(['run', '--horizons', '1,6']);"
-        "print(rc, [m for m in ('ml_cloud_optimizer.pipelines.local', 'kfp', 'lightgbm', 'torch') if m in sys.modules])"
+        "heavy = ('ml_cloud_optimizer.pipelines.runners.local', 'kfp', 'lightgbm', 'torch');"
+        "print(rc, [m for m in heavy if m in sys.modules])"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -238,8 +240,8 @@ def test_mlco_run_refuses_bad_horizons_without_importing_the_pipeline_or_a_model
 
 def test_every_other_entry_point_refuses_the_same_horizons():
     from ml_cloud_optimizer.pipeline_steps.training import train_forecaster
-    from ml_cloud_optimizer.pipelines.local import local_arguments
-    from ml_cloud_optimizer.pipelines.remote import ParameterError, parse_params
+    from ml_cloud_optimizer.pipelines.runners.local import local_arguments
+    from ml_cloud_optimizer.pipelines.runners.remote import ParameterError, parse_params
 
     with pytest.raises(ValueError, match="must include 12"):
         local_arguments(horizons=[1, 6])

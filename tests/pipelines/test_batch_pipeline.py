@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from compiled_yaml import BATCH_YAML, read_compiled
+from compiled_yaml import BATCH_YAML
 from ml_cloud_optimizer.data.schema import STEP
-from ml_cloud_optimizer.pipelines.local import environment
+from ml_cloud_optimizer.pipelines.runners.execute import environment
 from ml_cloud_optimizer.warehouse import (
     apply_schema,
     connect,
@@ -36,16 +36,6 @@ CPU_IMAGE = "ghcr.io/mlco/ml-cloud-optimizer:0.1.0"
 ENTITIES = 4
 STEPS = 600  # about two days per entity
 LOOKBACK_HOURS = 4  # 48 steps, above the tiny model's min_history (25)
-
-
-@pytest.fixture(scope="module")
-def spec() -> dict:
-    return read_compiled(COMPILED)[0]
-
-
-@pytest.fixture(scope="module")
-def platform() -> dict:
-    return read_compiled(COMPILED)[1]
 
 
 @pytest.mark.usefixtures("spec")
@@ -97,7 +87,15 @@ def test_committed_yaml_is_current(tmp_path):
     fresh = tmp_path / "batch.yaml"
     env = {k: v for k, v in os.environ.items() if k not in ("MLCO_IMAGE", "MLCO_CUDA_IMAGE")}
     result = subprocess.run(
-        [sys.executable, "-m", "ml_cloud_optimizer.pipelines.compile", "--pipeline", "batch", "--out", str(fresh)],
+        [
+            sys.executable,
+            "-m",
+            "ml_cloud_optimizer.pipelines.runners.compile",
+            "--pipeline",
+            "batch",
+            "--out",
+            str(fresh),
+        ],
         check=False,
         cwd=ROOT,
         env=env,
@@ -150,7 +148,7 @@ def database(warehouse_url, fleet):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, database, champion_dir):
     """Register the champion in a local MLflow store, then run the batch pipeline once through kfp.local."""
-    from ml_cloud_optimizer.pipelines.batch_pipeline import run_batch_local
+    from ml_cloud_optimizer.pipelines.runners.local import run_batch_local
     from ml_cloud_optimizer.tracking import Tracker
 
     home = tmp_path_factory.mktemp("mlco_home")

@@ -28,16 +28,6 @@ OVERLAYS = {"dev": ROOT / "manifests" / "overlays" / "dev", "prod": ROOT / "mani
 COMPILE_ENV = ("MLCO_IMAGE", "MLCO_CUDA_IMAGE", "MLCO_GPU_NODE_SELECTOR")
 
 
-@pytest.fixture(scope="module")
-def spec() -> dict:
-    return read_compiled(COMPILED)[0]
-
-
-@pytest.fixture(scope="module")
-def platform() -> dict:
-    return read_compiled(COMPILED)[1]
-
-
 def all_tasks(spec: dict) -> dict[str, dict]:
     """Every task in the root DAG and in every nested DAG (loops, conditions, exit handler), by name."""
     tasks = dict(spec["root"]["dag"]["tasks"])
@@ -55,7 +45,7 @@ def compile_in_subprocess(*args: str, **env_overrides: str) -> subprocess.Comple
     env = {k: v for k, v in os.environ.items() if k not in COMPILE_ENV}
     env.update(env_overrides)
     return subprocess.run(
-        [sys.executable, "-m", "ml_cloud_optimizer.pipelines.compile", *args],
+        [sys.executable, "-m", "ml_cloud_optimizer.pipelines.runners.compile", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -194,9 +184,9 @@ def _kustomize(directory: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(done.stdout) if d]
 
 
-@pytest.mark.parametrize("compiled", [COMPILED, BATCH_COMPILED], ids=["workload", "batch"])
-def test_mlflow_tasks_read_the_tracking_server_from_the_settings_config_map(compiled):
-    spec, platform = read_compiled(compiled)
+@pytest.mark.parametrize("yaml_path", [COMPILED, BATCH_COMPILED], ids=["workload", "batch"])
+def test_mlflow_tasks_read_the_tracking_server_from_the_settings_config_map(yaml_path):
+    spec, platform = read_compiled(yaml_path)
     # The parameter's default "" means "from the environment": no address is baked into the pipeline.
     assert spec["root"]["inputDefinitions"]["parameters"]["mlflow_tracking_uri"]["defaultValue"] == ""
     uses_mlflow = {

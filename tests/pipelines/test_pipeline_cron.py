@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ml_cloud_optimizer.pipelines.cron import CronError, validate_cron
+from ml_cloud_optimizer.pipelines.runners.cron import CronError, validate_cron
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from ml_cloud_optimizer import cli
-from ml_cloud_optimizer.pipelines.local import environment
+from ml_cloud_optimizer.pipelines.runners.execute import environment
 from ml_cloud_optimizer.warehouse import connect, create_database, drop_database
 
 pytestmark = pytest.mark.slow  # whole pipelines through kfp.local: minutes on two cores
@@ -153,7 +153,7 @@ def test_kfp_artifacts_carry_metrics_for_the_ui(run):
 
 
 def test_a_failing_run_is_recorded_and_names_the_task(tmp_path, database):
-    from ml_cloud_optimizer.pipelines import local
+    from ml_cloud_optimizer.pipelines.runners import local
 
     arguments = local.local_arguments(records=1000, models=["lightgbm"], source=str(tmp_path / "missing.csv"))
     progress = io.StringIO()

@@ -346,7 +346,7 @@ def test_a_missing_or_foreign_namespace_is_one_line(mlco, multi_user_api, capsys
 
 
 def test_in_cluster_service_account_token_is_read_on_every_request(multi_user_api, tmp_path, monkeypatch):
-    from ml_cloud_optimizer.pipelines import remote
+    from ml_cloud_optimizer.pipelines.runners import remote
 
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")

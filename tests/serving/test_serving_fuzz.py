@@ -24,7 +24,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from ml_cloud_optimizer.serving.local import LocalServer
-from serving_support import MODEL_NAME, champion, history_sample, v1_history, v2_history
+from serving_support import MODEL_NAME, history_sample, v1_history, v2_history
 
 pytestmark = pytest.mark.slow  # many generated requests against a real server
 
@@ -67,11 +67,10 @@ json_objects = st.dictionaries(field_names | st.text(max_size=8), json_values, m
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    model_dir = champion(tmp_path_factory.getbasetemp())
+def server(champion_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("fuzz") / "server.log"
     args = ("--max_batch_entities", "8", "--max_history_rows", "5000")
-    with LocalServer(model_dir, MODEL_NAME, args=args, log_path=log) as running:
+    with LocalServer(champion_dir, MODEL_NAME, args=args, log_path=log) as running:
         yield running
 
 

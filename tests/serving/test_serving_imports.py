@@ -18,7 +18,7 @@ import pytest
 
 from ml_cloud_optimizer.data.synthetic import generate_fleet
 from ml_cloud_optimizer.models.bundle import ModelBundle
-from serving_support import champion, history_sample, v1_history
+from serving_support import history_sample, v1_history
 
 pytestmark = pytest.mark.slow  # fresh interpreters that train and serve a champion
 
@@ -89,8 +89,8 @@ def _check(result, model_dir, history, absent) -> None:
         assert row["peak_prob"] == pytest.approx(offline.loc[row["entity_id"], "peak_prob"], rel=1e-6)
 
 
-def test_a_tabular_champion_is_served_without_the_training_stack(tmp_path_factory, tmp_path):
-    model_dir = champion(tmp_path_factory.mktemp("lean"))
+def test_a_tabular_champion_is_served_without_the_training_stack(champion_dir, tmp_path):
+    model_dir = champion_dir
     history = history_sample(entities=2)
     result = _serve_in_child(model_dir, history, TRAINING_ONLY, tmp_path)
     _check(result, model_dir, history, TRAINING_ONLY)

@@ -29,7 +29,6 @@ from ml_cloud_optimizer.models.bundle import ModelBundle
 from ml_cloud_optimizer.serving.local import LocalServer, free_port
 from serving_support import (
     MODEL_NAME,
-    champion,
     feature_rows,
     grpc_history,
     history_sample,
@@ -43,15 +42,10 @@ FORECAST = ["p50_h1", "p50_h12", "p90_h1", "p90_h12"]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return champion(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
-def server(model_dir, tmp_path_factory):
+def server(champion_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "server.log"
     args = ("--max_batch_entities", str(MAX_ENTITIES), "--max_body_mb", "2")
-    with LocalServer(model_dir, MODEL_NAME, args=args, log_path=log) as running:
+    with LocalServer(champion_dir, MODEL_NAME, args=args, log_path=log) as running:
         yield running
 
 
@@ -67,9 +61,9 @@ def history():
 
 
 @pytest.fixture(scope="module")
-def offline(model_dir, history):
+def offline(champion_dir, history):
     """What the bundle predicts offline for ``history``, one row per entity."""
-    return ModelBundle.load(model_dir).predict(history).set_index("entity_id")
+    return ModelBundle.load(champion_dir).predict(history).set_index("entity_id")
 
 
 def expected_capacity(p90: np.ndarray, vcpus: float, replicas: int, target: float) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +72,7 @@ def expected_capacity(p90: np.ndarray, vcpus: float, replicas: int, target: floa
     return cores, np.maximum(np.ceil(cores / vcpus - 1e-9), 1)
 
 
-def test_health_readiness_and_metadata(http, model_dir):
+def test_health_readiness_and_metadata(http, champion_dir):
     assert http.get("/v2/health/live").json() == {"live": True}
     assert http.get("/v2/health/ready").json() == {"ready": True}
     assert http.get(f"/v2/models/{MODEL_NAME}/ready").json() == {"name": MODEL_NAME, "ready": True}
@@ -88,7 +82,7 @@ def test_health_readiness_and_metadata(http, model_dir):
     meta = http.get(f"/v2/models/{MODEL_NAME}").json()
     inputs = {t["name"]: t for t in meta["inputs"]}
     outputs = {t["name"]: t for t in meta["outputs"]}
-    n_features = len(ModelBundle.load(model_dir).forecaster.feature_spec.columns)
+    n_features = len(ModelBundle.load(champion_dir).forecaster.feature_spec.columns)
     assert inputs["features"] == {"name": "features", "datatype": "FP64", "shape": [-1, n_features]}
     assert inputs["entity_id"]["datatype"] == "BYTES" and inputs["ts"]["datatype"] == "INT64"
     assert set(VALUE_COLUMNS) <= set(inputs)
@@ -184,10 +178,10 @@ def test_grpc_infer_and_health(server, history, offline):
         assert "inputs.ts" in caught.value.details()
 
 
-def test_feature_rows_answer_as_the_history_does(http, model_dir, history, offline):
+def test_feature_rows_answer_as_the_history_does(http, champion_dir, history, offline):
     """Ready-made rows from the core's feature function give the history path's forecasts, v1 and v2."""
-    rows = feature_rows(model_dir, history)
-    columns = ModelBundle.load(model_dir).forecaster.feature_spec.columns
+    rows = feature_rows(champion_dir, history)
+    columns = ModelBundle.load(champion_dir).forecaster.feature_spec.columns
     response = http.post(f"/v1/models/{MODEL_NAME}:predict", json=v1_features(rows, columns))
     assert response.status_code == 200, response.text
     served = pd.DataFrame(response.json()["predictions"]).set_index("entity_id")
@@ -308,11 +302,11 @@ def test_each_stage_of_a_request_is_timed_by_kserves_histograms(http, history):
         ), name
 
 
-def test_feature_row_forecaster_matches_the_core_bit_for_bit(model_dir):
+def test_feature_row_forecaster_matches_the_core_bit_for_bit(champion_dir):
     """The matrix path serving runs on feature rows (``TabularForecaster.predict_matrix``) gives exactly
     what ``TabularForecaster.predict_features`` gives, NaNs included."""
-    forecaster = ModelBundle.load(model_dir).forecaster
-    rows = feature_rows(model_dir, history_sample(entities=5, steps=40))
+    forecaster = ModelBundle.load(champion_dir).forecaster
+    rows = feature_rows(champion_dir, history_sample(entities=5, steps=40))
     rows = pd.concat([rows, rows.assign(mem_util=np.nan, cpu_util_lag_24=np.nan)], ignore_index=True)
     rows["entity_id"] = [f"row{i}" for i in range(len(rows))]
     core = forecaster.predict_features(rows, check_history=False).set_index("entity_id").loc[rows["entity_id"]]
@@ -328,9 +322,9 @@ def test_feature_row_forecaster_matches_the_core_bit_for_bit(model_dir):
 
 
 @pytest.mark.usefixtures("offline")
-def test_asking_for_one_output_returns_one_output(http, model_dir, history):
-    rows = feature_rows(model_dir, history)
-    matrix = rows[ModelBundle.load(model_dir).forecaster.feature_spec.columns].fillna(0.0).to_numpy("float64")
+def test_asking_for_one_output_returns_one_output(http, champion_dir, history):
+    rows = feature_rows(champion_dir, history)
+    matrix = rows[ModelBundle.load(champion_dir).forecaster.feature_spec.columns].fillna(0.0).to_numpy("float64")
     body = {
         "inputs": [
             {"name": "features", "datatype": "FP64", "shape": list(matrix.shape), "data": matrix.ravel().tolist()}
@@ -346,7 +340,7 @@ def test_asking_for_one_output_returns_one_output(http, model_dir, history):
     assert http.post(f"/v2/models/{MODEL_NAME}/infer", json=body).status_code == 400
 
 
-def test_more_than_one_worker_is_refused_in_one_line(model_dir):
+def test_more_than_one_worker_is_refused_in_one_line(champion_dir):
     """KServe's --workers > 1 spawns processes that import ``kserve.model_server:app`` afresh
     (kserve/protocol/rest/multiprocess/server.py, a "spawn" context; rest/server.py
     ``create_application``), without this server's handlers, body limit and counters: refused,
@@ -356,7 +350,7 @@ def test_more_than_one_worker_is_refused_in_one_line(model_dir):
         "-m",
         "ml_cloud_optimizer.serving",
         "--model_dir",
-        str(model_dir),
+        str(champion_dir),
         "--model_name",
         MODEL_NAME,
         "--workers",

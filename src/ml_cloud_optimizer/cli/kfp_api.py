@@ -19,7 +19,7 @@ __all__ = ["api_message", "connect", "package", "params", "server_errors"]
 
 def connect(args: argparse.Namespace):
     """The kfp.Client for ``--host`` with the credentials the flags and the environment give."""
-    from ml_cloud_optimizer.pipelines import remote
+    from ml_cloud_optimizer.pipelines.runners import remote
 
     try:
         return remote.connect(
@@ -30,7 +30,7 @@ def connect(args: argparse.Namespace):
 
 
 def params(pairs: list[str], package: Path) -> dict:
-    from ml_cloud_optimizer.pipelines.remote import ParameterError, parse_params
+    from ml_cloud_optimizer.pipelines.runners.remote import ParameterError, parse_params
 
     try:
         return parse_params(pairs, package)
@@ -53,7 +53,7 @@ class package:
             return self._path
         import tempfile
 
-        from ml_cloud_optimizer.pipelines.compile import compile_pipeline
+        from ml_cloud_optimizer.pipelines.runners.compile import compile_pipeline
 
         self._tmp = tempfile.TemporaryDirectory()
         return compile_pipeline(Path(self._tmp.name) / "pipeline.yaml", self._pipeline)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 from pathlib import Path
 
@@ -179,16 +178,18 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UserError(f"--{exc}") from None  # "--horizons 1,6: must include 12 (...)"
     from ml_cloud_optimizer.pipeline_steps.environment import local_tracking_uri
-    from ml_cloud_optimizer.pipelines import local, local_docker, settings
+    from ml_cloud_optimizer.pipelines import settings
+    from ml_cloud_optimizer.pipelines.runners import containers, local
+    from ml_cloud_optimizer.pipelines.runners.execute import local_home
 
-    home = Path(os.environ.get("MLCO_HOME") or ".mlco").absolute()
+    home = local_home()
     if args.image and args.runner != "docker":
         raise UserError("--image needs --runner docker")
-    image = (args.image or local_docker.DEFAULT_IMAGE) if args.runner == "docker" else None
+    image = (args.image or containers.DEFAULT_IMAGE) if args.runner == "docker" else None
     if image:
         try:
-            local_docker.require_image(image)
-        except local_docker.DockerUnavailable as exc:
+            containers.require_image(image)
+        except containers.DockerUnavailable as exc:
             raise UserError(str(exc)) from None
     if args.pipeline == "batch":
         return _run_batch(args, home, image)
@@ -238,8 +239,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_batch(args: argparse.Namespace, home: Path, image: str | None) -> int:
-    from ml_cloud_optimizer.pipelines import local
-    from ml_cloud_optimizer.pipelines.batch_pipeline import DEFAULT_CHAMPION, run_batch_local
+    from ml_cloud_optimizer.pipelines.batch_pipeline import DEFAULT_CHAMPION
+    from ml_cloud_optimizer.pipelines.runners import local
 
     if not 0 < args.target_utilization <= 1:
         raise UserError(f"--target-utilization wants a share in (0, 1], got {args.target_utilization}")
@@ -251,7 +252,7 @@ def _run_batch(args: argparse.Namespace, home: Path, image: str | None) -> int:
         "target_utilization": args.target_utilization,
     }
     try:
-        result = run_batch_local(arguments, home=home, image=image)
+        result = local.run_batch_local(arguments, home=home, image=image)
     except local.LocalRunError as exc:
         print(f"mlco run: {exc}", file=sys.stderr)
         return 1
@@ -267,7 +268,7 @@ def _run_batch(args: argparse.Namespace, home: Path, image: str | None) -> int:
 
 @_reads_settings
 def _compile(args: argparse.Namespace) -> int:
-    from ml_cloud_optimizer.pipelines import compile as pipeline_compile
+    from ml_cloud_optimizer.pipelines.runners import compile as pipeline_compile
 
     names = [args.pipeline or "workload"] if args.out or args.pipeline else list(pipeline_compile.PIPELINES)
     stale = False
@@ -288,7 +289,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 @_reads_settings
 def _submit(args: argparse.Namespace) -> int:
-    from ml_cloud_optimizer.pipelines import remote
+    from ml_cloud_optimizer.pipelines.runners import remote
 
     with _package(args.package, args.pipeline) as package:
         params = _params(args.param, package)
@@ -308,8 +309,8 @@ def _submit(args: argparse.Namespace) -> int:
 
 @_reads_settings
 def _schedule(args: argparse.Namespace) -> int:
-    from ml_cloud_optimizer.pipelines import remote
-    from ml_cloud_optimizer.pipelines.cron import CronError, validate_cron
+    from ml_cloud_optimizer.pipelines.runners import remote
+    from ml_cloud_optimizer.pipelines.runners.cron import CronError, validate_cron
 
     try:
         cron = validate_cron(args.cron)
@@ -338,7 +339,7 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from ml_cloud_optimizer.pipelines import remote
+    from ml_cloud_optimizer.pipelines.runners import remote
 
     with _server_errors(args.host):
         client = _connect(args)

@@ -17,7 +17,7 @@ import streamlit as st
 from ml_cloud_optimizer.dashboard import data, figures
 from ml_cloud_optimizer.data.schema import STEP_SECONDS, Fleet
 from ml_cloud_optimizer.drift import PSI_MAJOR, PSI_MODERATE
-from ml_cloud_optimizer.models.base import HEADLINE_HORIZON
+from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
 
 __all__ = ["VIEWS", "Parts"]
 

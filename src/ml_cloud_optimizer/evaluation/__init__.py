@@ -6,7 +6,6 @@ from ml_cloud_optimizer.evaluation.backtest import (
     evaluate_holdout,
     holdout_cutoff,
     rolling_origin,
-    stderr_progress,
     time_split,
 )
 from ml_cloud_optimizer.evaluation.leaderboard import (
@@ -32,7 +31,6 @@ __all__ = [
     "point_metrics",
     "rmse",
     "rolling_origin",
-    "stderr_progress",
     "time_split",
     "to_markdown",
     "wape",

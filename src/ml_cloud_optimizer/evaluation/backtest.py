@@ -10,7 +10,6 @@ score has its baselines measured on exactly the same rows.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +23,8 @@ from ml_cloud_optimizer.data.schema import STEP
 from ml_cloud_optimizer.evaluation.metrics import point_metrics, seasonal_scale
 from ml_cloud_optimizer.features.grid import to_grid
 from ml_cloud_optimizer.features.targets import make_targets, target_column
-from ml_cloud_optimizer.models.base import DEFAULT_HORIZONS, Forecaster, forecast_column
+from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS
+from ml_cloud_optimizer.models.base import Forecaster, forecast_column
 from ml_cloud_optimizer.models.baselines import PersistenceForecaster, SeasonalNaiveForecaster
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "evaluate_holdout",
     "holdout_cutoff",
     "rolling_origin",
-    "stderr_progress",
     "time_split",
 ]
 
@@ -94,14 +93,6 @@ def _say(progress, message: str) -> None:
         _log.info("%s", message)
     else:
         progress(message)
-
-
-def stderr_progress(message: str) -> None:
-    """Progress sink that prints each line to stderr, for a script that has not configured logging.
-
-    Kept for ``bench/forecast_accuracy.py``; otherwise leave ``progress`` None: the lines are logged.
-    """
-    print(message, file=sys.stderr, flush=True)
 
 
 def _evaluate_window(models, metrics, cutoff, end, horizons, progress) -> Evaluation:

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ml_cloud_optimizer.features.targets import target_column
-from ml_cloud_optimizer.models.base import HEADLINE_HORIZON, forecast_column
+from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
+from ml_cloud_optimizer.models.base import forecast_column
 
 __all__ = ["plot_error_by_horizon", "plot_forecasts"]
 

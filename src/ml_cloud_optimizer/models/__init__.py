@@ -2,7 +2,7 @@
 
 Which kinds exist, and where each is defined, is ``registry``'s table. The names below are
 loaded on first use, so that importing ``models.registry`` (as the CLI does to list the
-kinds) pays for neither scikit-learn nor any model library.
+kinds) pays for neither scikit-learn nor any model library. The horizons live in ``ml_cloud_optimizer.horizons``.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 from ml_cloud_optimizer._lazy import lazy_exports
 
 __all__ = [
-    "DEFAULT_HORIZONS",
-    "HEADLINE_HORIZON",
     "Forecaster",
     "clip_forecast",
     "forecast_column",

@@ -24,12 +24,10 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from ml_cloud_optimizer.data.schema import UTIL_MAX
-from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS, HEADLINE_HORIZON
+from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS
 from ml_cloud_optimizer.models.registry import FORECASTERS, forecaster_entry
 
 __all__ = [
-    "DEFAULT_HORIZONS",
-    "HEADLINE_HORIZON",
     "Forecaster",
     "clip_forecast",
     "forecast_column",

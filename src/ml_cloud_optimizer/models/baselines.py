@@ -16,7 +16,8 @@ import pandas as pd
 
 from ml_cloud_optimizer.data.schema import STEP
 from ml_cloud_optimizer.features.grid import to_grid
-from ml_cloud_optimizer.models.base import DEFAULT_HORIZONS, Forecaster, forecast_column
+from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS
+from ml_cloud_optimizer.models.base import Forecaster, forecast_column
 
 __all__ = ["PersistenceForecaster", "SeasonalNaiveForecaster"]
 

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from ml_cloud_optimizer.data.schema import STEP_SECONDS
+from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS
 from ml_cloud_optimizer.models._torch import (
     RecurrentNet,
     WeightedL1Loss,
@@ -34,7 +35,7 @@ from ml_cloud_optimizer.models._torch import (
     select_device,
     torch_threads,
 )
-from ml_cloud_optimizer.models.base import DEFAULT_HORIZONS, Forecaster, clip_forecast, forecast_column
+from ml_cloud_optimizer.models.base import Forecaster, clip_forecast, forecast_column
 from ml_cloud_optimizer.models.windows import INPUT_CHANNELS, EntityScaler, Panel, build_panel, epoch_seconds
 
 __all__ = ["GRUForecaster", "LSTMForecaster", "SequenceForecaster"]

@@ -34,9 +34,8 @@ import pandas as pd
 from ml_cloud_optimizer.data.schema import STEP
 from ml_cloud_optimizer.features.tabular import FeatureSpec, build_features
 from ml_cloud_optimizer.features.targets import make_targets, target_column
+from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS, HEADLINE_HORIZON
 from ml_cloud_optimizer.models.base import (
-    DEFAULT_HORIZONS,
-    HEADLINE_HORIZON,
     Forecaster,
     clip_forecast,
     forecast_column,

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from ml_cloud_optimizer.data.schema import Fleet
-from ml_cloud_optimizer.models.base import HEADLINE_HORIZON, Forecaster
+from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
+from ml_cloud_optimizer.models.base import Forecaster
 from ml_cloud_optimizer.models.bundle import ModelBundle
 from ml_cloud_optimizer.models.peak import BasePeakModel
 from ml_cloud_optimizer.pipeline_steps.environment import use_tracking_uri

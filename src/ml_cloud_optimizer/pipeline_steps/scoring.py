@@ -24,7 +24,8 @@ from ml_cloud_optimizer.evaluation import evaluate_holdout, leaderboard, to_mark
 from ml_cloud_optimizer.evaluation.plots import plot_error_by_horizon, plot_forecasts
 from ml_cloud_optimizer.features import peak_labels
 from ml_cloud_optimizer.features.targets import TARGET
-from ml_cloud_optimizer.models.base import HEADLINE_HORIZON, Forecaster
+from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
+from ml_cloud_optimizer.models.base import Forecaster
 from ml_cloud_optimizer.models.peak import BasePeakModel
 from ml_cloud_optimizer.pipeline_steps.training import FIT_INFO
 

@@ -10,14 +10,10 @@ package). Both tasks have side effects or read state that moves (the alias, the 
 metrics), so neither is cached; the warehouse task gets ``DATABASE_URL`` from the ``mlco-db``
 Secret and retries like the training pipeline's warehouse tasks, and the MLflow task gets
 ``MLFLOW_TRACKING_URI`` from the ``mlco-pipeline-settings`` ConfigMap. Locally it runs through
-``kfp.local`` like the training pipeline (``run_batch_local``).
+``kfp.local`` like the training pipeline (``runners.local.run_batch_local``).
 """
 
 # No `from __future__ import annotations`: kfp reads the parameter annotations as types.
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TextIO
-
 from kfp import dsl
 
 from ml_cloud_optimizer.components.fetch_champion import fetch_champion
@@ -28,9 +24,7 @@ from ml_cloud_optimizer.pipelines.task_settings import runs_as_image_user, uses_
 __all__ = [
     "BATCH_PIPELINE_NAME",
     "DEFAULT_CHAMPION",
-    "BatchRunResult",
     "batch_pipeline",
-    "run_batch_local",
 ]
 
 BATCH_PIPELINE_NAME = "mlco-batch-scoring"
@@ -75,56 +69,3 @@ def batch_pipeline(
 
     for task in (fetched, scored):
         runs_as_image_user(task)
-
-
-@dataclass
-class BatchRunResult:
-    """What a local batch run produced."""
-
-    run_dir: Path
-    log_path: Path
-    optimizer_run_id: int
-    entities: int
-    model_uri: str
-    seconds: float
-    task_seconds: dict = field(default_factory=dict)
-
-
-def run_batch_local(
-    arguments: dict, *, home: "str | Path | None" = None, progress: "TextIO | None" = None, image: "str | None" = None
-) -> BatchRunResult:
-    """Run ``batch_pipeline(**arguments)`` through kfp.local against ``DATABASE_URL`` (or the embedded warehouse).
-
-    Args:
-        arguments: pipeline arguments; ``mlflow_tracking_uri`` defaults to "" (mlco's local store).
-        home: mlco's local state directory (default ``$MLCO_HOME`` or ``./.mlco``).
-        progress: where progress lines go (default stderr).
-        image: run every task in this container image (see ``ml_cloud_optimizer.pipelines.local_docker``).
-
-    Raises:
-        pipelines.local.LocalRunError: a task failed (the message names it and the log file).
-    """
-    from ml_cloud_optimizer.pipelines.local import LocalRunError, execute_locally, executor_output
-
-    done = execute_locally(
-        batch_pipeline,
-        {"mlflow_tracking_uri": "", **arguments},
-        pipeline_name=BATCH_PIPELINE_NAME,
-        home=home,
-        log_prefix="batch",
-        progress=progress,
-        image=image,
-    )
-    if not (done.run_dir / "score-fleet" / "executor_output.json").exists():
-        raise LocalRunError(f"the batch pipeline ended without scoring; see {done.log_path}")
-    scored = executor_output(done.run_dir / "score-fleet")["parameterValues"]
-    champion = executor_output(done.run_dir / "fetch-champion")["artifacts"]["champion"]["artifacts"][0]
-    return BatchRunResult(
-        run_dir=done.run_dir,
-        log_path=done.log_path,
-        optimizer_run_id=int(scored["run_id"]),
-        entities=int(scored["entities"]),
-        model_uri=str(champion["metadata"]["model_uri"]),
-        seconds=done.seconds,
-        task_seconds=done.task_seconds,
-    )

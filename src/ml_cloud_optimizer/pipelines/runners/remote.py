@@ -29,7 +29,7 @@ from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentia
 
 from ml_cloud_optimizer.horizons import check_horizons
 from ml_cloud_optimizer.pipelines import settings
-from ml_cloud_optimizer.pipelines.cron import validate_cron
+from ml_cloud_optimizer.pipelines.runners.cron import validate_cron
 
 __all__ = [
     "DEFAULT_EXPERIMENT",

@@ -1,11 +1,10 @@
-"""Run the whole pipeline on this machine with ``kfp.local``: the same DAG and components as the cluster.
+"""The kfp.local plumbing every local run shares: the warehouse, the MLflow store, the logs and progress.
 
-Every task runs as a subprocess of the current Python environment (``SubprocessRunner(use_venv=False)``),
-so the local run needs no Docker and no cluster. What the cluster gets from Kubernetes the local
-run gets from here: ``DATABASE_URL`` through the inherited environment (the embedded PostgreSQL
-unless one is set), an MLflow store under ``$MLCO_HOME``, and the task outputs under
-``$MLCO_HOME/pipeline_runs``. Deployment is off. At the end the champion bundle is copied to
-``$MLCO_HOME/champion``, where ``mlco serve`` looks by default.
+Every task runs as a subprocess of the current Python environment (``SubprocessRunner(use_venv=False)``)
+or, given an image, in a container of it (see ``containers``). What the cluster gets from
+Kubernetes the local run gets from here: ``DATABASE_URL`` through the inherited environment (the
+embedded PostgreSQL unless one is set), an MLflow store under ``$MLCO_HOME``, and the task
+outputs under ``$MLCO_HOME/pipeline_runs``.
 
 kfp.local writes every task's logs to stdout; they go to a log file instead, and the caller's
 progress stream gets one line per task start and end, plus the steps' own ``[mlco]`` lines.
@@ -19,145 +18,33 @@ import json
 import logging
 import os
 import re
-import shutil
 import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS, check_horizons
-from ml_cloud_optimizer.pipelines import local_docker, settings
+from ml_cloud_optimizer.pipelines.runners import containers
 
 __all__ = [
     "LocalExecution",
     "LocalRunError",
-    "LocalRunResult",
     "environment",
     "execute_locally",
     "executor_output",
-    "local_arguments",
-    "run_local",
+    "local_home",
 ]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([^']+)'")
 _FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _STEP_LINE = "[mlco] "
-_LOCAL_PARALLELISM = 2  # loop iterations kfp.local runs at once
 
 
 class LocalRunError(RuntimeError):
     """The local pipeline failed; the message names the task and the log file."""
-
-
-@dataclass
-class LocalRunResult:
-    """What a local run produced."""
-
-    run_dir: Path
-    log_path: Path
-    champion_dir: Path
-    champion_kind: str
-    champion_mae: float
-    leaderboard: str
-    model_uri: str
-    seconds: float
-    task_seconds: dict[str, float] = field(default_factory=dict)
-
-
-def local_arguments(
-    *,
-    records: int = settings.LOCAL_BUDGET["records"],
-    models: list[str] | None = None,
-    epochs: int = settings.LOCAL_BUDGET["epochs"],
-    trials: int = settings.LOCAL_BUDGET["trials"],
-    horizons: list[int] | None = None,
-    source: str = "synthetic",
-    seed: int = 0,
-    holdout_fraction: float = 0.2,
-    tracking_uri: str = "",
-) -> dict:
-    """Pipeline arguments for a local run; ``models`` is split into the tabular and sequence loops.
-
-    ``tracking_uri`` "" means mlco's local MLflow store under ``$MLCO_HOME``.
-
-    Raises:
-        ValueError: an unknown model kind, or horizons without the headline one.
-    """
-    models = list(models or settings.TABULAR_MODELS + settings.SEQUENCE_MODELS)
-    unknown = sorted(set(models) - set(settings.TABULAR_MODELS) - set(settings.SEQUENCE_MODELS))
-    if unknown:
-        known = ", ".join(settings.TABULAR_MODELS + settings.SEQUENCE_MODELS)
-        raise ValueError(f"unknown model kind(s) {', '.join(unknown)}; known: {known}")
-    return {
-        "source": source if source == "synthetic" else str(Path(source).resolve()),
-        "records": int(records),
-        "seed": int(seed),
-        "horizons": list(check_horizons(horizons or DEFAULT_HORIZONS)),
-        "tabular_models": [m for m in models if m in settings.TABULAR_MODELS],
-        "sequence_models": [m for m in models if m in settings.SEQUENCE_MODELS],
-        "epochs": int(epochs),
-        "trials": int(trials),
-        "holdout_fraction": float(holdout_fraction),
-        "deploy": False,
-        "mlflow_tracking_uri": tracking_uri,
-    }
-
-
-def run_local(
-    arguments: dict, *, home: str | Path | None = None, progress: TextIO | None = None, image: str | None = None
-) -> LocalRunResult:
-    """Run ``workload_pipeline(**arguments)`` locally and collect the champion.
-
-    Args:
-        arguments: pipeline arguments (see ``local_arguments``).
-        home: mlco's local state directory (default ``$MLCO_HOME`` or ``./.mlco``).
-        progress: where progress lines go (default stderr).
-        image: run every task in this container image (``kfp.local.DockerRunner``, see
-            ``local_docker``) instead of as subprocesses of this Python.
-
-    Returns:
-        A ``LocalRunResult``.
-
-    Raises:
-        LocalRunError: a task failed (the message names it and the log file).
-    """
-    from ml_cloud_optimizer.pipelines.workload_pipeline import workload_pipeline
-
-    home = _home(home)
-    # kfp.local runs two loop iterations at once; each gets its share of the cores, since
-    # OpenMP workers that outnumber the cores spend their time waiting for each other.
-    threads = {"MLCO_THREADS": str(max(1, (os.cpu_count() or 2) // _LOCAL_PARALLELISM))}
-    done = execute_locally(
-        workload_pipeline,
-        arguments,
-        pipeline_name=settings.PIPELINE_NAME,
-        home=home,
-        log_prefix="run",
-        progress=progress,
-        env=threads,
-        image=image,
-    )
-    if not (done.run_dir / "register" / "executor_output.json").exists():
-        raise LocalRunError(f"the pipeline ended without registering a champion; see {done.log_path}")
-
-    registered = executor_output(done.run_dir / "register")
-    scored = executor_output(done.run_dir / "evaluate")
-    champion_dir = _publish(Path(_artifact_uri(registered, "bundle")), home / "champion")
-    return LocalRunResult(
-        run_dir=done.run_dir,
-        log_path=done.log_path,
-        champion_dir=champion_dir,
-        champion_kind=scored["parameterValues"]["kind"],
-        champion_mae=float(scored["parameterValues"]["holdout_mae"]),
-        leaderboard=Path(_artifact_uri(scored, "leaderboard")).read_text(),
-        model_uri=registered["parameterValues"]["model_uri"],
-        seconds=done.seconds,
-        task_seconds=done.task_seconds,
-    )
 
 
 @dataclass
@@ -187,11 +74,11 @@ def execute_locally(
 
     Raises:
         LocalRunError: a task failed, or the run left no run directory.
-        local_docker.DockerUnavailable: ``image`` was given but cannot be run here.
+        containers.DockerUnavailable: ``image`` was given but cannot be run here.
     """
     from ml_cloud_optimizer.pipeline_steps.environment import local_warehouse
 
-    home = _home(home)
+    home = local_home(home)
     pipeline_root = home / "pipeline_runs"
     pipeline_root.mkdir(parents=True, exist_ok=True)
     log_path = home / "logs" / f"{log_prefix}-{time.strftime('%Y%m%d-%H%M%S')}.log"
@@ -216,7 +103,7 @@ def execute_locally(
     if not new:
         raise LocalRunError(f"the pipeline left no run directory under {pipeline_root}; see {log_path}")
     run_dir = max(new, key=lambda p: p.stat().st_mtime)
-    if image and (silent := local_docker.missing_outputs(run_dir)):
+    if image and (silent := containers.missing_outputs(run_dir)):
         raise LocalRunError(
             f"task(s) {', '.join(silent)} exited without writing their outputs (a container that"
             f" died before kfp.local read its exit code); see {log_path}"
@@ -224,15 +111,16 @@ def execute_locally(
     return LocalExecution(run_dir=run_dir, log_path=log_path, seconds=seconds, task_seconds=dict(tee.task_seconds))
 
 
-def _home(home: str | Path | None) -> Path:
+def local_home(home: str | Path | None = None) -> Path:
+    """mlco's local state directory: ``home``, else ``$MLCO_HOME``, else ``./.mlco``."""
     return Path(home or os.environ.get("MLCO_HOME") or ".mlco").absolute()
 
 
 def _in_containers(pipeline_func, arguments: dict, image: str, home: Path, task_env: dict[str, str]):
     """The DockerRunner and the pipeline with every task in ``image``; host paths among the arguments are mounted."""
     inputs = [Path(v) for v in arguments.values() if isinstance(v, str) and os.path.isabs(v) and os.path.exists(v)]
-    runner = local_docker.docker_runner(image, home=home, environment=task_env, read_only_paths=inputs)
-    return runner, local_docker.pipeline_in_image(pipeline_func, image)
+    runner = containers.docker_runner(image, home=home, environment=task_env, read_only_paths=inputs)
+    return runner, containers.pipeline_in_image(pipeline_func, image)
 
 
 def _execute(pipeline_func, arguments: dict, pipeline_root: Path, tee: _ProgressTee, runner=None) -> None:
@@ -353,21 +241,3 @@ def _apply(values: dict[str, str | None]) -> None:
 def executor_output(task_dir: Path) -> dict:
     """The outputs kfp.local recorded for one task."""
     return json.loads((task_dir / "executor_output.json").read_text())
-
-
-def _artifact_uri(output: dict, name: str) -> str:
-    return output["artifacts"][name]["artifacts"][0]["uri"]
-
-
-def _publish(source: Path, target: Path) -> Path:
-    """Copy the bundle to ``target``, replacing what was there only once the copy is complete."""
-    staging = target.with_name(f".{target.name}.incoming")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
-    old = target.with_name(f".{target.name}.previous")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target

@@ -14,12 +14,12 @@ import pytest
 import yaml
 from kfp import compiler
 
-from ml_cloud_optimizer.pipelines import local_docker
+from ml_cloud_optimizer.pipelines.runners import containers
 from ml_cloud_optimizer.pipelines.workload_pipeline import workload_pipeline
 
 
 def test_every_executor_runs_the_given_image(tmp_path):
-    retargeted = local_docker.pipeline_in_image(workload_pipeline, "registry.test/mlco:probe")
+    retargeted = containers.pipeline_in_image(workload_pipeline, "registry.test/mlco:probe")
     package = tmp_path / "pipeline.yaml"
     compiler.Compiler().compile(retargeted, package_path=str(package))
     executors = yaml.safe_load_all(package.read_text()).__next__()["deploymentSpec"]["executors"]
@@ -38,21 +38,21 @@ def test_tasks_without_outputs_are_found_in_loops_too(tmp_path):
         (tmp_path / task).mkdir(parents=True)
         if done:
             (tmp_path / task / "executor_output.json").write_text("{}")
-    assert local_docker.missing_outputs(tmp_path) == ["for-loop-3-iteration-1/train-sequence", "register"]
+    assert containers.missing_outputs(tmp_path) == ["for-loop-3-iteration-1/train-sequence", "register"]
 
 
 def test_a_socket_warehouse_is_reached_through_a_mounted_socket():
-    url, socket = local_docker._through_socket_mount("host=/srv/mlco/pgdata port=5433 dbname=mlco user=postgres")
+    url, socket = containers._through_socket_mount("host=/srv/mlco/pgdata port=5433 dbname=mlco user=postgres")
     assert socket == Path("/srv/mlco/pgdata/.s.PGSQL.5433")
     assert "host=/run/mlco-postgres" in url and "port=5433" in url and "dbname=mlco" in url
     tcp = "postgresql://mlco:secret@127.0.0.1:5432/mlco"
-    assert local_docker._through_socket_mount(tcp) == (tcp, None)
+    assert containers._through_socket_mount(tcp) == (tcp, None)
 
 
 def test_no_daemon_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/absent.sock")
-    with pytest.raises(local_docker.DockerUnavailable, match="no Docker daemon answers"):
-        local_docker.docker_runner("ml-cloud-optimizer:local", home=tmp_path, environment={})
+    with pytest.raises(containers.DockerUnavailable, match="no Docker daemon answers"):
+        containers.docker_runner("ml-cloud-optimizer:local", home=tmp_path, environment={})
 
 
 @pytest.mark.parametrize("args", [["--image", "x:y"], ["--runner", "docker", "--image", "mlco-absent:never"]])

@@ -1,4 +1,4 @@
-"""Compile the pipelines to the YAML committed under compiled/ beside this module, and tell when it is stale.
+"""Compile the pipelines to the YAML committed under pipelines/compiled/, and tell when it is stale.
 
 The committed YAML is what ``mlco submit`` and ``mlco schedule`` send by default and what a
 reviewer reads. It records the images and the GPU node selector, so compiling with
@@ -6,8 +6,8 @@ reviewer reads. It records the images and the GPU node selector, so compiling wi
 committed one is compiled without them (see ``ml_cloud_optimizer.pipelines.settings``).
 
 Example:
-    python -m ml_cloud_optimizer.pipelines.compile            # rewrite every compiled/*.yaml
-    python -m ml_cloud_optimizer.pipelines.compile --check    # exit 1 when one is stale
+    python -m ml_cloud_optimizer.pipelines.runners.compile            # rewrite every compiled/*.yaml
+    python -m ml_cloud_optimizer.pipelines.runners.compile --check    # exit 1 when one is stale
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ from kfp import compiler
 
 __all__ = ["COMPILED_PATH", "PIPELINES", "compile_pipeline", "is_stale", "render_pipeline"]
 
-_COMPILED = Path(__file__).resolve().parent / "compiled"
+_COMPILED = Path(__file__).resolve().parent.parent / "compiled"
 # name -> (module:function, committed YAML). Imported on use, so compiling one never imports the other.
 PIPELINES = {
-    "workload": (f"{__package__}.workload_pipeline:workload_pipeline", _COMPILED / "workload_pipeline.yaml"),
-    "batch": (f"{__package__}.batch_pipeline:batch_pipeline", _COMPILED / "batch_pipeline.yaml"),
+    "workload": (
+        "ml_cloud_optimizer.pipelines.workload_pipeline:workload_pipeline",
+        _COMPILED / "workload_pipeline.yaml",
+    ),
+    "batch": ("ml_cloud_optimizer.pipelines.batch_pipeline:batch_pipeline", _COMPILED / "batch_pipeline.yaml"),
 }
 COMPILED_PATH = PIPELINES["workload"][1]
 
@@ -68,7 +71,7 @@ def _pipeline(name: str):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ml_cloud_optimizer.pipelines.compile", description=__doc__.splitlines()[0]
+        prog="python -m ml_cloud_optimizer.pipelines.runners.compile", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--pipeline", choices=sorted(PIPELINES), default=None, help="one pipeline (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="write here instead (one pipeline; default workload)")
