@@ -670,6 +670,29 @@ def test_predictor_and_pipeline_reach_the_object_store(install):
     )
 
 
+def test_only_named_callers_reach_the_predictor(install):
+    """The model server has no authentication of its own: the NetworkPolicy decides who may call it."""
+    name, docs, live = install
+    policies = of_kind(docs, "NetworkPolicy")
+    predictor = _predictor_pod(docs, live)
+    neighbour = Pod(predictor.namespace, RUN_POD_LABELS, predictor.namespace_labels)
+    client = Pod("shop", {"app": "web"}, {"kubernetes.io/metadata.name": "shop", "mlco.io/forecast-client": "true"})
+    gateway = Pod("istio-system", {"app": "istio-ingressgateway"}, {"kubernetes.io/metadata.name": "istio-system"})
+    stranger = Pod("default", {"app": "istio-ingressgateway"}, {"kubernetes.io/metadata.name": "default"})
+    prometheus = Pod(
+        "monitoring", {"app.kubernetes.io/name": "prometheus"}, {"kubernetes.io/metadata.name": "monitoring"}
+    )
+    for port in (8080, 8081):
+        for caller in (neighbour, client, gateway):
+            assert _admits(policies, predictor, "Ingress", caller, port, "TCP"), f"{name}: {caller} refused on {port}"
+        assert not _admits(policies, predictor, "Ingress", stranger, port, "TCP"), (
+            f"{name}: any pod in the cluster may call the predictor on {port}"
+        )
+    assert not _admits(policies, predictor, "Ingress", prometheus, 8081, "TCP"), (
+        f"{name}: Prometheus may call gRPC inference; it needs /metrics on 8080 only"
+    )
+
+
 def test_deployment_doc_points_model_storage_at_seaweedfs(rendered):
     """KServe's storage initializer uses the Secret's endpoint: KFP's object store, reachable."""
     blocks = re.findall(r"```.*?```", (REPO / "DEPLOYMENT.md").read_text(), flags=re.S)
