@@ -5,26 +5,42 @@
 With no ``--model_dir`` it first trains a small LightGBM champion (forecaster with p90
 boosters, plus the peak classifier) on generated data, so it runs on a fresh clone. Then:
 
-1. starts our server (``python -m ml_cloud_optimizer.serving``) and MLServer + mlserver-lightgbm (installed in
-   ``.venv-mlserver`` by ``tools/install_mlserver.sh``) serving the champion's ``p50_h12``
-   booster file, and checks that both give the same forecast for the same rows;
+1. starts our server (``python -m ml_cloud_optimizer.serving``) and two MLServers with
+   mlserver-lightgbm (installed in ``.venv-mlserver`` by ``tools/install_mlserver.sh``), both
+   serving the champion's ``p50_h12`` booster file:
+
+   * ``mlserver`` predicts inline, in its HTTP process (``"parallel_workers": 0`` in its
+     ``settings.json``), as ours does: the like-for-like baseline;
+   * ``mlserver_default`` keeps MLServer's default, one separate inference worker process
+     (``parallel_workers`` 1), shown beside it.
+
+   Each MLServer's forecasts for 100 feature rows must equal ours within ``--tolerance``
+   (ours is the last value plus the booster's delta, clipped); otherwise the script says so
+   on stderr and exits 1 before measuring anything;
 2. drives them from a separate process (``wrk``, or a Python asyncio driver where wrk is
    absent) with ``--connections`` concurrent connections, one server at a time, with
-   single-row and 100-row feature-row requests over v2 (byte-identical bodies for both
-   servers) and v1 (ours only), then our server alone with history requests (the last
+   single-row and 100-row feature-row requests over v2 (byte-identical bodies for every
+   server) and v1 (ours only), then our server alone with history requests (the last
    ``--history_steps`` 5-minute samples of 1 and 100 entities) over v1 and v2;
-3. prints one JSON line last: requests/s, rows/s, p50 and p99 latency per case, and
-   ``vs_mlserver`` = our rows/s / MLServer rows/s on the same feature-row payloads, per batch
-   size: headline on bodies that ask for the booster's one forecast (``parameters.horizons``
-   and ``outputs``, which MLServer ignores), and ``vs_mlserver_full_answer`` on plain bodies,
-   where we answer every horizon and quantile (four boosters) plus capacity while MLServer
-   runs its one booster.
+3. prints one JSON line last: requests/s, rows/s, p50 and p99 latency per server and case
+   (medians over rounds), and per batch size:
 
-Both servers get ``OMP_NUM_THREADS=1`` and one process each for HTTP (MLServer keeps its
-default of one extra inference worker process). Both stay up, but only one is driven at a
-time: each feature-row case runs ``--rounds`` times, alternating our server and MLServer, and
-each ratio is the median of the per-round ratios, so a change in the machine's background
-load hits both sides of a pair alike.
+   * ``vs_mlserver``: our rows/s / inline MLServer's rows/s on bodies that ask for the
+     booster's one forecast (``parameters.horizons`` and ``outputs``, which MLServer
+     ignores): the same work on the same bodies, the headline;
+   * ``vs_mlserver_default``: the same against MLServer's default setup;
+   * ``vs_mlserver_full_answer`` (and ``_default``): plain bodies, where we answer every
+     horizon and quantile (four boosters) plus capacity while MLServer runs its one booster;
+   * ``vs_mlserver_v1_full_answer``: our v1 full answer against inline MLServer's v2;
+   * ``history_vs_mlserver_features``: our history-in rows/s against inline MLServer on
+     ready-made feature rows;
+   * ``mlserver_inline_vs_default``: what the inline setting is worth to MLServer itself.
+
+Every server gets ``OMP_NUM_THREADS=1`` and one HTTP process. All stay up, but only one is
+driven at a time: each feature-row case runs ``--rounds`` times, the servers taking turns
+within a round, so a drift in the machine's background load reaches every server alike.
+Each ratio is a ratio of medians: the median over rounds of our rows/s divided by the
+median over rounds of theirs.
 """
 
 from __future__ import annotations
@@ -180,12 +196,18 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def start_mlserver(model_dir: Path, workdir: Path, env: dict) -> tuple[subprocess.Popen, str]:
-    """MLServer with mlserver-lightgbm serving the champion's headline p50 booster file."""
+def start_mlserver(
+    model_dir: Path, workdir: Path, env: dict, name: str, parallel_workers: int | None
+) -> tuple[subprocess.Popen, str]:
+    """MLServer with mlserver-lightgbm serving the champion's headline p50 booster file.
+
+    ``parallel_workers`` 0 predicts inline in the HTTP process; None keeps MLServer's default
+    (one separate inference worker process).
+    """
     from ml_cloud_optimizer.serving.local import free_port
 
     subprocess.run([str(ROOT / "tools" / "install_mlserver.sh")], check=True, stdout=sys.stderr)
-    repo = workdir / "mlserver"
+    repo = workdir / name
     (repo / MLSERVER_MODEL).mkdir(parents=True, exist_ok=True)
     booster = repo / MLSERVER_MODEL / "model.bst"
     shutil.copy(model_dir / f"p50_h{HEADLINE}.txt", booster)
@@ -199,18 +221,17 @@ def start_mlserver(model_dir: Path, workdir: Path, env: dict) -> tuple[subproces
         )
     )
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    (repo / "settings.json").write_text(
-        json.dumps(
-            {
-                "debug": False,
-                "http_port": http_port,
-                "grpc_port": grpc_port,
-                "metrics_port": metrics_port,
-                "host": "127.0.0.1",
-            }
-        )
-    )
-    with open(workdir / "mlserver.log", "wb") as log:  # the child keeps its own copy of the descriptor
+    settings = {
+        "debug": False,
+        "http_port": http_port,
+        "grpc_port": grpc_port,
+        "metrics_port": metrics_port,
+        "host": "127.0.0.1",
+    }
+    if parallel_workers is not None:
+        settings["parallel_workers"] = parallel_workers  # server-wide (the model-level field is deprecated)
+    (repo / "settings.json").write_text(json.dumps(settings))
+    with open(workdir / f"{name}.log", "wb") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             [str(ROOT / ".venv-mlserver" / "bin" / "mlserver"), "start", "."],
             cwd=repo,
@@ -219,7 +240,11 @@ def start_mlserver(model_dir: Path, workdir: Path, env: dict) -> tuple[subproces
             env=env,
         )
     url = f"http://127.0.0.1:{http_port}"
-    wait_ready(f"{url}/v2/models/{MLSERVER_MODEL}/ready", process)
+    try:
+        wait_ready(f"{url}/v2/models/{MLSERVER_MODEL}/ready", process)
+    except BaseException:
+        stop(process)
+        raise
     return process, url
 
 
@@ -317,6 +342,9 @@ def summarize(runs: list[dict]) -> dict:
     return out
 
 
+MLSERVERS = {"mlserver": 0, "mlserver_default": None}  # name -> parallel_workers (None: MLServer's default)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_dir", default=None, help="champion directory (default: train a small one)")
@@ -325,11 +353,14 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds",
         type=int,
         default=3,
-        help="paired rounds per feature-row case, alternating our server and MLServer (default 3)",
+        help="rounds per feature-row case, the servers taking turns within each (default 3)",
     )
     parser.add_argument("--history_duration", type=float, default=10.0, help="seconds per history case")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
     parser.add_argument("--history_steps", type=int, default=288, help="history samples per entity (default 288)")
+    parser.add_argument(
+        "--tolerance", type=float, default=1e-6, help="largest |our p50 - MLServer's| allowed (default 1e-6)"
+    )
     parser.add_argument("--skip_mlserver", action="store_true", help="measure our server only")
     parser.add_argument("--drive", nargs=4, metavar=("URL", "BODY", "CONNECTIONS", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -346,6 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ours_v2, ours_v1 = f"/v2/models/{MODEL_NAME}/infer", f"/v1/models/{MODEL_NAME}:predict"
     theirs_v2 = f"/v2/models/{MLSERVER_MODEL}/infer"
+    result: dict = {
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "history_steps": args.history_steps,
+    }
+    runs: dict[str, dict[str, list]] = {}
     with tempfile.TemporaryDirectory(prefix="mlco-serving-load-") as tmp:
         workdir = Path(tmp)
         model_dir = Path(args.model_dir) if args.model_dir else train_champion(workdir / "champion")
@@ -353,32 +391,30 @@ def main(argv: list[str] | None = None) -> int:
         log("payload sizes: " + ", ".join(f"{k} {len(v) / 1024:.0f} KiB" for k, v in payloads.items()))
         log("starting our server")
         with LocalServer(model_dir, MODEL_NAME, log_path=workdir / "ours.log", env={"OMP_NUM_THREADS": "1"}) as ours:
-            mlserver = None
-            if not args.skip_mlserver:
-                log("starting MLServer (idle while our server is driven, and the other way round)")
-                mlserver, theirs_url = start_mlserver(model_dir, workdir, env)
+            mlservers: dict[str, tuple[subprocess.Popen, str]] = {}
             try:
-                result = {
-                    "connections": args.connections,
-                    "duration_s": args.duration,
-                    "rounds": args.rounds,
-                    "history_steps": args.history_steps,
-                }
-                if mlserver is not None:
-                    result["same_answers_max_abs_diff"] = _cross_check(
-                        post(ours.http_url + ours_v2, payloads["v2_features_100"]),
-                        post(theirs_url + theirs_v2, payloads["v2_features_100"]),
-                        matrix,
-                        model_dir,
-                    )
-                runs: dict[str, dict[str, list]] = {}
+                for name, workers in ({} if args.skip_mlserver else MLSERVERS).items():
+                    log(f"starting {name} (parallel_workers {'default' if workers is None else workers})")
+                    mlservers[name] = start_mlserver(model_dir, workdir, env, name, workers)
+                ours_answer = post(ours.http_url + ours_v2, payloads["v2_features_100"])
+                for name, (_, url) in mlservers.items():
+                    their_answer = post(url + theirs_v2, payloads["v2_features_100"])
+                    diff = _cross_check(ours_answer, their_answer, matrix, model_dir)
+                    log(f"cross-check {name}: our p{HEADLINE} forecast vs its booster: max |diff| {diff:.2e}")
+                    result[f"{name}_max_abs_diff"] = diff
+                    if not diff <= args.tolerance:
+                        log(
+                            f"FAIL: {name} and our server disagree on the same rows: max |diff| {diff:.3g}"
+                            f" > --tolerance {args.tolerance:g}; not measuring"
+                        )
+                        return 1
                 for round_ in range(1, args.rounds + 1):
                     for n in BATCHES:
                         for body in (f"v2_p50h{HEADLINE}_{n}", f"v2_features_{n}", f"v1_features_{n}"):
                             path = ours_v1 if body.startswith("v1") else ours_v2
                             targets = [("ours", ours.http_url + path)]
-                            if mlserver is not None and body.startswith("v2"):
-                                targets.append(("mlserver", theirs_url + theirs_v2))
+                            if body.startswith("v2"):
+                                targets += [(name, url + theirs_v2) for name, (_, url) in mlservers.items()]
                             for server, url in targets:
                                 run = measure(url, payloads[body], n, args.duration, args, workdir)
                                 runs.setdefault(server, {}).setdefault(body, []).append(run)
@@ -396,29 +432,35 @@ def main(argv: list[str] | None = None) -> int:
                             f" p50 {run['p50_ms']:.0f} ms, p99 {run['p99_ms']:.0f} ms, errors {run['errors']}"
                         )
             finally:
-                if mlserver is not None:
-                    stop(mlserver)
+                for process, _ in mlservers.values():
+                    stop(process)
     for server, cases in runs.items():
         result[server] = {case: summarize(case_runs) for case, case_runs in cases.items()}
-    if "mlserver" in runs:
 
-        def paired(ours_case: str, their_case: str, digits: int = 3) -> float:
-            """Median over rounds of the ratio within each round: drift in the machine's load cancels."""
-            ratios = [
-                a["rows_per_s"] / b["rows_per_s"]
-                for a, b in zip(runs["ours"][ours_case], runs["mlserver"][their_case], strict=True)
-            ]
-            return round(float(np.median(ratios)), digits)
+    def ratio(a: str, a_case: str, b: str, b_case: str) -> float:
+        """Median rows/s of ``a`` over rounds / median rows/s of ``b`` over rounds."""
+        return round(result[a][a_case]["rows_per_s"] / result[b][b_case]["rows_per_s"], 4)
 
-        # Headline: byte-identical bodies asking both servers for the same booster's forecast.
-        result["vs_mlserver"] = {n: paired(f"v2_p50h{HEADLINE}_{n}", f"v2_p50h{HEADLINE}_{n}") for n in BATCHES}
+    for name in mlservers:
+        suffix = "" if name == "mlserver" else name.removeprefix("mlserver")
+        # Headline: byte-identical bodies asking every server for the same booster's forecast.
+        headline = f"v2_p50h{HEADLINE}"
+        result[f"vs_mlserver{suffix}"] = {n: ratio("ours", f"{headline}_{n}", name, f"{headline}_{n}") for n in BATCHES}
         # Our full answer (4 boosters, capacity) against MLServer's one booster, same plain bodies.
-        result["vs_mlserver_full_answer"] = {n: paired(f"v2_features_{n}", f"v2_features_{n}") for n in BATCHES}
-        result["vs_mlserver_v1_full_answer"] = {n: paired(f"v1_features_{n}", f"v2_features_{n}") for n in BATCHES}
+        result[f"vs_mlserver{suffix}_full_answer"] = {
+            n: ratio("ours", f"v2_features_{n}", name, f"v2_features_{n}") for n in BATCHES
+        }
+    if "mlserver" in mlservers:
+        result["vs_mlserver_v1_full_answer"] = {
+            n: ratio("ours", f"v1_features_{n}", "mlserver", f"v2_features_{n}") for n in BATCHES
+        }
         # History in (the server computes the features) beside MLServer on ready-made rows.
-        ours_rows, their_rows = result["ours"], result["mlserver"]
         result["history_vs_mlserver_features"] = {
-            n: round(ours_rows[f"v2_history_{n}"]["rows_per_s"] / their_rows[f"v2_features_{n}"]["rows_per_s"], 4)
+            n: ratio("ours", f"v2_history_{n}", "mlserver", f"v2_features_{n}") for n in BATCHES
+        }
+    if len(mlservers) == len(MLSERVERS):
+        result["mlserver_inline_vs_default"] = {
+            n: ratio("mlserver", f"v2_p50h{HEADLINE}_{n}", "mlserver_default", f"v2_p50h{HEADLINE}_{n}")
             for n in BATCHES
         }
     print(json.dumps(result))
@@ -426,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cross_check(ours: dict, theirs: dict, matrix: np.ndarray, model_dir: Path) -> float:
-    """Both servers ran the same booster: our p50 is the last value plus MLServer's raw (delta) output."""
+    """Both servers ran the same booster: our p50 is the last value plus MLServer's raw (delta) output, clipped."""
     from ml_cloud_optimizer.data.schema import UTIL_MAX
     from ml_cloud_optimizer.models.bundle import ModelBundle
 
@@ -435,9 +477,9 @@ def _cross_check(ours: dict, theirs: dict, matrix: np.ndarray, model_dir: Path) 
     raw = np.asarray(theirs["outputs"][0]["data"], dtype="float64")
     level = raw if forecaster.target_mode == "level" else anchor + raw
     ours_p50 = np.asarray(next(o["data"] for o in ours["outputs"] if o["name"] == f"p50_h{HEADLINE}"))
-    diff = float(np.max(np.abs(np.clip(level, 0.0, UTIL_MAX) - ours_p50)))
-    log(f"cross-check: our p50_h{HEADLINE} vs last value + MLServer's booster output: max |diff| {diff:.2e}")
-    return diff
+    if ours_p50.shape != level.shape:
+        return float("inf")
+    return float(np.max(np.abs(np.clip(level, 0.0, UTIL_MAX) - ours_p50)))
 
 
 if __name__ == "__main__":

@@ -1,20 +1,30 @@
 """Training speed: tabular fit seconds on 1M x 50, and LSTM/GRU sequences/s against a plain PyTorch loop.
 
-Tabular: each tabular forecaster's own booster-fitting step (``train_booster``, with the
-forecaster's default parameters) on a random-but-structured matrix, a fixed number of
-rounds without early stopping so the times compare, beside scikit-learn's
-HistGradientBoostingRegressor with the same rounds, loss and threads.
+Tabular: each tabular forecaster's own booster-fitting step (``train_booster``, public for
+this, with the forecaster's default parameters from ``base_params()``) on a
+random-but-structured matrix, a fixed number of rounds without early stopping so the times
+compare, beside scikit-learn's HistGradientBoostingRegressor with the same rounds, loss and
+threads.
 
-Sequence: ``_torch.train_epoch`` with ``_torch.RecurrentNet`` (the step loop and network
-``LSTMForecaster.fit`` uses: bf16 autocast on CUDA, gradient clipping, loss kept on the
-device, scale-weighted L1) at the reference shape (window 48, 16 features, hidden 128, 2 layers, batch 1024),
-beside a plain loop over ``nn.LSTM``/``nn.GRU`` + ``nn.Linear`` of the same shape, fed the
-same tensors, alternated in rounds. Each figure is the best round (the machine is shared).
+Sequence: what ``mlco train`` runs for ``lstm`` and ``gru``: the forecaster built the way the
+CLI builds it (``models.registry.build_forecaster``: our default window, hidden size,
+layers, batch, epochs and samples per epoch) and its ``fit`` on the training part of a
+generated fleet (``--records``, ``mlco train``'s default 100,000, the hold-out's last 20% cut
+off as ``mlco train`` does): cutting the windows, training with early stopping and restoring
+the best epoch. The baseline is a textbook PyTorch loop over the same windows: the windows
+``fit`` uses (``SequenceForecaster.training_windows``, our code) copied into one tensor, then
+``nn.LSTM``/``nn.GRU`` + ``nn.Linear`` of the same size, Adam at the same learning rate,
+``nn.L1Loss``, a shuffled slice of ``samples_per_epoch`` windows per epoch in batches of the
+same size, the same autocast (bf16 on CUDA), and a validation pass per epoch, for as many
+epochs as ``fit`` ran in that round. Both figures are training windows per second of the whole
+fit (window cutting included); ``loop_ratio`` compares the epoch loops alone. Contenders
+alternate over ``--repeats`` rounds; each ratio is median(ours) / median(plain).
 Target: ours / plain >= 0.5.
 
 Usage:
-    .venv/bin/python bench/train_speed.py                 # 1,000,000 rows
-    .venv/bin/python bench/train_speed.py --rows 200000 --seconds 5
+    .venv/bin/python bench/train_speed.py                 # 1,000,000 rows, 100,000 records
+    .venv/bin/python bench/train_speed.py --skip-tabular --records 20000 --epochs 1 --repeats 1
+    .venv/bin/python bench/train_speed.py --skip-tabular --device cuda
 """
 
 from __future__ import annotations
@@ -28,18 +38,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml_cloud_optimizer.models._torch import (
-    RecurrentNet,
-    WeightedL1Loss,
-    autocast_dtype,
-    select_device,
-    train_epoch,
-)
+from ml_cloud_optimizer.data.synthetic import generate_fleet
+from ml_cloud_optimizer.evaluation import time_split
+from ml_cloud_optimizer.models._torch import autocast_dtype  # the precision ``fit`` trains in, for the baseline
 from ml_cloud_optimizer.models.cores import idle_cores
+from ml_cloud_optimizer.models.registry import build_forecaster
+from ml_cloud_optimizer.models.sequence import SequenceForecaster
 from ml_cloud_optimizer.models.tabular import CatBoostForecaster, LightGBMForecaster, XGBoostForecaster
+from ml_cloud_optimizer.models.windows import INPUT_CHANNELS
 
 TARGET_RATIO = 0.5
-WINDOW, FEATURES, HIDDEN, LAYERS, BATCH, OUTPUTS = 48, 16, 128, 2, 1024, 2
+HOLDOUT = 0.2  # `mlco train --holdout` default: models are fitted on the time before it
 
 
 def _say(message: str) -> None:
@@ -88,65 +97,143 @@ def tabular_fit_seconds(rows: int, cols: int, rounds: int, threads: int) -> dict
 class PlainNet(nn.Module):
     """What a user would write by hand: the recurrent layer, then a linear head on the last step."""
 
-    def __init__(self, cell: str):
+    def __init__(self, cell: str, n_inputs: int, hidden: int, layers: int, n_outputs: int):
         super().__init__()
-        self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell](FEATURES, HIDDEN, LAYERS, batch_first=True)
-        self.head = nn.Linear(HIDDEN, OUTPUTS)
+        self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell](n_inputs, hidden, layers, batch_first=True)
+        self.head = nn.Linear(hidden, n_outputs)
 
     def forward(self, x):
         out, _ = self.rnn(x)
         return self.head(out[:, -1])
 
 
-def plain_steps(model, optimizer, x, y, steps: int, amp_dtype) -> None:
-    loss_fn = nn.L1Loss()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            out = model(x)
-        loss = loss_fn(out.float(), y)
-        loss.backward()
-        optimizer.step()
-    if x.device.type == "cuda":
-        torch.cuda.synchronize()
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def ours_steps(model, optimizer, x, y, steps: int, amp_dtype) -> None:
-    # The forecasters' targets carry a per-sample weight column (see WeightedL1Loss).
-    weighted = torch.cat([y, torch.ones_like(y[:, :1])], dim=1)
-    train_epoch(model, optimizer, [(x, weighted)] * steps, WeightedL1Loss(), amp_dtype=amp_dtype)  # syncs
+def trained_windows(model: SequenceForecaster, epochs: int) -> int:
+    """Windows stepped over in ``epochs`` epochs of ``fit`` (``samples_per_epoch`` of them, or all)."""
+    n = model.n_train_windows_
+    return epochs * (min(n, model.samples_per_epoch) if model.samples_per_epoch else n)
 
 
-def sequence_speed(cell: str, device: torch.device, seconds: float, rounds: int) -> dict[str, float]:
-    torch.manual_seed(0)
-    x = torch.randn(BATCH, WINDOW, FEATURES, device=device)
-    y = torch.randn(BATCH, OUTPUTS, device=device)
-    amp_dtype = autocast_dtype(device)
-    contenders = {
-        "ours": (RecurrentNet(cell, FEATURES, HIDDEN, LAYERS, OUTPUTS).to(device), ours_steps),
-        "plain": (PlainNet(cell).to(device), plain_steps),
-    }
-    optimizers = {name: torch.optim.Adam(net.parameters(), lr=1e-3) for name, (net, _) in contenders.items()}
-    # Warm-up (cuDNN plans, allocator, threads) and a first timing to size each round.
-    per_step = {}
-    for name, (net, run) in contenders.items():
-        run(net, optimizers[name], x, y, 2, amp_dtype)
-        started = time.perf_counter()
-        run(net, optimizers[name], x, y, 1, amp_dtype)
-        per_step[name] = time.perf_counter() - started
-    best = dict.fromkeys(contenders, 0.0)
-    for r in range(rounds):
-        for name, (net, run) in contenders.items():
-            steps = max(1, int(seconds / rounds / per_step[name]))
-            started = time.perf_counter()
-            run(net, optimizers[name], x, y, steps, amp_dtype)
-            rate = steps * BATCH / (time.perf_counter() - started)
-            best[name] = max(best[name], rate)
-            _say(f"{cell}: round {r + 1}/{rounds} {name}: {steps} steps, {rate:,.0f} seq/s")
+def ours_fit(model: SequenceForecaster, metrics) -> dict:
+    """``fit`` as ``mlco train`` runs it: seconds in all, seconds of the epoch loops, epochs run, windows."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    model.fit(metrics)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    epochs = len(model.history_)
+    loop = sum(e["seconds"] for e in model.history_)
     return {
-        "ours_seq_per_s": round(best["ours"], 1),
-        "plain_seq_per_s": round(best["plain"], 1),
-        "ratio": round(best["ours"] / best["plain"], 3),
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "loop_seconds": loop,
+        "epochs": epochs,
+        "windows": trained_windows(model, epochs),
+    }
+
+
+def plain_fit(model: SequenceForecaster, metrics, device: torch.device, epochs: int, threads: int) -> dict:
+    """A textbook loop training ``model``'s architecture size on the windows ``model.fit`` would cut."""
+    torch.set_num_threads(threads)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    data = model.training_windows(metrics, device)
+    train = torch.as_tensor(data.train_rows, device=device)
+    val = torch.as_tensor(data.val_rows, device=device)
+    x, y = data.panel.windows(train, model.window), data.targets[train, :-1]  # copies: a plain dataset
+    x_val, y_val = data.panel.windows(val, model.window), data.targets[val, :-1]
+    torch.manual_seed(model.seed)
+    net = PlainNet(model.cell, x.shape[2], model.hidden, model.layers, y.shape[1]).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=model.lr)
+    loss_fn, amp = nn.L1Loss(), autocast_dtype(device)
+    per_epoch = min(len(x), model.samples_per_epoch or len(x))
+    _sync(device)
+    loop_started = time.perf_counter()
+    for _ in range(epochs):
+        net.train()
+        order = torch.randperm(len(x), device=device)[:per_epoch]
+        for start in range(0, per_epoch, model.batch_size):
+            batch = order[start : start + model.batch_size]
+            optimizer.zero_grad()
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                out = net(x[batch])
+            loss = loss_fn(out.float(), y[batch])
+            loss.backward()
+            optimizer.step()
+        net.eval()
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            val_loss = sum(
+                float(loss_fn(net(x_val[i : i + 8192]).float(), y_val[i : i + 8192])) * len(x_val[i : i + 8192])
+                for i in range(0, len(x_val), 8192)
+            )
+        _say(f"    plain epoch: val L1 {val_loss / max(len(x_val), 1):.4f}")
+    _sync(device)
+    ended = time.perf_counter()
+    return {
+        "seconds": ended - started,
+        "cpu_seconds": time.process_time() - cpu_started,
+        "loop_seconds": ended - loop_started,
+        "epochs": epochs,
+        "windows": epochs * per_epoch,
+    }
+
+
+def sequence_speed(kind: str, metrics, device: torch.device, threads: int, epochs: int | None, repeats: int) -> dict:
+    """Our ``fit`` and the plain loop, alternated ``repeats`` times; ratios of medians of windows/s."""
+    rates: dict[str, list[float]] = {"ours": [], "plain": []}
+    loops: dict[str, list[float]] = {"ours": [], "plain": []}
+    cpu_rates: dict[str, list[float]] = {"ours": [], "plain": []}
+    # Warm-up, untimed: one epoch of each on one entity (thread pools, allocator, first-call paths).
+    one = metrics[metrics["entity_id"] == metrics["entity_id"].iloc[0]]
+    _say(f"{kind}: warm-up (untimed) on one entity ...")
+    warm = build_forecaster(kind, seed=0, epochs=1, threads=threads)
+    warm.device = str(device)
+    ours_fit(warm, one)
+    plain_fit(warm, one, device, 1, threads)
+    model = None
+    for r in range(repeats):
+        model = build_forecaster(kind, seed=0, epochs=epochs, threads=threads)  # as `mlco train` builds it
+        model.device = str(device)
+        _say(f"{kind}: round {r + 1}/{repeats} ours (fit) ...")
+        ours = ours_fit(model, metrics)
+        _say(f"{kind}: round {r + 1}/{repeats} plain loop, {ours['epochs']} epochs ...")
+        plain = plain_fit(
+            build_forecaster(kind, seed=0, epochs=epochs, threads=threads), metrics, device, ours["epochs"], threads
+        )
+        for name, run in (("ours", ours), ("plain", plain)):
+            rates[name].append(run["windows"] / run["seconds"])
+            cpu_rates[name].append(run["windows"] / run["cpu_seconds"])
+            loops[name].append(run["windows"] / run["loop_seconds"])
+            _say(
+                f"  {name}: {run['epochs']} epochs, {run['windows']:,} windows in {run['seconds']:.1f} s"
+                f" (loops {run['loop_seconds']:.1f} s): {rates[name][-1]:,.0f} seq/s"
+            )
+    assert model is not None
+    median = {name: float(np.median(v)) for name, v in rates.items()}
+    loop_median = {name: float(np.median(v)) for name, v in loops.items()}
+    cpu_median = {name: float(np.median(v)) for name, v in cpu_rates.items()}
+    return {
+        "ours_seq_per_s": round(median["ours"], 1),
+        "plain_seq_per_s": round(median["plain"], 1),
+        "ratio": round(median["ours"] / median["plain"], 3),
+        "ours_loop_seq_per_s": round(loop_median["ours"], 1),
+        "plain_loop_seq_per_s": round(loop_median["plain"], 1),
+        "loop_ratio": round(loop_median["ours"] / loop_median["plain"], 3),
+        # Windows per CPU-second of this process: steadier than wall time on a shared CPU (not for CUDA).
+        "cpu_ratio": round(cpu_median["ours"] / cpu_median["plain"], 3),
+        "train_windows": model.n_train_windows_,
+        "val_windows": model.n_val_windows_,
+        "shape": {
+            "window": model.window,
+            "channels": len(INPUT_CHANNELS),
+            "hidden": model.hidden,
+            "layers": model.layers,
+            "batch": model.batch_size,
+            "samples_per_epoch": model.samples_per_epoch,
+            "epochs": model.epochs,
+            "outputs": len(model.horizons),
+        },
     }
 
 
@@ -155,16 +242,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the tabular matrix")
     parser.add_argument("--cols", type=int, default=50, help="features of the tabular matrix")
     parser.add_argument("--rounds", type=int, default=50, help="boosting rounds (fixed, no early stopping)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="time box per sequence contender")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating timing rounds per contender")
+    parser.add_argument(
+        "--records", type=int, default=100_000, help="generated fleet rows for LSTM/GRU (default: mlco train's)"
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="most LSTM/GRU epochs (default: the models')")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds per sequence contender")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: idle cores)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:n]")
     parser.add_argument("--skip-tabular", action="store_true", help="time the sequence models only")
     args = parser.parse_args(argv)
 
     threads = args.threads or idle_cores()
     torch.set_num_threads(threads)
-    device = select_device(args.device)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({threads} threads)"
     _say(f"device: {name}")
     result: dict = {}
@@ -175,17 +266,15 @@ def main(argv: list[str] | None = None) -> int:
             k: round(v / fit_s["sklearn_hist_gb"], 3) for k, v in fit_s.items() if k != "sklearn_hist_gb"
         }
         result["tabular_shape"] = {"rows": args.rows, "cols": args.cols, "rounds": args.rounds}
+    fleet = generate_fleet(args.records, seed=0)
+    train, _ = time_split(fleet.metrics, HOLDOUT)
+    _say(f"sequence: {fleet.metrics['entity_id'].nunique()} entities, {len(train):,} training rows of {args.records:,}")
     for cell in ("lstm", "gru"):
-        result[cell] = sequence_speed(cell, device, args.seconds, args.repeats)
+        result[cell] = sequence_speed(cell, train, device, threads, args.epochs, args.repeats)
     result["device"] = name
-    result["sequence_shape"] = {
-        "window": WINDOW,
-        "features": FEATURES,
-        "hidden": HIDDEN,
-        "layers": LAYERS,
-        "batch": BATCH,
-        "amp": str(autocast_dtype(device)).replace("torch.", ""),
-    }
+    result["records"] = args.records
+    result["amp"] = str(autocast_dtype(device)).replace("torch.", "")
+    result["repeats"] = args.repeats
     result["target_ratio"] = TARGET_RATIO
     result["meets_target"] = all(result[c]["ratio"] >= TARGET_RATIO for c in ("lstm", "gru"))
     print(json.dumps(result))

@@ -5,13 +5,15 @@ MLflow metric and report keys on it; a run whose horizons leave it out would tra
 model and only then fail in evaluation. ``check_horizons`` lets the CLI, the pipeline's
 parameters and the training step refuse such a list up front, with one line that says why.
 
-This module imports nothing from the project, so ``features`` and the CLI can use it at
-no cost.
+This module imports nothing from the project but ``errors`` (which imports nothing), so
+``features`` and the CLI can use it at no cost.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+from ml_cloud_optimizer.errors import UserInputError
 
 __all__ = ["DEFAULT_HORIZONS", "HEADLINE_HORIZON", "PEAK_HORIZON", "check_horizons", "parse_horizons"]
 
@@ -21,7 +23,7 @@ PEAK_HORIZON = 12  # peak classifiers warn of a peak within the next hour
 
 
 def check_horizons(hs: Iterable) -> tuple[int, ...]:
-    """``hs`` as sorted, unique whole numbers of steps, or a ``ValueError`` naming what is wrong.
+    """``hs`` as sorted, unique whole numbers of steps, or a ``UserInputError`` naming what is wrong.
 
     Values may arrive as floats or strings (KFP hands numbers over as floats); a value that is
     not a whole number, one below 1, an empty list, or a list without ``HEADLINE_HORIZON`` is
@@ -36,14 +38,14 @@ def check_horizons(hs: Iterable) -> tuple[int, ...]:
     try:
         values = [float(h) for h in given]
     except (TypeError, ValueError):
-        raise ValueError(f"horizons {shown}: expected whole numbers of 5-minute steps") from None
+        raise UserInputError(f"horizons {shown}: expected whole numbers of 5-minute steps") from None
     if any(not v.is_integer() for v in values):
-        raise ValueError(f"horizons {shown}: expected whole numbers of 5-minute steps")
+        raise UserInputError(f"horizons {shown}: expected whole numbers of 5-minute steps")
     out = tuple(sorted({int(v) for v in values}))
     if out and out[0] < 1:
-        raise ValueError(f"horizons {shown}: steps ahead must be at least 1")
+        raise UserInputError(f"horizons {shown}: steps ahead must be at least 1")
     if HEADLINE_HORIZON not in out:
-        raise ValueError(
+        raise UserInputError(
             f"horizons {shown}: must include {HEADLINE_HORIZON} (one hour ahead; the champion is chosen on it)"
         )
     return out

@@ -20,6 +20,8 @@ from ml_cloud_optimizer.data import (
 )
 from ml_cloud_optimizer.data.io import entities_path
 from ml_cloud_optimizer.data.schema import STEP_SECONDS, estimate_hourly_price
+from ml_cloud_optimizer.data.traces._stream import Clock
+from ml_cloud_optimizer.errors import UserInputError
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 BITBRAINS = SHARED / "data" / "traces" / "bitbrains_rnd_2013_08"
@@ -271,14 +273,98 @@ def test_long_csv_with_mapping(long_csv):
     assert ent.loc["a", "service"] == "api" and ent.loc["a", "vcpus"] == 4
 
 
-def test_long_csv_epoch_milliseconds_and_fractions(tmp_path):
+def test_long_csv_epoch_milliseconds_and_told_cpu_unit(tmp_path):
     path = tmp_path / "ms.csv"
     path.write_text("ts,entity_id,cpu_util\n1709287200000,x,0.4\n1709287500000,x,0.9\n")
-    fleet = read_trace(path, "long")
+    fleet = read_trace(path, "long", cpu_unit="fraction")
     assert fleet.metrics["ts"].iloc[0] == pd.Timestamp(1_709_287_200, unit="s", tz="UTC")
-    assert np.allclose(fleet.metrics["cpu_util"], [0.4, 0.9])  # max <= 1.5: already fractions
-    as_percent = read_trace(path, "long", util_percent=True)
+    assert np.allclose(fleet.metrics["cpu_util"], [0.4, 0.9])
+    as_percent = read_trace(path, "long", cpu_unit="percent", time_unit="ms")
     assert np.allclose(as_percent.metrics["cpu_util"], [0.004, 0.009])
+    assert as_percent.metrics["ts"].iloc[1] == pd.Timestamp(1_709_287_500, unit="s", tz="UTC")
+
+
+# --- units are never guessed where two readings fit ----------------------------------------
+
+
+def test_idle_percent_trace_is_refused_until_the_cpu_unit_is_given(tmp_path):
+    # An idle fleet in percent: every value <= 1.5, which used to be read as 40-120% busy.
+    path = tmp_path / "idle.csv"
+    path.write_text("ts,entity_id,cpu_util\n1709287200,x,0.4\n1709287500,x,1.2\n1709287800,x,0.8\n")
+    with pytest.raises(DataValidationError, match=r"idle\.csv.*fraction or percent.*--cpu-unit") as info:
+        read_trace(path, "long")
+    assert "\n" not in str(info.value)
+    fleet = read_trace(path, "long", cpu_unit="percent")
+    assert np.allclose(fleet.metrics["cpu_util"], [0.004, 0.012, 0.008])
+
+
+def test_cpu_unit_is_obeyed_and_a_clear_percent_column_settles_both(tmp_path):
+    path = tmp_path / "host.csv"
+    path.write_text("ts,entity_id,cpu_util,mem_util\n1709287200,x,0.5,40\n1709287500,x,1.0,60\n")
+    # Memory above 1.5 is percent, so the idle CPU beside it is too: one unit per export.
+    fleet = read_trace(path, "long")
+    assert np.allclose(fleet.metrics["cpu_util"], [0.005, 0.010]) and np.allclose(fleet.metrics["mem_util"], [0.4, 0.6])
+    with pytest.raises(DataValidationError, match=r"reaches 60.*not a fraction.*--cpu-unit percent"):
+        read_trace(path, "long", cpu_unit="fraction")
+    with pytest.raises(DataValidationError, match="cpu unit 'permille'"):
+        read_trace(path, "long", cpu_unit="permille")
+
+
+def test_mixed_seconds_and_milliseconds_are_refused_naming_the_time_unit(tmp_path):
+    # The old reader divided the whole block by 1000 once one value looked like milliseconds,
+    # putting the rows written in seconds in January 1970.
+    path = tmp_path / "mixed.csv"
+    path.write_text("ts,entity_id,cpu_util\n1709287200,x,40\n1709287500000,x,50\n")
+    with pytest.raises(
+        DataValidationError, match=r"1709287200 reads as seconds.*1709287500000 as milliseconds"
+    ) as info:
+        read_trace(path, "long")
+    assert "--time-unit {s,ms,us,ns,iso}" in str(info.value) and "\n" not in str(info.value)
+    dates_and_numbers = tmp_path / "both.csv"
+    dates_and_numbers.write_text("ts,entity_id,cpu_util\n2024-03-01T10:00:00Z,x,40\n1709287500,x,50\n")
+    with pytest.raises(DataValidationError, match=r"mix units.*--time-unit"):
+        read_trace(dates_and_numbers, "long")
+    with pytest.raises(DataValidationError, match=r"not a number of seconds.*--time-unit iso"):
+        read_trace(dates_and_numbers, "long", time_unit="s")
+    with pytest.raises(DataValidationError, match="time unit 'days'"):
+        read_trace(path, "long", time_unit="days")
+
+
+def test_clock_refuses_units_that_differ_between_blocks():
+    clock = Clock(Path("big.csv"))
+    assert clock.seconds(pd.Series(["1709287200", "1709287500"])).tolist() == [1709287200, 1709287500]
+    with pytest.raises(DataValidationError, match="1709287200 reads as seconds, 1709287800000 as milliseconds"):
+        clock.seconds(pd.Series(["1709287800000"]))  # a later block of the same trace
+    micro = Clock(Path("us.csv"))
+    assert micro.seconds(pd.Series([1_709_287_200_000_000.0])).tolist() == [1_709_287_200]
+    told = Clock(Path("iso.csv"), "iso")
+    assert told.seconds(pd.Series(["2024-03-01T10:00:00Z"])).tolist() == [1_709_287_200]
+
+
+def test_gwa_files_in_different_units_are_refused(gwa_dir):
+    seconds = (gwa_dir / "12.csv").read_text()
+    lines = seconds.splitlines()
+    stamp = lines[1].split(";")[0]
+    (gwa_dir / "12.csv").write_text("\n".join([lines[0], lines[1].replace(stamp, stamp + "000", 1)]) + "\n")
+    with pytest.raises(DataValidationError, match=r"mix units.*--time-unit"):
+        read_trace(gwa_dir)
+
+
+def test_duplicates_and_same_slot_collisions_are_counted_in_the_gap_report(tmp_path):
+    path = tmp_path / "dups.csv"
+    path.write_text(
+        "ts,entity_id,cpu_util\n"
+        "1709287200,a,10\n1709287200,a,30\n1709287200,a,50\n"  # one timestamp three times: 2 duplicates
+        "1709287500,a,20\n1709287560,a,40\n"  # two timestamps snapped into one slot: a collision
+        "1709287800,a,60\n"
+        "1709287200,b,10\n1709287500,b,20\n"
+    )
+    fleet = read_trace(path, "long")
+    gaps = fleet.gaps.set_index("entity_id")
+    assert gaps.loc["a", "duplicate_samples"] == 2 and gaps.loc["a", "collided_slots"] == 1
+    assert gaps.loc["b", "duplicate_samples"] == 0 and gaps.loc["b", "collided_slots"] == 0
+    a = fleet.metrics[fleet.metrics["entity_id"] == "a"]
+    assert np.allclose(a["cpu_util"], [0.30, 0.30, 0.60])  # still averaged, now counted
 
 
 def test_long_csv_errors_name_the_problem(long_csv):
@@ -290,11 +376,19 @@ def test_long_csv_errors_name_the_problem(long_csv):
         read_trace(long_csv, "long", columns={**MAPPING, "gpu_util": "cpu"})
     negative = long_csv.with_name("neg.csv")
     negative.write_text("ts,entity_id,cpu_util\n0,x,0.5\n300,x,-0.5\n")
-    with pytest.raises(DataValidationError, match=r"neg\.csv.*cpu_util"):
-        read_trace(negative, "long")
+    with pytest.raises(DataValidationError, match=r"neg\.csv.*cpu_util.*outside"):
+        read_trace(negative, "long", cpu_unit="fraction")
 
 
 # --- detection and bad input ---------------------------------------------------------------
+
+
+def test_data_errors_are_the_typed_user_error():
+    assert issubclass(DataValidationError, UserInputError) and issubclass(UserInputError, ValueError)
+    with pytest.raises(UserInputError, match="records must be at least 1"):
+        generate_fleet(-5)
+    with pytest.raises(UserInputError, match="seed must be 0 or more"):
+        generate_fleet(100, seed=-1)
 
 
 def test_unknown_format_option_and_path_are_refused(long_csv, tmp_path):
@@ -321,9 +415,10 @@ def test_report_gaps_counts_missing_slots():
         columns=["entity_id", "ts"],
     ).sample(frac=1, random_state=0)  # order must not matter
     gaps = report_gaps(metrics).set_index("entity_id")
-    assert gaps.loc["a"].tolist() == [11, 6, 5, 3]  # missing 3-4, 7-9
-    assert gaps.loc["b"].tolist() == [4, 4, 0, 0]
-    assert report_gaps(metrics.iloc[:0]).empty
+    assert gaps.loc["a"].tolist() == [11, 6, 5, 3, 0, 0]  # missing 3-4, 7-9; nothing merged on a grid
+    assert gaps.loc["b"].tolist() == [4, 4, 0, 0, 0, 0]
+    empty = report_gaps(metrics.iloc[:0])
+    assert empty.empty and "duplicate_samples" in empty and "collided_slots" in empty
 
 
 # --- saved fleets --------------------------------------------------------------------------

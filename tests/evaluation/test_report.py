@@ -124,4 +124,4 @@ def test_mlco_report_writes_the_file_and_refuses_a_missing_directory(tmp_path, c
     assert str(run_dir / "report.html") in capsys.readouterr().out
     assert main(["report", "--run-dir", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no run directory" in err[0]
+    assert len(err) == 1 and "no such run directory" in err[0]

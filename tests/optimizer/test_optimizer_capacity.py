@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_cloud_optimizer.data.schema import Fleet, validate_fleet
+from ml_cloud_optimizer.data.schema import UTIL_MAX, Fleet, validate_fleet
 from ml_cloud_optimizer.optimizer.capacity import (
     DemandGrid,
     forecasts_long,
@@ -94,6 +94,15 @@ def test_recommend_without_p90_uses_p50_and_counts_replicas_of_the_current_type(
     assert row["headroom_cores"] == 0 and row["request_cores"] == pytest.approx(3.75)
     assert row["replicas"] == 2  # 3.75 cores need two 2-vCPU instances
     assert row["hourly_saving"] < 0  # more than is provisioned today
+
+
+def test_recommend_keeps_a_wild_forecast_within_the_schemas_range():
+    fleet = _fleet({"a": [0.5]}, {"a": 4})
+    ts = pd.to_datetime(["2026-01-05T00:00Z"])
+    forecasts = pd.DataFrame({"entity_id": ["a"], "ts": ts, "p50_h1": [1e308], "p90_h1": [np.inf]})
+    row = recommend(forecasts, fleet.entities, target_utilization=0.5, granularity=0.25).iloc[0]
+    assert row["p90_cores"] == UTIL_MAX * 4 and row["request_cores"] == UTIL_MAX * 4 / 0.5
+    assert row["replicas"] == 3  # 12 cores of 4-vCPU instances, not an overflowed count
 
 
 @pytest.mark.parametrize(

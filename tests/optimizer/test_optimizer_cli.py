@@ -60,7 +60,7 @@ def test_backtest_prints_every_policy_and_writes_the_run(tmp_path, fleet_file, c
     [
         (["backtest", "--trace", "/nonexistent/trace.csv"], "trace.csv"),
         (["backtest", "--trace", "FLEET", "--forecaster", "nope"], "unknown model kind"),
-        (["backtest", "--trace", "FLEET", "--replay-fraction", "1.5"], "replay fraction"),
+        (["backtest", "--trace", "FLEET", "--replay-fraction", "1.5"], "--replay-fraction 1.5: expected a share"),
         (["recommend", "--model", "/nonexistent/model", "--no-store", "--source", "FLEET"], "no such model"),
         (
             ["recommend", "--model", "MODEL", "--no-store", "--source", "FLEET", "--target-utilization", "0"],

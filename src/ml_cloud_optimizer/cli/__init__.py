@@ -1,9 +1,13 @@
 """`mlco`: parse, call the core, print. Each command family lives in its own module.
 
 A module in ``COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its
-subcommands and sets ``func`` on each; ``func(args)`` returns the exit code.
-User mistakes are raised as ``UserError`` (or the core's ``ValueError`` subclasses
-listed in ``USER_ERRORS``) and printed as one line, never as a traceback.
+subcommands and sets ``func`` on each; ``func(args)`` returns the exit code. Each ``func``
+checks its arguments first (``cli.checks``), before it generates, reads or trains anything.
+
+A user's mistake is one line on stderr, ``mlco CMD: error: ...``, and exit status 2, never a
+traceback: argparse's own refusals (an unknown flag, a bad choice, ``--records abc``) as well
+as ``UserError`` and the core's ``errors.UserInputError`` (``USER_ERRORS``). Any other
+exception is a bug and keeps its traceback.
 
 The core logs (``logging``); ``main`` sends its lines to stderr as ``[mlco] ...``: INFO and
 above by default, WARNING and above with ``-q``, everything with ``-v``. Results go to stdout.
@@ -15,9 +19,10 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 from ml_cloud_optimizer import __version__, logs
-from ml_cloud_optimizer.data.schema import DataValidationError
+from ml_cloud_optimizer.errors import UserInputError
 
 __all__ = ["UserError", "build_parser", "main"]
 
@@ -32,15 +37,44 @@ COMMAND_MODULES = [
 ]
 
 
-class UserError(Exception):
-    """A mistake in what the user asked for; printed as one line, exit status 2."""
+class UserError(UserInputError):
+    """A mistake in what the user asked for, found by the CLI; printed as one line, exit status 2."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, DataValidationError, FileNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (UserInputError, FileNotFoundError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose refusals are one line (no usage block), like every other mistake.
+
+    Subparsers are made of the same class, so ``mlco db load --format x`` says
+    ``mlco db load: error: argument --format: invalid choice: ...`` and exits 2.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        self.exit(2)
+
+
+def _one_line(message: object) -> str:
+    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
+def _log_level(argv: list[str]) -> int:
+    """The level ``-q``/``-v`` ask for, read before parsing so that a refused command still honours it."""
+    level = logging.INFO
+    for token in argv:
+        if not token.startswith("-"):
+            break
+        if token in ("-q", "--quiet"):
+            level = logging.WARNING
+        elif token in ("-v", "--verbose"):
+            level = logging.DEBUG
+    return level
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mlco",
         description="ML Cloud Workload Optimizer: forecast cloud workload, detect peaks, recommend capacity.",
     )
@@ -70,8 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    logs.configure(_log_level(argv), sys.stderr)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code == 2:  # refused; _Parser.error printed the line
+            return 2
+        raise  # --help, --version
     logs.configure(args.log_level, sys.stderr)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -79,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as exc:
-        print(f"mlco {args.command}: error: {exc}", file=sys.stderr)
+        print(f"mlco {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mlco {args.command}: interrupted", file=sys.stderr)

@@ -1,14 +1,20 @@
-"""`mlco generate` and `mlco ingest`: make a synthetic fleet, or read a real trace, and save it."""
+"""`mlco generate` and `mlco ingest`: make a synthetic fleet, or read a real trace, and save it.
+
+``add_unit_arguments`` and ``trace_options`` give every command that reads a trace
+(``ingest``, ``db load``, ``train``, ``backtest``) the same ``--time-unit`` and ``--cpu-unit``.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from ml_cloud_optimizer.cli import UserError, checks
 from ml_cloud_optimizer.data.io import read_fleet, write_fleet
 from ml_cloud_optimizer.data.schema import STEP_SECONDS, Fleet
 from ml_cloud_optimizer.data.traces import FORMATS
+from ml_cloud_optimizer.data.traces._stream import CPU_UNITS, TIME_UNITS
 
-__all__ = ["parse_mapping", "register", "summarize"]
+__all__ = ["add_unit_arguments", "gap_line", "parse_mapping", "register", "summarize", "trace_options"]
 
 
 def register(subparsers) -> None:
@@ -32,7 +38,32 @@ def register(subparsers) -> None:
     )
     ingest.add_argument("--epoch", default=None, help="start of an Azure or Alibaba trace (UTC, ISO date)")
     ingest.add_argument("--out", default=None, help="write the canonical fleet here (.parquet or .csv)")
+    add_unit_arguments(ingest)
     ingest.set_defaults(func=_ingest)
+
+
+def add_unit_arguments(parser) -> None:
+    """``--time-unit`` and ``--cpu-unit``: the units a trace's values are in, where the file cannot say."""
+    parser.add_argument(
+        "--time-unit",
+        choices=TIME_UNITS,
+        default=None,
+        help="unit of a trace's timestamps: epoch s/ms/us/ns or iso dates (default: told from the values;"
+        " a trace mixing units is refused)",
+    )
+    parser.add_argument(
+        "--cpu-unit",
+        choices=CPU_UNITS,
+        default=None,
+        help="unit of a long CSV's cpu_util and mem_util (default: percent when a value exceeds 1.5;"
+        " refused when none does)",
+    )
+
+
+def trace_options(args: argparse.Namespace) -> dict:
+    """The unit options the user gave, as ``read_fleet`` keywords (none given: none passed)."""
+    names = {"time_unit": getattr(args, "time_unit", None), "cpu_unit": getattr(args, "cpu_unit", None)}
+    return {name: value for name, value in names.items() if value is not None}
 
 
 def parse_mapping(text: str) -> dict[str, str]:
@@ -61,38 +92,53 @@ def summarize(fleet: Fleet) -> str:
     return line
 
 
-def _gap_line(fleet: Fleet) -> str:
+def gap_line(fleet: Fleet) -> str:
+    """One line: entities with gaps, missing slots, the longest gap, and raw samples merged into slots."""
     gaps = fleet.gaps
     expected = int(gaps["expected_slots"].sum())
     missing = int(gaps["missing_slots"].sum())
     with_gaps = int((gaps["missing_slots"] > 0).sum())
     share = missing / expected if expected else 0.0
     longest = int(gaps["longest_gap_slots"].max()) if len(gaps) else 0
-    return (
+    line = (
         f"gaps: {with_gaps} of {len(gaps)} entities, {missing:,} missing slots ({share:.2%}), longest {longest} slots"
+    )
+    duplicates = int(gaps["duplicate_samples"].sum()) if "duplicate_samples" in gaps else 0
+    collided = int(gaps["collided_slots"].sum()) if "collided_slots" in gaps else 0
+    return (
+        line + f"; merged: {duplicates:,} duplicate timestamps averaged, {collided:,} slots averaging several samples"
     )
 
 
 def _generate(args: argparse.Namespace) -> int:
+    checks.at_least(args.records, "--records", 1)
+    checks.at_least(args.entities, "--entities", 1)
+    if args.entities is not None and args.entities > args.records:
+        raise UserError(f"--entities {args.entities}: more VMs than --records {args.records} rows")
+    checks.at_least(args.seed, "--seed", 0)
+    checks.fleet_file(args.out)
     from ml_cloud_optimizer.data.synthetic import generate_fleet  # SciPy: most of mlco's start-up, so only here
 
     fleet = generate_fleet(args.records, entities=args.entities, seed=args.seed)
     paths = write_fleet(fleet, args.out)
     print(f"generated {summarize(fleet)}")
-    print(_gap_line(fleet))
+    print(gap_line(fleet))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    options = {}
+    checks.existing(args.path, "PATH")
+    checks.timestamp(args.epoch, "--epoch")
+    checks.fleet_file(args.out)
+    options = trace_options(args)
     if args.map is not None:
         options["columns"] = args.map
     if args.epoch is not None:
         options["epoch"] = args.epoch
     fleet = read_fleet(args.path, args.format, **options)
     print(f"read {fleet.source}: {summarize(fleet)}")
-    print(_gap_line(fleet))
+    print(gap_line(fleet))
     if args.out:
         print("wrote " + ", ".join(str(p) for p in write_fleet(fleet, args.out)))
     return 0

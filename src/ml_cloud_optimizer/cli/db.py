@@ -15,7 +15,8 @@ from contextlib import closing
 import pandas as pd
 import psycopg2
 
-from ml_cloud_optimizer.cli import UserError
+from ml_cloud_optimizer.cli import UserError, checks
+from ml_cloud_optimizer.cli.data import add_unit_arguments, trace_options
 from ml_cloud_optimizer.data.io import CANONICAL
 from ml_cloud_optimizer.data.traces import FORMATS
 
@@ -34,6 +35,7 @@ def register(subparsers) -> None:
     load.add_argument("path", help="a saved fleet (.parquet/.csv) or a trace file or directory")
     load.add_argument("--format", choices=[CANONICAL, *FORMATS], default=None, help="input format (default: detected)")
     load.add_argument("--no-refresh", action="store_true", help="skip refreshing metrics_hourly and statistics")
+    add_unit_arguments(load)
     load.set_defaults(func=_guarded(_load))
 
     query = commands.add_parser("query", help="run a named OLAP query from sql/02_olap_queries.sql")
@@ -116,7 +118,8 @@ def _load(args) -> int:
     from ml_cloud_optimizer.data.io import read_fleet
     from ml_cloud_optimizer.warehouse import apply_schema, load_fleet
 
-    fleet = read_fleet(args.path, args.format)
+    checks.existing(args.path, "PATH")
+    fleet = read_fleet(args.path, args.format, **trace_options(args))
     with _connect() as conn:
         apply_schema(conn)
         report = load_fleet(conn, fleet, refresh=not args.no_refresh)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 import psycopg2
 
-from ml_cloud_optimizer.cli import UserError
+from ml_cloud_optimizer.cli import UserError, checks
+from ml_cloud_optimizer.cli.data import add_unit_arguments, trace_options
 from ml_cloud_optimizer.data.io import CANONICAL
 from ml_cloud_optimizer.data.traces import FORMATS
 
@@ -84,6 +85,7 @@ def register(subparsers) -> None:
     bt.add_argument(
         "--out", type=Path, default=None, help="directory for the summary, capacities and plots ($MLCO_HOME/backtest)"
     )
+    add_unit_arguments(bt)
     bt.set_defaults(func=_guarded(_backtest))
 
     mon = subparsers.add_parser("monitor", help="feature drift and forecast accuracy; says whether to retrain")
@@ -97,7 +99,7 @@ def register(subparsers) -> None:
     mon.add_argument(
         "--out", type=Path, default=None, help="directory for monitoring.json and drift.csv ($MLCO_HOME/monitor)"
     )
-    mon.set_defaults(func=_guarded(_monitor))
+    mon.set_defaults(func=_guarded(_monitor_checked))
 
     rep = subparsers.add_parser("report", help="one HTML file with the last run's leaderboard, forecasts, backtest")
     rep.add_argument("--run-dir", type=Path, default=None, help="run directory to report (default: the newest)")
@@ -169,16 +171,22 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _check_target(value: float) -> None:
+    if not (0 < value <= 1):  # also refuses NaN
+        raise UserError(f"--target-utilization {value}: target utilization must be a share in (0, 1]")
+
+
 def _recommend(args) -> int:
+    checks.at_least(args.hours, "--hours", 1)
+    _check_target(args.target_utilization)
+    checks.at_least(args.granularity, "--granularity", 1e-9, "a number of cores")
+    checks.at_least(args.top, "--top", 1)
+    checks.source(args.source, "--source", ("warehouse",))
+    checks.existing_dir(args.model, "--model", "model directory", "train one with `mlco train`")
+    checks.out_dir(args.out)
     from ml_cloud_optimizer.optimizer.capacity import forecasts_long, recommend
     from ml_cloud_optimizer.warehouse import connect, store_run
 
-    if args.hours < 1:
-        raise UserError("--hours must be at least 1")
-    if not 0 < args.target_utilization <= 1:
-        raise UserError(f"--target-utilization: target utilization must be in (0, 1], got {args.target_utilization}")
-    if args.granularity <= 0:
-        raise UserError(f"--granularity must be positive, got {args.granularity}")
     model_dir = Path(args.model or default_model_dir())
     model = load_forecaster(model_dir)
     history_steps = int(getattr(model, "full_history", model.min_history)) + args.hours * 12 + 12
@@ -254,12 +262,19 @@ def _recommendation_table(recs: pd.DataFrame, top: int) -> str:
 
 
 def _backtest(args) -> int:
+    checks.existing(args.trace, "--trace")
+    checks.model_kind(args.forecaster, "--forecaster")
+    checks.share(args.replay_fraction, "--replay-fraction")
+    checks.at_least(args.horizon, "--horizon", 1)
+    checks.share(args.coverage, "--coverage")
+    checks.at_least(args.granularity, "--granularity", 1e-9, "a number of cores")
+    checks.out_dir(args.out)
     from ml_cloud_optimizer.data.io import read_fleet
     from ml_cloud_optimizer.optimizer.backtest import replay_fleet
     from ml_cloud_optimizer.optimizer.plots import backtest_summary_figure, capacity_figure, save_figure
 
-    fleet = read_fleet(args.trace, args.format)
-    forecaster = _new_forecaster(args.forecaster, args.horizon)
+    forecaster = _new_forecaster(args.forecaster, args.horizon)  # refuses a kind the policy cannot use, before reading
+    fleet = read_fleet(args.trace, args.format, **trace_options(args))
     try:
         result = replay_fleet(
             fleet,
@@ -322,7 +337,17 @@ def _monitor(args) -> int:
     return 0
 
 
+def _monitor_checked(args) -> int:
+    checks.at_least(args.recent_hours, "--recent-hours", 1)
+    checks.at_least(args.reference_days, "--reference-days", 1e-9, "a number of days")
+    checks.source(args.source, "--source", ("warehouse",))
+    checks.existing_dir(args.model, "--model", "model directory", "train one with `mlco train`")
+    checks.out_dir(args.out)
+    return _monitor(args)
+
+
 def _report(args) -> int:
+    checks.existing_dir(args.run_dir, "--run-dir", "run directory", "run `mlco train` or `mlco backtest` first")
     from ml_cloud_optimizer.dashboard.data import default_run_dir
     from ml_cloud_optimizer.report import build_report
 

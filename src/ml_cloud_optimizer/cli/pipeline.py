@@ -13,7 +13,7 @@ import functools
 import sys
 from pathlib import Path
 
-from ml_cloud_optimizer.cli import UserError
+from ml_cloud_optimizer.cli import UserError, checks
 from ml_cloud_optimizer.cli.kfp_api import connect as _connect
 from ml_cloud_optimizer.cli.kfp_api import package as _package
 from ml_cloud_optimizer.cli.kfp_api import params as _params
@@ -172,7 +172,16 @@ def _reads_settings(command):
 
 @_reads_settings
 def _run(args: argparse.Namespace) -> int:
-    if args.pipeline == "workload":  # checked before anything is imported, started or trained
+    checks.at_least(args.records, "--records", 1)  # every argument before anything is imported, started or trained
+    checks.at_least(args.epochs, "--epochs", 1)
+    checks.at_least(args.trials, "--trials", 0)
+    checks.at_least(args.seed, "--seed", 0)
+    checks.share(args.holdout, "--holdout")
+    checks.source(args.source, "--source", ("synthetic",))
+    checks.at_least(args.lookback_hours, "--lookback-hours", 1)
+    checks.share(args.target_utilization, "--target-utilization", high_inclusive=True)
+    if args.pipeline == "workload":
+        checks.model_kinds(args.models)
         try:
             horizons = list(parse_horizons(args.horizons))
         except ValueError as exc:
@@ -268,6 +277,8 @@ def _run_batch(args: argparse.Namespace, home: Path, image: str | None) -> int:
 
 @_reads_settings
 def _compile(args: argparse.Namespace) -> int:
+    if args.out is not None and args.out.is_dir():
+        raise UserError(f"--out {args.out}: is a directory; name the YAML file to write")
     from ml_cloud_optimizer.pipelines.runners import compile as pipeline_compile
 
     names = [args.pipeline or "workload"] if args.out or args.pipeline else list(pipeline_compile.PIPELINES)
@@ -289,6 +300,8 @@ def _compile(args: argparse.Namespace) -> int:
 
 @_reads_settings
 def _submit(args: argparse.Namespace) -> int:
+    if args.package is not None:  # before importing kfp
+        checks.existing(args.package, "--package")
     from ml_cloud_optimizer.pipelines.runners import remote
 
     with _package(args.package, args.pipeline) as package:
@@ -309,13 +322,16 @@ def _submit(args: argparse.Namespace) -> int:
 
 @_reads_settings
 def _schedule(args: argparse.Namespace) -> int:
-    from ml_cloud_optimizer.pipelines.runners import remote
     from ml_cloud_optimizer.pipelines.runners.cron import CronError, validate_cron
 
     try:
         cron = validate_cron(args.cron)
     except CronError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc)) from None  # "cron expression ...: ..."
+    if args.package is not None:  # before importing kfp
+        checks.existing(args.package, "--package")
+    from ml_cloud_optimizer.pipelines.runners import remote
+
     default_name = remote.DEFAULT_SCHEDULE_NAME if args.pipeline == "workload" else "mlco-batch-hourly"
     with _package(args.package, args.pipeline) as package:
         params = _params(args.param, package)
@@ -339,6 +355,7 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
+    checks.at_least(args.limit, "--limit", 1)
     from ml_cloud_optimizer.pipelines.runners import remote
 
     with _server_errors(args.host):

@@ -2,7 +2,8 @@
 
 A thin wrapper over ``python -m ml_cloud_optimizer.serving`` (the entry point the ServingRuntime runs), with
 the champion directory that ``mlco train`` exports (``$MLCO_HOME/train/champion``) as the
-default model directory.
+default model directory. It listens on this host only (``127.0.0.1``) unless ``--host`` says
+otherwise; the container's entry point listens on every interface, as a pod must.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ml_cloud_optimizer.warehouse.server import mlco_home
 __all__ = ["default_champion_dir", "register"]
 
 DEFAULT_MODEL_NAME = "workload-forecaster"
+DEFAULT_HOST = "127.0.0.1"
 
 
 def default_champion_dir() -> Path:
@@ -39,6 +41,11 @@ def register(subparsers) -> None:
     )
     serve.add_argument("--http_port", type=int, default=8080, help="REST port (default 8080)")
     serve.add_argument("--grpc_port", type=int, default=8081, help="gRPC port (default 8081)")
+    serve.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to listen on (default {DEFAULT_HOST}, this host only; 0.0.0.0 for every interface)",
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -63,5 +70,7 @@ def _serve(args) -> int:
             str(args.http_port),
             "--grpc_port",
             str(args.grpc_port),
+            "--host",
+            args.host,
         ]
     )

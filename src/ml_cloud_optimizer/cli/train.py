@@ -6,9 +6,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from ml_cloud_optimizer.cli import UserError
+from ml_cloud_optimizer.cli import UserError, checks
+from ml_cloud_optimizer.cli.data import add_unit_arguments, trace_options
+from ml_cloud_optimizer.data.io import CANONICAL
+from ml_cloud_optimizer.data.traces import FORMATS
 from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
-from ml_cloud_optimizer.models.registry import TRAINABLE, build_forecaster, family, forecaster_entry
+from ml_cloud_optimizer.models.registry import TRAINABLE, build_forecaster, family
 
 __all__ = ["DEFAULT_MODELS", "build_candidates", "load_metrics", "register", "run"]
 
@@ -30,7 +33,9 @@ def register(subparsers) -> None:
         default="synthetic",
         help="synthetic, warehouse, or a path to a saved fleet or trace (default synthetic)",
     )
-    train.add_argument("--format", default=None, help="format of a --source path (default: detected)")
+    train.add_argument(
+        "--format", choices=[CANONICAL, *FORMATS], default=None, help="format of a --source path (default: detected)"
+    )
     train.add_argument(
         "--models", default=DEFAULT_MODELS, help=f"comma-separated model kinds (default {DEFAULT_MODELS})"
     )
@@ -50,11 +55,15 @@ def register(subparsers) -> None:
     train.add_argument("--no-peak", action="store_true", help="do not bundle a peak classifier")
     train.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_unit_arguments(train)
     train.set_defaults(func=run)
 
 
-def load_metrics(source: str, fmt: str | None = None, records: int = 100_000, seed: int = 0):
-    """The fleet named by ``--source``: generated, read from the warehouse, or read from a path."""
+def load_metrics(source: str, fmt: str | None = None, records: int = 100_000, seed: int = 0, **options):
+    """The fleet named by ``--source``: generated, read from the warehouse, or read from a path.
+
+    ``options`` are trace options (``time_unit``, ``cpu_unit``) for a path.
+    """
     if source == "synthetic":
         from ml_cloud_optimizer.data.synthetic import generate_fleet
 
@@ -74,7 +83,7 @@ def load_metrics(source: str, fmt: str | None = None, records: int = 100_000, se
         raise UserError(f"--source {source}: no such file or directory (nor 'synthetic' or 'warehouse')")
     from ml_cloud_optimizer.data.io import read_fleet
 
-    return read_fleet(path, fmt)
+    return read_fleet(path, fmt, **options)
 
 
 def build_candidates(
@@ -117,28 +126,33 @@ def _backtest(metrics, candidates: dict, folds: int, holdout: float, out: Path) 
     return "rolling-origin backtest:\n" + table.sort_values("vs_persistence").to_markdown(floatfmt=".4g")
 
 
+def _check(args: argparse.Namespace) -> list[str]:
+    """Every argument, before anything is imported, read, generated or trained; the model kinds."""
+    kinds = checks.model_kinds(args.models)
+    checks.share(args.holdout, "--holdout")
+    if args.backtest < 0 or args.backtest == 1:
+        raise UserError(f"--backtest {args.backtest}: expected 0 (none) or at least 2 folds")
+    checks.at_least(args.records, "--records", 1)
+    checks.at_least(args.trials, "--trials", 0)
+    checks.at_least(args.epochs, "--epochs", 1)
+    checks.at_least(args.jobs, "--jobs", 1)
+    checks.at_least(args.seed, "--seed", 0)
+    checks.source(args.source, "--source", ("synthetic", "warehouse"))
+    checks.out_dir(args.out)
+    return kinds
+
+
 def run(args: argparse.Namespace) -> int:
     """Body of ``mlco train``."""
+    kinds = _check(args)
     from ml_cloud_optimizer.evaluation import to_markdown
     from ml_cloud_optimizer.tracking import Tracker, mlco_home, train_and_export
 
-    kinds = [k.strip() for k in args.models.split(",") if k.strip()]
-    if not kinds:
-        raise UserError("--models: give at least one model kind")
-    if not 0 < args.holdout < 1:
-        raise UserError(f"--holdout {args.holdout}: expected a share between 0 and 1")
-    if args.backtest < 0 or args.backtest == 1:
-        raise UserError(f"--backtest {args.backtest}: expected 0 (none) or at least 2 folds")
-    for kind in kinds:  # before any data is read or generated
-        try:
-            forecaster_entry(kind)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
     if args.trials:
         from ml_cloud_optimizer.logs import quiet_optuna
 
         quiet_optuna()
-    fleet = load_metrics(args.source, args.format, args.records, args.seed)
+    fleet = load_metrics(args.source, args.format, args.records, args.seed, **trace_options(args))
     _progress(f"data: {fleet.source}, {fleet.metrics['entity_id'].nunique()} entities, {len(fleet.metrics):,} rows")
     candidates = build_candidates(kinds, args.trials, args.epochs, args.jobs, args.seed, _progress)
     peak = None

@@ -27,6 +27,7 @@ from scipy.signal import lfilter
 
 from ml_cloud_optimizer.data.io import report_gaps
 from ml_cloud_optimizer.data.schema import STEP_SECONDS, Fleet, validate_fleet
+from ml_cloud_optimizer.errors import UserInputError
 
 __all__ = ["INSTANCE_TYPES", "REGIONS", "SERVICES", "generate_fleet"]
 
@@ -149,15 +150,20 @@ def generate_fleet(
         A ``Fleet`` with ``source="synthetic"``, its gap report filled in.
     """
     if records < 1:
-        raise ValueError(f"records must be at least 1, got {records}")
+        raise UserInputError(f"records must be at least 1, got {records}")
     n_entities = max(1, records // (_DEFAULT_DAYS * STEPS_PER_DAY)) if entities is None else entities
     if not 1 <= n_entities <= records:
-        raise ValueError(f"entities must be between 1 and records ({records}), got {n_entities}")
-    start_ts = pd.Timestamp(start)
+        raise UserInputError(f"entities must be between 1 and records ({records}), got {n_entities}")
+    if seed < 0:
+        raise UserInputError(f"seed must be 0 or more, got {seed}")
+    try:
+        start_ts = pd.Timestamp(start)
+    except ValueError:
+        raise UserInputError(f"start {start!r}: not a timestamp; give an ISO date such as 2026-01-05T00:00Z") from None
     start_ts = start_ts.tz_localize("UTC") if start_ts.tzinfo is None else start_ts.tz_convert("UTC")
     start_s = start_ts.value // 10**9
     if start_ts.value % (STEP_SECONDS * 10**9):
-        raise ValueError(f"start must lie on the {STEP_SECONDS} s grid, got {start}")
+        raise UserInputError(f"start must lie on the {STEP_SECONDS} s grid, got {start}")
 
     rng = np.random.default_rng(seed)
     steps = records // n_entities

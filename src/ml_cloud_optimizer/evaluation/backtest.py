@@ -20,6 +20,7 @@ from sklearn.base import clone
 from sklearn.model_selection import TimeSeriesSplit
 
 from ml_cloud_optimizer.data.schema import STEP
+from ml_cloud_optimizer.errors import UserInputError
 from ml_cloud_optimizer.evaluation.metrics import point_metrics, seasonal_scale
 from ml_cloud_optimizer.features.grid import to_grid
 from ml_cloud_optimizer.features.targets import make_targets, target_column
@@ -46,9 +47,9 @@ MIN_COVERAGE = 0.5  # a candidate forecasting less of the hold-out is scored alo
 def holdout_cutoff(metrics: pd.DataFrame, holdout: float = 0.2) -> pd.Timestamp:
     """The global instant after which the last ``holdout`` share of the time span lies (on the grid)."""
     if not 0 < holdout < 1:
-        raise ValueError(f"holdout {holdout}: expected a share between 0 and 1")
+        raise UserInputError(f"holdout {holdout}: expected a share between 0 and 1")
     if metrics.empty:
-        raise ValueError("holdout: no metrics rows")
+        raise UserInputError("holdout: no metrics rows")
     start, end = metrics["ts"].min(), metrics["ts"].max()
     return (start + (end - start) * (1 - holdout)).ceil(STEP)
 
@@ -200,7 +201,9 @@ def rolling_origin(
     instants = pd.DatetimeIndex(metrics["ts"].unique()).sort_values()
     test_size = int(len(instants) * holdout) // folds
     if test_size < 1:
-        raise ValueError(f"rolling origin: {len(instants)} timestamps cannot make {folds} test windows")
+        raise UserInputError(
+            f"rolling origin: {len(instants)} timestamps cannot make {folds} test windows; use fewer folds"
+        )
     candidates = _with_baselines(models, horizons)
     out = []
     for fold, (_, test) in enumerate(TimeSeriesSplit(n_splits=folds, test_size=test_size).split(instants)):

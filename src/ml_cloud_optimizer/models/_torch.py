@@ -7,9 +7,9 @@ server imports ``models`` for every champion; only a champion with a recurrent f
 peak model reaches this module, so serving a LightGBM champion never loads torch (the lean
 predictor image has none; ``tests/serving/test_serving_imports.py`` checks it).
 
-The module is private: its names are the models' machinery, not an API. ``bench/train_speed.py``
-times ``train_epoch`` and ``RecurrentNet`` as they are, and ``imbalance.FocalLoss`` names the
-focal loss lazily from here.
+The module is private: its names are the models' machinery, not an API. ``imbalance.FocalLoss``
+names the focal loss lazily from here, and ``bench/train_speed.py`` borrows ``autocast_dtype`` so
+its plain loop trains at the models' precision.
 
 * ``RecurrentNet``: a stacked LSTM or GRU with a linear head that starts at zero.
 * ``select_device``, ``autocast_dtype``, ``torch_threads``: CUDA with bf16 autocast when a GPU

@@ -4,7 +4,7 @@ Adding a forecaster means one ``ModelKind`` line here plus its module; the CLI's
 the pipeline's model lists, the leaderboard's tie rule and model loading all derive from
 this table. The table names modules instead of importing them so that loading a LightGBM
 model never pays for torch, and ``mlco --help`` stays fast; hence this module imports only
-the standard library.
+the standard library (and ``errors``, which imports nothing).
 
 Peak classifiers have a table of their own: ``"lightgbm"`` names both a forecaster and a
 saved peak-model kind.
@@ -16,6 +16,8 @@ import importlib
 import inspect
 from dataclasses import dataclass
 from typing import Any
+
+from ml_cloud_optimizer.errors import UserInputError
 
 __all__ = [
     "FAMILIES",
@@ -93,16 +95,16 @@ def kinds(*families: str) -> tuple[str, ...]:
     """
     unknown = set(families) - set(FAMILIES)
     if unknown:
-        raise ValueError(f"unknown model family {sorted(unknown)[0]!r}; known: {', '.join(FAMILIES)}")
+        raise UserInputError(f"unknown model family {sorted(unknown)[0]!r}; known: {', '.join(FAMILIES)}")
     return tuple(k for k, e in FORECASTERS.items() if not families or e.family in families)
 
 
 def forecaster_entry(kind: str) -> ModelKind:
-    """The table entry for forecaster ``kind``; a one-line ``ValueError`` naming the known kinds."""
+    """The table entry for forecaster ``kind``; a one-line ``UserInputError`` naming the known kinds."""
     try:
         return FORECASTERS[kind]
     except KeyError:
-        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(FORECASTERS)}") from None
+        raise UserInputError(f"unknown model kind {kind!r}; known: {', '.join(FORECASTERS)}") from None
 
 
 def peak_entry(kind: str) -> ModelKind:
@@ -110,7 +112,7 @@ def peak_entry(kind: str) -> ModelKind:
     try:
         return PEAK_MODELS[kind]
     except KeyError:
-        raise ValueError(f"unknown peak model kind {kind!r}; known: {', '.join(PEAK_MODELS)}") from None
+        raise UserInputError(f"unknown peak model kind {kind!r}; known: {', '.join(PEAK_MODELS)}") from None
 
 
 def family(kind: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -38,10 +39,30 @@ from ml_cloud_optimizer.models._torch import (
 from ml_cloud_optimizer.models.base import Forecaster, clip_forecast, forecast_column
 from ml_cloud_optimizer.models.windows import INPUT_CHANNELS, EntityScaler, Panel, build_panel, epoch_seconds
 
-__all__ = ["GRUForecaster", "LSTMForecaster", "SequenceForecaster"]
+__all__ = ["GRUForecaster", "LSTMForecaster", "SequenceForecaster", "TrainingWindows"]
 
 _WEIGHTS_FILE = "model.pt"
 _SCALER_FILE = "scaler.json"
+
+
+@dataclass
+class TrainingWindows:
+    """What ``SequenceForecaster.fit`` trains on (``SequenceForecaster.training_windows``).
+
+    Attributes:
+        panel: every entity's inputs; ``panel.windows(rows, window)`` cuts the windows ending at ``rows``.
+        scaler: the per-entity scaling fitted on the metrics.
+        targets: ``[len(panel), horizons + 1]`` float32 on the device: the change per horizon in
+            the entity's scale, then the sample's loss weight (``WeightedL1Loss``).
+        train_rows: panel rows whose windows are trained on.
+        val_rows: panel rows whose windows score early stopping (the latest ``validation`` share).
+    """
+
+    panel: Panel
+    scaler: EntityScaler
+    targets: torch.Tensor
+    train_rows: np.ndarray
+    val_rows: np.ndarray
 
 
 class SequenceForecaster(Forecaster):
@@ -110,31 +131,40 @@ class SequenceForecaster(Forecaster):
     def _panel(self, metrics: pd.DataFrame, scaler: EntityScaler | None, device: torch.device):
         return build_panel(metrics, scaler, seasonal_lag=self.seasonal_lag, lead=max(self.horizons), device=device)
 
+    def training_windows(self, metrics: pd.DataFrame, device: torch.device | str = "cpu") -> TrainingWindows:
+        """The windows ``fit`` trains and validates on: the panel, the targets and the rows of each split.
+
+        Public so that a benchmark can train another loop on exactly the windows ``fit`` uses.
+        """
+        panel, scaler = self._panel(metrics, None, torch.device(device))
+        y, has_target = panel.targets(self.horizons)
+        usable = panel.origins(self.min_history) & panel.complete(self.window) & has_target
+        train_rows, val_rows = _time_split(panel, usable, self.validation, max(self.horizons))
+        if len(train_rows) == 0:
+            raise ValueError(
+                f"{self.kind}: no training window; each entity needs at least"
+                f" {self.min_history + max(self.horizons)} consecutive 5-minute slots"
+            )
+        weight = panel.scale / panel.scale[train_rows].mean()
+        targets = torch.from_numpy(np.column_stack([y, weight]).astype(np.float32)).to(device)
+        return TrainingWindows(panel, scaler, targets, train_rows, val_rows)
+
     def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> SequenceForecaster:
         """Fit on canonical metrics; ``entities`` is accepted for the interface and not used."""
         self._check_params()
         started = time.perf_counter()
         device = select_device(self.device)
         with torch_threads(self.num_threads):
-            panel, self.scaler_ = self._panel(metrics, None, device)
-            y, has_target = panel.targets(self.horizons)
-            usable = panel.origins(self.min_history) & panel.complete(self.window) & has_target
-            train_rows, val_rows = _time_split(panel, usable, self.validation, max(self.horizons))
-            if len(train_rows) == 0:
-                raise ValueError(
-                    f"{self.kind}: no training window; each entity needs at least"
-                    f" {self.min_history + max(self.horizons)} consecutive 5-minute slots"
-                )
-            weight = panel.scale / panel.scale[train_rows].mean()
-            targets = torch.from_numpy(np.column_stack([y, weight]).astype(np.float32)).to(device)
+            data = self.training_windows(metrics, device)
+            self.scaler_ = data.scaler
             torch.manual_seed(self.seed)
             self.net_ = self._network().to(device)
             log = fit_recurrent(
                 self.net_,
-                panel,
-                targets,
-                train_rows,
-                val_rows,
+                data.panel,
+                data.targets,
+                data.train_rows,
+                data.val_rows,
                 WeightedL1Loss(),
                 window=self.window,
                 epochs=self.epochs,
@@ -148,7 +178,7 @@ class SequenceForecaster(Forecaster):
         self.net_.to("cpu").eval()
         self.history_ = log.epochs
         self.best_epoch_ = log.best_epoch
-        self.n_train_windows_, self.n_val_windows_ = len(train_rows), len(val_rows)
+        self.n_train_windows_, self.n_val_windows_ = len(data.train_rows), len(data.val_rows)
         self.fit_seconds_ = time.perf_counter() - started
         return self
 

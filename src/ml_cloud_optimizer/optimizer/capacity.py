@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ml_cloud_optimizer.data.schema import RECOMMENDATION_COLUMNS, STEP, STEP_SECONDS, Fleet
+from ml_cloud_optimizer.data.schema import RECOMMENDATION_COLUMNS, STEP, STEP_SECONDS, UTIL_MAX, Fleet
 from ml_cloud_optimizer.models.base import forecast_column
 
 __all__ = [
@@ -172,8 +172,9 @@ def recommend(
     vcpus = attrs["vcpus"].reindex(hourly["entity_id"]).to_numpy(dtype="float64")
     price = attrs["hourly_price"].reindex(hourly["entity_id"]).to_numpy(dtype="float64")
 
-    p50_cores = np.clip(hourly["p50"].to_numpy(), 0, None) * vcpus
-    p90_cores = np.maximum(np.clip(hourly["p90"].to_numpy(), 0, None) * vcpus, p50_cores)
+    # Clipped to the schema's range, so a stray forecast cannot size an entity past any count that fits int64.
+    p50_cores = np.clip(hourly["p50"].to_numpy(), 0, UTIL_MAX) * vcpus
+    p90_cores = np.maximum(np.clip(hourly["p90"].to_numpy(), 0, UTIL_MAX) * vcpus, p50_cores)
     request = round_up(p90_cores / target_utilization, granularity)
     hourly_cost = request * price / vcpus
     out = hourly[["entity_id", "hour"]].copy()  # columns in RECOMMENDATION_COLUMNS order

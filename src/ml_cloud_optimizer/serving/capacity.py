@@ -3,13 +3,30 @@
 Same definitions as ``ml_cloud_optimizer.optimizer.capacity`` (demand in cores is
 ``cpu_util x vcpus``, requests rounded up to its granularity), applied per answer row to
 the highest forecast over the horizons asked for, so that one number covers the window.
+
+Everything is computed in float64 and clipped to the bounds of ``serving.types`` before
+the one cast to int64: the parser already refuses what lies outside them, and clipping again
+here means no input (a forecast of infinity, NaN, a caller that skipped the parser) can
+overflow the cast into a negative or wrapped-around replica count.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ml_cloud_optimizer.data.schema import UTIL_MAX
 from ml_cloud_optimizer.optimizer.capacity import DEFAULT_GRANULARITY, round_up
+from ml_cloud_optimizer.serving.types import (
+    MAX_GRANULARITY,
+    MAX_RECOMMENDED_REPLICAS,
+    MAX_RECOMMENDED_VCPUS,
+    MAX_REPLICAS,
+    MAX_TARGET_UTILIZATION,
+    MAX_VCPUS,
+    MIN_GRANULARITY,
+    MIN_TARGET_UTILIZATION,
+    MIN_VCPUS,
+)
 
 __all__ = ["recommend_capacity"]
 
@@ -25,17 +42,36 @@ def recommend_capacity(
 
     Args:
         peak_util: per row, the highest forecast utilisation over the horizons (p90 where the
-            model has it, else p50), as a fraction of the current provisioning.
-        vcpus: vCPUs of one replica.
-        replicas: replicas running now.
-        target_utilization: the utilisation the request is sized for, in (0, 1].
-        granularity: request step in cores.
+            model has it, else p50), as a fraction of the current provisioning. Read within
+            ``[0, UTIL_MAX]`` (no sample can show more); NaN (no forecast) keeps the current capacity.
+        vcpus: vCPUs of one replica, clipped to ``[MIN_VCPUS, MAX_VCPUS]``.
+        replicas: replicas running now, clipped to ``[1, MAX_REPLICAS]``.
+        target_utilization: the utilisation the request is sized for, in
+            ``[MIN_TARGET_UTILIZATION, MAX_TARGET_UTILIZATION]``.
+        granularity: request step in cores, in ``[MIN_GRANULARITY, MAX_GRANULARITY]``.
 
     Returns:
         ``(recommended_vcpus, recommended_replicas)``: total vCPUs rounded up to
-        ``granularity``, and replicas of the current size that hold them (at least one).
+        ``granularity`` (finite, at most ``MAX_RECOMMENDED_VCPUS``), and replicas of the
+        current size that hold them (int64 in ``[1, MAX_RECOMMENDED_REPLICAS]``).
+
+    Raises:
+        ValueError: ``target_utilization`` or ``granularity`` outside its bounds (server
+            settings; a client's target is refused by the parser first).
     """
-    demand = np.clip(np.asarray(peak_util, dtype="float64"), 0.0, None) * vcpus * replicas
-    total = round_up(demand / target_utilization, granularity)
-    count = np.maximum(np.ceil(total / vcpus - 1e-9), 1).astype(np.int64)
-    return total, count
+    if not MIN_TARGET_UTILIZATION <= target_utilization <= MAX_TARGET_UTILIZATION:
+        raise ValueError(
+            f"target utilization must be in [{MIN_TARGET_UTILIZATION}, {MAX_TARGET_UTILIZATION}],"
+            f" got {target_utilization}"
+        )
+    if not MIN_GRANULARITY <= granularity <= MAX_GRANULARITY:
+        raise ValueError(f"granularity must be in [{MIN_GRANULARITY}, {MAX_GRANULARITY}] cores, got {granularity}")
+    peak = np.asarray(peak_util, dtype="float64")
+    size = np.clip(np.asarray(vcpus, dtype="float64"), MIN_VCPUS, MAX_VCPUS)
+    count = np.clip(np.asarray(replicas, dtype="float64"), 1.0, MAX_REPLICAS)
+    # No forecast: size for the target, i.e. keep what runs now.
+    util = np.where(np.isnan(peak), target_utilization, np.clip(peak, 0.0, UTIL_MAX))
+    demand = util * size * count
+    total = np.minimum(round_up(demand / target_utilization, granularity), MAX_RECOMMENDED_VCPUS)
+    needed = np.clip(np.ceil(total / size - 1e-9), 1.0, MAX_RECOMMENDED_REPLICAS)
+    return total, needed.astype(np.int64)

@@ -1,55 +1,66 @@
 """The checks both protocols share: each takes raw values and returns them typed, or raises ``RequestError``.
 
 ``parse_v1`` and ``parse_v2`` only walk their protocol's layout; what a value may be (a
-positive number, an epoch second, a known horizon) and what a history must be (no two
-samples in a slot, enough steps, not too many) is decided here, once, so a mistake gets
-the same answer whichever protocol carried it.
+number within its bounds, an epoch second, a known horizon) and what a history must be (no
+two samples in a slot, enough samples, not too many) is decided here, once, so a mistake
+gets the same answer whichever protocol carried it. The bounds themselves are constants of
+``ml_cloud_optimizer.serving.types``, each with its reason.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 import numpy as np
 import pandas as pd
-from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferInput
 
-from ml_cloud_optimizer.data.schema import STEP_SECONDS, UTIL_MAX, VALUE_COLUMNS
+from ml_cloud_optimizer.data.schema import STEP_SECONDS, VALUE_COLUMNS
 from ml_cloud_optimizer.serving.errors import ErrorKind, RequestError
-from ml_cloud_optimizer.serving.types import RequestLimits
+from ml_cloud_optimizer.serving.types import (
+    MAX_TARGET_UTILIZATION,
+    METRIC_BOUNDS,
+    MIN_TARGET_UTILIZATION,
+    TS_MAX,
+    TS_MIN,
+    RequestLimits,
+    feature_bounds,
+)
 
 __all__ = [
-    "INTEGER_V2",
-    "NUMERIC_V2",
     "REQUIRED_HISTORY",
-    "check_datatype",
+    "bounded_array",
+    "bounded_int",
+    "bounded_number",
+    "check_features",
     "check_finite",
     "check_unique",
     "entity_id",
     "history_frame",
     "json_column",
     "parameters",
-    "positive_array",
-    "positive_int",
-    "positive_number",
     "reject_unknown",
     "require_feature_rows",
-    "strings",
-    "tensor",
     "timestamps",
 ]
 
 REQUIRED_HISTORY = ("ts", "cpu_util")
-NUMERIC_V2 = {"FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8"}
-INTEGER_V2 = {"INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8"}
-_UTIL_COLUMNS = ("cpu_util", "mem_util")
-# Epoch seconds accepted for ``ts``: 1970 to 2100, which also keeps nanoseconds inside int64.
-_TS_MAX = 4_102_444_800
+_HORIZON_TEXT = re.compile(r"-?[0-9]{1,18}")
+# The integers a JSON number may be to become a numpy array: int64 and uint64.
+_INT_RANGE = (-(2**63), 2**64 - 1)
 
 # locate(name, row) -> the field of flat sample ``row`` of column ``name``, e.g. "inputs.ts[7]".
 Locate = Callable[[str, int], str]
+
+
+def _show(value) -> str:
+    """A number as a client wrote it: ``1e+308``, not ``np.float64(1e+308)``; a huge integer by its size
+    (``repr`` itself refuses past 4,300 digits)."""
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, int) and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+        return f"an integer of {value.bit_length()} bits"
+    return repr(value)
 
 
 # -- request parameters ---------------------------------------------------------------------
@@ -69,20 +80,22 @@ def parameters(
         asked = _horizons(params["horizons"], f"{where}.horizons", horizons)
     target = target_utilization
     if "target_utilization" in params:
-        value = params["target_utilization"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RequestError(f"{where}.target_utilization", "expected a number in (0, 1]", ErrorKind.WRONG_TYPE)
-        if not 0.0 < value <= 1.0:
-            raise RequestError(f"{where}.target_utilization", f"{value!r} is outside (0, 1]", ErrorKind.OUT_OF_RANGE)
-        target = float(value)
+        target = bounded_number(
+            params["target_utilization"],
+            f"{where}.target_utilization",
+            MIN_TARGET_UTILIZATION,
+            MAX_TARGET_UTILIZATION,
+        )
     return asked, target
 
 
 def _horizons(value, where: str, known: tuple[int, ...]) -> tuple[int, ...]:
     if isinstance(value, str):
         parts = [p.strip() for p in value.split(",")]
-        if not all(p.lstrip("-").isdigit() for p in parts):
-            raise RequestError(where, f"{value!r}: expected horizons in steps, like '1,12'", ErrorKind.WRONG_TYPE)
+        # ASCII digits, int64-sized: "²" is a digit to str.isdigit but not to int(), and int()
+        # refuses texts over 4,300 digits; either would escape as a ValueError (a 500).
+        if not all(_HORIZON_TEXT.fullmatch(p) for p in parts):
+            raise RequestError(where, f"{value[:40]!r}: expected horizons in steps, like '1,12'", ErrorKind.WRONG_TYPE)
         value = [int(p) for p in parts]
     elif isinstance(value, int) and not isinstance(value, bool):
         value = [value]
@@ -134,13 +147,14 @@ def history_frame(
         check_finite(values, partial(locate, name), allow_nan=False)
         if name in absent:
             values = np.where(absent[name], np.nan, values)
-        low_bad = values < 0
-        high_bad = values > UTIL_MAX if name in _UTIL_COLUMNS else np.zeros(len(values), dtype=bool)
-        bad = low_bad | high_bad
+        low, high = METRIC_BOUNDS[name]
+        bad = (values < low) | (values > high)  # NaN (absent) is neither
         if bad.any():
             row = int(np.argmax(bad))
-            bound = f"[0, {UTIL_MAX}] (utilisation is a fraction)" if name in _UTIL_COLUMNS else ">= 0"
-            raise RequestError(locate(name, row), f"{values[row]!r} is outside {bound}", ErrorKind.OUT_OF_RANGE)
+            why = " (utilisation is a fraction)" if name.endswith("_util") else ""
+            raise RequestError(
+                locate(name, row), f"{_show(values[row])} is outside [{low}, {high}]{why}", ErrorKind.OUT_OF_RANGE
+            )
         frame[name] = values
     history = pd.DataFrame(frame)
     slot = ts.astype("int64") // (STEP_SECONDS * 10**9)
@@ -165,13 +179,15 @@ def history_frame(
             f" at most {limits.max_history_rows} per request",
             ErrorKind.OVERSIZED,
         )
-    short = steps < min_history
+    # Samples, not span: two samples a day apart are two samples, however many slots lie between.
+    samples = np.bincount(codes)
+    short = samples < min_history
     if short.any():
-        e = int(span.index[np.argmax(short)])
+        e = int(np.argmax(short))
         row = int(np.argmax(codes == e))
         raise RequestError(
             locate("ts", row),
-            f"entity {entity_rows[row]!r} has {int(steps[np.argmax(short)])} steps of history,"
+            f"entity {entity_rows[row]!r} has {int(samples[e])} samples of history,"
             f" the model needs at least {min_history}",
             ErrorKind.HISTORY_TOO_SHORT,
         )
@@ -198,30 +214,37 @@ def entity_id(value, where: str) -> str:
     return value
 
 
-def positive_number(value, where: str) -> float:
+def bounded_number(value, where: str, low: float, high: float) -> float:
+    """A JSON number within ``[low, high]`` (bools, strings, NaN and infinities refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RequestError(where, "expected a positive number", ErrorKind.WRONG_TYPE)
-    if not np.isfinite(value) or value <= 0:
-        raise RequestError(where, f"{value!r} is not a positive finite number", ErrorKind.OUT_OF_RANGE)
+        raise RequestError(where, f"expected a number in [{low}, {high}]", ErrorKind.WRONG_TYPE)
+    if isinstance(value, float) and not np.isfinite(value):
+        raise RequestError(where, f"{_show(value)} is not a finite number", ErrorKind.NON_FINITE)
+    if not low <= value <= high:
+        raise RequestError(where, f"{_show(value)} is outside [{low}, {high}]", ErrorKind.OUT_OF_RANGE)
     return float(value)
 
 
-def positive_int(value, where: str) -> int:
+def bounded_int(value, where: str, high: int) -> int:
+    """A JSON integer within ``[1, high]``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise RequestError(where, "expected a positive integer", ErrorKind.WRONG_TYPE)
-    if not 1 <= value <= 1_000_000:
-        raise RequestError(where, f"{value!r} is outside [1, 1000000]", ErrorKind.OUT_OF_RANGE)
+    if not 1 <= value <= high:
+        raise RequestError(where, f"{_show(value)} is outside [1, {high}]", ErrorKind.OUT_OF_RANGE)
     return value
 
 
-def positive_array(values: np.ndarray, where: str, integer: bool = False) -> np.ndarray:
-    bad = ~np.isfinite(values) | (values <= 0)
+def bounded_array(values: np.ndarray, where: str, low: float, high: float, integer: bool = False) -> np.ndarray:
+    """A v2 tensor within ``[low, high]`` (and whole, for ``integer``), as float64; names the first bad element."""
+    values = np.asarray(values, dtype="float64")
+    bad = ~np.isfinite(values) | (values < low) | (values > high)
     if integer:
-        bad |= (values != np.round(values)) | (values > 1_000_000)
+        bad |= values != np.round(values)
     if bad.any():
         row = int(np.argmax(bad))
-        what = "a positive integer" if integer else "a positive finite number"
-        raise RequestError(f"{where}[{row}]", f"{values[row]!r} is not {what}", ErrorKind.OUT_OF_RANGE)
+        what = "an integer" if integer else "a number"
+        kind = ErrorKind.NON_FINITE if not np.isfinite(values[row]) else ErrorKind.OUT_OF_RANGE
+        raise RequestError(f"{where}[{row}]", f"{_show(values[row])} is not {what} in [{low}, {high}]", kind)
     return values
 
 
@@ -251,9 +274,13 @@ def json_column(
             out = np.full(len(values), np.nan)
             out[~is_missing] = np.asarray(rest.tolist(), dtype="float64")
             return out
-    # The error path only: find the first offending element to name it.
-    row = next((i for i, v in enumerate(values) if isinstance(v, bool) or not isinstance(v, (int, float))), 0)
-    bad = values[row] if values else None
+    # The error path only: find the first offending element to name it (None is fine where missing).
+    rows = [i for i, v in enumerate(values) if not (allow_missing and v is None)]
+    row = next((i for i in rows if isinstance(values[i], bool) or not isinstance(values[i], (int, float))), None)
+    if row is None:  # numbers all, yet no numeric array: an integer past 64 bits
+        row = next((i for i in rows if not _INT_RANGE[0] <= values[i] <= _INT_RANGE[1]), 0)
+        raise RequestError(locate(name, row), f"{_show(values[row])} is past 64 bits", ErrorKind.OUT_OF_RANGE)
+    bad = values[row]
     if isinstance(bad, (list, dict)):
         raise RequestError(locate(name, row), "expected a flat list of values", ErrorKind.BAD_SHAPE)
     expected = "numbers (epoch seconds) or ISO-8601 strings" if allow_strings else "numbers"
@@ -268,77 +295,52 @@ def check_finite(values: np.ndarray, locate: Callable[[int], str], *, allow_nan:
     bad = np.isinf(values) if allow_nan else ~np.isfinite(values)
     if bad.any():
         flat = int(np.argmax(bad.ravel()))
-        raise RequestError(locate(flat), f"{values.ravel()[flat]!r} is not a finite number", ErrorKind.NON_FINITE)
+        raise RequestError(locate(flat), f"{_show(values.ravel()[flat])} is not a finite number", ErrorKind.NON_FINITE)
+
+
+def check_features(matrix: np.ndarray, names: Sequence[str], row_field: Callable[[int], str]) -> None:
+    """Feature rows: finite, NaN for missing, and each column within ``types.feature_bounds``.
+
+    A row's utilisation (``cpu_util``, its lags and windows) is held to what a history sample
+    may be, so a feature row cannot smuggle in what history is refused for.
+    """
+    width = len(names)
+    check_finite(matrix, lambda flat: f"{row_field(flat // width)}.{names[flat % width]}", allow_nan=True)
+    low, high = np.array([feature_bounds(name) for name in names], dtype="float64").reshape(width, 2).T
+    bad = (matrix < low) | (matrix > high)  # NaN (missing) is neither
+    if bad.any():
+        r, c = divmod(int(np.argmax(bad.ravel())), width)
+        raise RequestError(
+            f"{row_field(r)}.{names[c]}",
+            f"{_show(matrix[r, c])} is outside [{low[c]:g}, {high[c]:g}]",
+            ErrorKind.OUT_OF_RANGE,
+        )
 
 
 def timestamps(raw: np.ndarray, locate: Callable[[int], str]) -> pd.Series:
-    """Epoch seconds or ISO-8601 strings as UTC timestamps."""
-    if raw.dtype.kind in "iu":
-        bad = (raw < 0) | (raw > _TS_MAX)
+    """Epoch seconds (whole, 1970 to 2100) or ISO-8601 strings as UTC timestamps."""
+    if raw.dtype.kind in "iuf":
+        if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+            row = int(np.argmax(~np.isfinite(raw)))
+            raise RequestError(locate(row), f"{_show(raw[row])} is not a finite number", ErrorKind.NON_FINITE)
+        # Compared before any cast: 1e308 cast to int64 would wrap around to a plausible time.
+        bad = (raw < TS_MIN) | (raw > TS_MAX)
         if bad.any():
             row = int(np.argmax(bad))
-            raise RequestError(locate(row), f"{raw[row]!r} epoch seconds is outside 1970-2100", ErrorKind.OUT_OF_RANGE)
+            raise RequestError(
+                locate(row), f"{_show(raw[row])} epoch seconds is outside 1970-2100", ErrorKind.OUT_OF_RANGE
+            )
+        if raw.dtype.kind == "f" and (raw != np.round(raw)).any():
+            row = int(np.argmax(raw != np.round(raw)))
+            raise RequestError(locate(row), f"{_show(raw[row])}: expected whole epoch seconds", ErrorKind.WRONG_TYPE)
         return pd.Series(pd.to_datetime(raw.astype("int64"), unit="s", utc=True))
-    if raw.dtype.kind == "f":
-        bad = ~np.isfinite(raw) | (raw != np.round(raw))
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise RequestError(locate(row), f"{raw[row]!r}: expected whole epoch seconds", ErrorKind.WRONG_TYPE)
-        return timestamps(raw.astype("int64"), locate)
     ts = pd.Series(pd.to_datetime(pd.Series(raw, dtype=object), utc=True, format="ISO8601", errors="coerce"))
     if ts.isna().any():
         row = int(np.argmax(ts.isna().to_numpy()))
         raise RequestError(locate(row), f"{str(raw[row])[:40]!r} is not an ISO-8601 timestamp", ErrorKind.WRONG_TYPE)
     seconds = ts.astype("int64") // 10**9
-    bad = (seconds < 0) | (seconds > _TS_MAX)
+    bad = (seconds < TS_MIN) | (seconds > TS_MAX)
     if bad.any():
         row = int(np.argmax(bad.to_numpy()))
         raise RequestError(locate(row), f"{raw[row]!r} is outside 1970-2100", ErrorKind.OUT_OF_RANGE)
     return ts
-
-
-# -- v2 tensors -----------------------------------------------------------------------------
-
-
-def tensor(inp: InferInput, name: str) -> np.ndarray:
-    """A v2 input as a numpy array, with shape and datatype mistakes as ``RequestError``."""
-    where = f"inputs.{name}"
-    shape = list(inp.shape or [])
-    if any((not isinstance(d, int)) or d < 0 for d in shape):
-        raise RequestError(where, f"shape {shape} has a negative or unknown dimension", ErrorKind.BAD_SHAPE)
-    size = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if size > 50_000_000:
-        raise RequestError(where, f"shape {shape} is too large", ErrorKind.OVERSIZED)
-    try:
-        array = inp.as_numpy()
-    except InvalidInput as exc:
-        raise RequestError(where, f"datatype {inp.datatype!r} is not supported: {exc}", ErrorKind.WRONG_TYPE) from None
-    except (ValueError, TypeError, OverflowError) as exc:
-        kind = ErrorKind.BAD_SHAPE if "reshape" in str(exc) or "shape" in str(exc) else ErrorKind.WRONG_TYPE
-        raise RequestError(where, f"data do not fit datatype {inp.datatype} and shape {shape}: {exc}", kind) from None
-    if array.ndim == 2 and array.shape[1] == 1 and name != "features":
-        array = array[:, 0]
-    return array
-
-
-def check_datatype(inp: InferInput, where: str, allowed: set[str]) -> None:
-    if inp.datatype not in allowed:
-        raise RequestError(
-            where, f"datatype {inp.datatype}, expected one of {', '.join(sorted(allowed))}", ErrorKind.WRONG_TYPE
-        )
-
-
-def strings(values: np.ndarray, where: str) -> np.ndarray:
-    """BYTES tensor elements as non-empty str (gRPC gives bytes, JSON gives str)."""
-    kind = pd.api.types.infer_dtype(values, skipna=False)
-    if kind == "bytes":
-        try:
-            values = pd.Series(values).str.decode("utf-8").to_numpy(dtype=object)
-        except UnicodeDecodeError:
-            raise RequestError(where, "not UTF-8 text", ErrorKind.WRONG_TYPE) from None
-    elif kind != "string":
-        raise RequestError(where, f"expected strings, got {kind} values", ErrorKind.WRONG_TYPE)
-    empty = pd.Series(values).str.len().to_numpy() == 0
-    if empty.any():
-        raise RequestError(f"{where}[{int(np.argmax(empty))}]", "empty string", ErrorKind.WRONG_TYPE)
-    return values

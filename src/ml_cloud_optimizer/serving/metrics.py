@@ -41,7 +41,7 @@ ROWS = Counter(
 )
 ERRORS = Counter(
     "mlco_request_errors",
-    "Rejected or failed inference requests, by kind (missing_field, history_too_short, ..., internal).",
+    "Rejected or failed inference requests, by kind (missing_field, history_too_short, ..., too_large, internal).",
     ["model_name", "kind"],
 )
 PEAKS = Counter(
@@ -62,6 +62,9 @@ _claimed: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mlco_err
 _INFERENCE_PATH = re.compile(r"^/v1/models/(?P<v1>[^/:]+):predict$|^/v2/models/(?P<v2>[^/]+)(/versions/[^/]+)?/infer$")
 
 
+_KIND_OF_STATUS = {404: "unknown_model", 408: "timeout", 413: "too_large", 503: "unavailable"}
+
+
 def claim_error() -> None:
     """Tell the middleware that this request's error is already counted."""
     holder = _claimed.get()
@@ -73,7 +76,9 @@ class RejectedRequestCounter:
     """ASGI middleware: counts inference requests answered 4xx/5xx before the forecaster could count them.
 
     Those are bodies KServe or FastAPI could not decode (kind ``malformed``), requests for a
-    model that is not served (``unknown_model``), and failures outside the model (``internal``).
+    model that is not served (``unknown_model``), bodies over the size limit (``too_large``) or
+    slower than the body deadline (``timeout``), requests refused while the server is full or
+    not ready (``unavailable``), and failures outside the model (``internal``).
     """
 
     def __init__(self, app, model_names: tuple[str, ...] = ()):
@@ -103,5 +108,5 @@ class RejectedRequestCounter:
             if code >= 400 and not holder["claimed"]:
                 name = match.group("v1") or match.group("v2")
                 name = name if name in self.model_names else "unknown"
-                kind = "unknown_model" if code == 404 else "internal" if code >= 500 else "malformed"
+                kind = _KIND_OF_STATUS.get(code, "internal" if code >= 500 else "malformed")
                 ERRORS.labels(model_name=name, kind=kind).inc()

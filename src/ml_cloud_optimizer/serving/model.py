@@ -15,6 +15,9 @@ histogram (``request_preprocess_seconds``, ``request_predict_seconds``,
   pass over every entity of the request;
 * ``postprocess``: ``Forecast`` -> v1 body or v2 ``InferResponse``, and the request counters.
 
+Each stage runs on the worker pool (``serving.pool``), not on KServe's event loop, which
+stays free for probes and other connections; ``__call__`` holds one place of the pool throughout.
+
 Answer per entity (or feature row): ``p50_h{h}`` for each horizon asked for (and
 ``p90_h{h}`` where the model has quantiles), ``peak_prob``, and the capacity that keeps
 utilisation at the target under the highest forecast: ``recommended_vcpus`` and
@@ -33,6 +36,7 @@ import kserve
 import numpy as np
 import pandas as pd
 from kserve.errors import InferenceError, ModelMissingError
+from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from ml_cloud_optimizer.data.schema import VALUE_COLUMNS
@@ -43,6 +47,7 @@ from ml_cloud_optimizer.serving.capacity import recommend_capacity
 from ml_cloud_optimizer.serving.errors import ErrorKind, RequestError
 from ml_cloud_optimizer.serving.metrics import ERRORS, LATENCY, PEAKS, REQUESTS, ROWS, claim_error
 from ml_cloud_optimizer.serving.parser import RequestParser
+from ml_cloud_optimizer.serving.pool import WorkerPool
 from ml_cloud_optimizer.serving.types import Forecast, ForecastRequest, RequestLimits
 
 __all__ = ["ForecastModel"]
@@ -59,6 +64,7 @@ class ForecastModel(kserve.Model):
         limits: bounds on one request.
         target_utilization: default utilisation the capacity recommendation aims at.
         peak_threshold: peak probability from which a row counts as a predicted peak.
+        pool: the threads the stages run on, off KServe's event loop (``serving.pool``).
     """
 
     def __init__(
@@ -69,8 +75,10 @@ class ForecastModel(kserve.Model):
         limits: RequestLimits = RequestLimits(),
         target_utilization: float = 0.7,
         peak_threshold: float = 0.5,
+        pool: WorkerPool | None = None,
     ):
         super().__init__(name)
+        self.pool = pool if pool is not None else WorkerPool()
         self.model_dir = Path(model_dir)
         self.limits = limits
         self.target_utilization = target_utilization
@@ -137,17 +145,29 @@ class ForecastModel(kserve.Model):
 
     # -- inference --------------------------------------------------------------------------
 
-    def preprocess(self, payload: dict | InferRequest, headers: dict | None = None) -> ForecastRequest:
-        """Stage one: the decoded body (v1 dict, v2 ``InferRequest``) as a checked ``ForecastRequest``.
+    async def __call__(self, body, headers=None, verb=InferenceVerb.PREDICT):
+        """KServe's stages (``kserve.Model.__call__``), inside one place of the worker pool.
+
+        The place is taken before the first stage and held to the last, so a full pool refuses a
+        request (``pool.Overloaded``) before any of its work starts, never halfway through.
+        """
+        with self.pool.admitted():
+            return await super().__call__(body, headers, verb)
+
+    async def preprocess(self, payload: dict | InferRequest, headers: dict | None = None) -> ForecastRequest:
+        """Stage one, on the pool: the decoded body (v1 dict, v2 ``InferRequest``) as a checked ``ForecastRequest``.
 
         Client mistakes raise ``RequestError`` (400) here, counted by kind.
         """
         received = time.perf_counter()
-        assert self.parser is not None, "load() first"
-        with self._errors_counted():
-            request = self.parser.parse(payload)
+        request = await self.pool.run(self._parse, payload)
         request.received_s = received
         return request
+
+    def _parse(self, payload: dict | InferRequest) -> ForecastRequest:
+        assert self.parser is not None, "load() first"
+        with self._errors_counted():
+            return self.parser.parse(payload)
 
     def validate(self, payload: ForecastRequest) -> ForecastRequest:
         """Passes the request on: ``preprocess`` checked it.
@@ -157,15 +177,21 @@ class ForecastModel(kserve.Model):
         """
         return payload
 
-    def predict(self, payload: ForecastRequest, headers: dict | None = None) -> Forecast:
-        """Stage two: the forecast and capacity of every entity (or feature row) of the request."""
+    async def predict(self, payload: ForecastRequest, headers: dict | None = None) -> Forecast:
+        """Stage two, on the pool: the forecast and capacity of every entity (or feature row) of the request."""
+        return await self.pool.run(self._predict, payload)
+
+    def _predict(self, payload: ForecastRequest) -> Forecast:
         with self._errors_counted():
             return Forecast(payload, self.forecast(payload))
 
-    def postprocess(
+    async def postprocess(
         self, result: Forecast, headers: dict | None = None, response_headers: dict | None = None
     ) -> dict | InferResponse:
-        """Stage three: the answer in the request's protocol; counts the request, its rows and peaks."""
+        """Stage three, on the pool: the answer in the request's protocol; counts the request, its rows and peaks."""
+        return await self.pool.run(self._answer, result)
+
+    def _answer(self, result: Forecast) -> dict | InferResponse:
         request, answer = result.request, result.columns
         with self._errors_counted():
             response = _v1_response(answer) if request.protocol == "v1" else self._v2_response(request, answer)

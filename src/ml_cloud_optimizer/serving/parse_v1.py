@@ -22,20 +22,20 @@ import numpy as np
 from ml_cloud_optimizer.data.schema import VALUE_COLUMNS
 from ml_cloud_optimizer.serving.checks import (
     REQUIRED_HISTORY,
-    check_finite,
+    bounded_int,
+    bounded_number,
+    check_features,
     check_unique,
     entity_id,
     history_frame,
     json_column,
     parameters,
-    positive_int,
-    positive_number,
     reject_unknown,
     require_feature_rows,
     timestamps,
 )
 from ml_cloud_optimizer.serving.errors import ErrorKind, RequestError
-from ml_cloud_optimizer.serving.types import ForecastRequest
+from ml_cloud_optimizer.serving.types import MAX_REPLICAS, MAX_VCPUS, MIN_VCPUS, ForecastRequest
 
 if TYPE_CHECKING:
     from ml_cloud_optimizer.serving.parser import RequestParser
@@ -83,8 +83,8 @@ def parse_v1(body, parser: RequestParser) -> ForecastRequest:
 
 
 def _capacity(inst: Mapping, where: str, i: int, vcpus: np.ndarray, replicas: np.ndarray) -> None:
-    vcpus[i] = positive_number(inst.get("vcpus", 1.0), f"{where}.vcpus")
-    replicas[i] = positive_int(inst.get("replicas", 1), f"{where}.replicas")
+    vcpus[i] = bounded_number(inst.get("vcpus", 1.0), f"{where}.vcpus", MIN_VCPUS, MAX_VCPUS)
+    replicas[i] = bounded_int(inst.get("replicas", 1), f"{where}.replicas", MAX_REPLICAS)
 
 
 def _history(instances: list, parser: RequestParser, horizons: tuple[int, ...], target: float) -> ForecastRequest:
@@ -196,7 +196,7 @@ def _features(instances: list, parser: RequestParser, horizons: tuple[int, ...],
     matrix = json_column(
         flat, "features", lambda _name, r: f"instances[{r // width}].features", allow_missing=True
     ).reshape(len(rows), width)
-    check_finite(matrix, lambda r: f"instances[{r // width}].features", allow_nan=True)
+    check_features(matrix, names, lambda r: f"instances[{r}].features")
     origins = None
     given = [t is not None for t in ts]
     if any(given):

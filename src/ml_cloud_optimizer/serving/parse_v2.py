@@ -10,29 +10,32 @@ seconds (or BYTES ISO-8601), ``cpu_util`` and the other metrics FP64/FP32, optio
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest, to_http_parameters
 
 from ml_cloud_optimizer.serving.checks import (
-    INTEGER_V2,
-    NUMERIC_V2,
     REQUIRED_HISTORY,
-    check_datatype,
-    check_finite,
+    bounded_array,
+    check_features,
     history_frame,
     parameters,
-    positive_array,
     reject_unknown,
     require_feature_rows,
-    strings,
-    tensor,
     timestamps,
 )
 from ml_cloud_optimizer.serving.errors import ErrorKind, RequestError
-from ml_cloud_optimizer.serving.types import HISTORY_INPUTS, ForecastRequest
+from ml_cloud_optimizer.serving.types import (
+    HISTORY_INPUTS,
+    MAX_REPLICAS,
+    MAX_VCPUS,
+    MIN_VCPUS,
+    ForecastRequest,
+)
 
 if TYPE_CHECKING:
     from ml_cloud_optimizer.serving.parser import RequestParser
@@ -40,6 +43,10 @@ if TYPE_CHECKING:
 __all__ = ["parse_v2"]
 
 _FEATURE_ROW_INPUTS = ("features", "entity_id", "ts", "vcpus", "replicas")
+NUMERIC_V2 = {"FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8"}
+INTEGER_V2 = {"INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8"}
+# Elements of one tensor: past every request limit, so a declared shape cannot ask for more memory.
+_MAX_TENSOR_SIZE = 50_000_000
 
 
 def parse_v2(request: InferRequest, parser: RequestParser) -> ForecastRequest:
@@ -116,12 +123,11 @@ def _history(
             f"{len(entity_order)} entities, at most {limits.max_entities} per request",
             ErrorKind.OVERSIZED,
         )
-    # The capacity inputs of each entity are read on its last sample.
+    # The capacity inputs of each entity are read on its last sample; every sample is checked.
     last = pd.Series(np.arange(n)).groupby(rows, sort=False).last().reindex(entity_order).to_numpy()
-    vcpus = arrays.pop("vcpus", np.ones(n))
-    replicas = arrays.pop("replicas", np.ones(n, dtype=np.int64))
-    vcpus = positive_array(np.asarray(vcpus, dtype="float64")[last], "inputs.vcpus")
-    replicas = positive_array(np.asarray(replicas, dtype="float64")[last], "inputs.replicas", integer=True)
+    vcpus = bounded_array(arrays.pop("vcpus", np.ones(n)), "inputs.vcpus", MIN_VCPUS, MAX_VCPUS)[last]
+    replicas = bounded_array(arrays.pop("replicas", np.ones(n)), "inputs.replicas", 1, MAX_REPLICAS, integer=True)
+    replicas = replicas[last]
     history = history_frame(
         rows, arrays, lambda name, row: f"inputs.{name}[{row}]", limits=limits, min_history=parser.min_history
     )
@@ -157,7 +163,7 @@ def _features(
         raise RequestError("inputs.features", "no rows", ErrorKind.BAD_SHAPE)
     if n > max_rows:
         raise RequestError("inputs.features", f"{n} rows, at most {max_rows} per request", ErrorKind.OVERSIZED)
-    check_finite(matrix, lambda r: f"inputs.features[{r // width}]", allow_nan=True)
+    check_features(matrix, parser.feature_names, lambda r: f"inputs.features[{r}]")
     extra = {}
     for name in ("entity_id", "ts", "vcpus", "replicas"):
         if name in inputs:
@@ -181,10 +187,10 @@ def _features(
     replicas = np.ones(n, dtype=np.int64)
     if "vcpus" in extra:
         check_datatype(inputs["vcpus"], "inputs.vcpus", NUMERIC_V2)
-        vcpus = positive_array(extra["vcpus"].astype("float64"), "inputs.vcpus")
+        vcpus = bounded_array(extra["vcpus"], "inputs.vcpus", MIN_VCPUS, MAX_VCPUS)
     if "replicas" in extra:
         check_datatype(inputs["replicas"], "inputs.replicas", NUMERIC_V2)
-        replicas = positive_array(extra["replicas"].astype("float64"), "inputs.replicas", integer=True)
+        replicas = bounded_array(extra["replicas"], "inputs.replicas", 1, MAX_REPLICAS, integer=True)
     return ForecastRequest(
         entity_id=ids,
         history=None,
@@ -195,3 +201,50 @@ def _features(
         horizons=horizons,
         target_utilization=target,
     )
+
+
+# -- v2 tensors -----------------------------------------------------------------------------
+
+
+def tensor(inp: InferInput, name: str) -> np.ndarray:
+    """A v2 input as a numpy array, with shape and datatype mistakes as ``RequestError``."""
+    where = f"inputs.{name}"
+    shape = list(inp.shape or [])
+    if any((not isinstance(d, int)) or d < 0 for d in shape):
+        raise RequestError(where, f"shape {shape} has a negative or unknown dimension", ErrorKind.BAD_SHAPE)
+    size = math.prod(shape)  # Python ints: a product of huge dimensions cannot wrap around
+    if size > _MAX_TENSOR_SIZE:
+        raise RequestError(where, f"shape {shape} is too large", ErrorKind.OVERSIZED)
+    try:
+        array = inp.as_numpy()
+    except InvalidInput as exc:
+        raise RequestError(where, f"datatype {inp.datatype!r} is not supported: {exc}", ErrorKind.WRONG_TYPE) from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        kind = ErrorKind.BAD_SHAPE if "reshape" in str(exc) or "shape" in str(exc) else ErrorKind.WRONG_TYPE
+        raise RequestError(where, f"data do not fit datatype {inp.datatype} and shape {shape}: {exc}", kind) from None
+    if array.ndim == 2 and array.shape[1] == 1 and name != "features":
+        array = array[:, 0]
+    return array
+
+
+def check_datatype(inp: InferInput, where: str, allowed: set[str]) -> None:
+    if inp.datatype not in allowed:
+        raise RequestError(
+            where, f"datatype {inp.datatype}, expected one of {', '.join(sorted(allowed))}", ErrorKind.WRONG_TYPE
+        )
+
+
+def strings(values: np.ndarray, where: str) -> np.ndarray:
+    """BYTES tensor elements as non-empty str (gRPC gives bytes, JSON gives str)."""
+    kind = pd.api.types.infer_dtype(values, skipna=False)
+    if kind == "bytes":
+        try:
+            values = pd.Series(values).str.decode("utf-8").to_numpy(dtype=object)
+        except UnicodeDecodeError:
+            raise RequestError(where, "not UTF-8 text", ErrorKind.WRONG_TYPE) from None
+    elif kind != "string":
+        raise RequestError(where, f"expected strings, got {kind} values", ErrorKind.WRONG_TYPE)
+    empty = pd.Series(values).str.len().to_numpy() == 0
+    if empty.any():
+        raise RequestError(f"{where}[{int(np.argmax(empty))}]", "empty string", ErrorKind.WRONG_TYPE)
+    return values

@@ -26,7 +26,12 @@ from kserve.protocol.infer_type import InferRequest
 
 from ml_cloud_optimizer.serving.parse_v1 import parse_v1
 from ml_cloud_optimizer.serving.parse_v2 import parse_v2
-from ml_cloud_optimizer.serving.types import ForecastRequest, RequestLimits
+from ml_cloud_optimizer.serving.types import (
+    MAX_TARGET_UTILIZATION,
+    MIN_TARGET_UTILIZATION,
+    ForecastRequest,
+    RequestLimits,
+)
 
 __all__ = ["RequestParser"]
 
@@ -40,7 +45,8 @@ class RequestParser:
         min_history: steps of history the model needs per entity.
         output_names: every v2 output tensor the model can return.
         limits: bounds on a request.
-        target_utilization: the default target utilisation of the capacity recommendation.
+        target_utilization: the default target utilisation of the capacity recommendation, held
+            to the same bounds as a client's (a bad server setting fails at load, not per request).
     """
 
     def __init__(
@@ -59,6 +65,11 @@ class RequestParser:
         self.output_names = tuple(output_names)
         self.limits = limits
         self.target_utilization = float(target_utilization)
+        if not MIN_TARGET_UTILIZATION <= self.target_utilization <= MAX_TARGET_UTILIZATION:
+            raise ValueError(
+                f"target utilization must be in [{MIN_TARGET_UTILIZATION}, {MAX_TARGET_UTILIZATION}],"
+                f" got {target_utilization}"
+            )
 
     def parse(self, payload: dict | InferRequest) -> ForecastRequest:
         """Parse what KServe hands a model: an ``InferRequest`` for v2 (REST and gRPC), anything else as v1."""

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ml_cloud_optimizer.data.schema import ENTITY_COLUMNS, METRIC_COLUMNS, Fleet, validate_fleet
+from ml_cloud_optimizer.errors import UserInputError
 from ml_cloud_optimizer.warehouse.schema import sql_dir
 from ml_cloud_optimizer.warehouse.server import transaction
 
@@ -67,7 +68,7 @@ _COPY_SIGNATURE_BYTES = 11  # b"PGCOPY\n\xff\r\n\x00", then int32 flags and int3
 _PG_EPOCH_US = pd.Timestamp("2000-01-01", tz="UTC").value // 1000
 
 
-class QueryError(ValueError):
+class QueryError(UserInputError):
     """An unknown query or parameter name, or a query block that breaks the file's format."""
 
 

@@ -6,8 +6,12 @@ into one long CSV (``entities.csv`` beside it), and a user holding the download 
 Workloads Archive has the per-VM ``<n>.csv`` files (``;\\t``-separated; the entity id is
 the file's stem, after ``id_prefix``).
 
+Utilisation is percent in both layouts (the dataset says so). Timestamps are epoch numbers
+whose unit is told apart by magnitude (the per-VM header says ``[ms]`` but the published
+files hold seconds); a trace mixing units is refused unless ``time_unit`` says which.
+
 Options: ``service`` (default "bitbrains-rnd" for the shipped trace, "bitbrains" for per-VM
-files), ``region``, ``id_prefix``.
+files), ``region``, ``id_prefix``, ``time_unit`` (``s``, ``ms``, ``us`` or ``ns``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import pyarrow.csv as pacsv
 
 from ml_cloud_optimizer.data.schema import DataValidationError, Fleet
 from ml_cloud_optimizer.data.traces._stream import (
-    MS_THRESHOLD,
+    Clock,
     batches,
     csv_fields,
     data_csvs,
@@ -74,27 +78,38 @@ def sniff(_path: Path, line: str) -> bool:
     return "Timestamp [ms]" in line or _is_shipped(line)
 
 
-def read(path: Path, *, service: str | None = None, region: str = "nl", id_prefix: str = "") -> Fleet:
+def read(
+    path: Path, *, service: str | None = None, region: str = "nl", id_prefix: str = "", time_unit: str | None = None
+) -> Fleet:
     """Read the shipped long CSV (preferred when present) or the original per-VM files."""
+    if time_unit == "iso":
+        raise DataValidationError("time unit 'iso': Bitbrains timestamps are epoch numbers; pass s, ms, us or ns")
+    clock = Clock(path, time_unit)
     files = [path] if path.is_file() else data_csvs(path)
     shipped = [p for p in files if _is_shipped(first_line(p))]
     if shipped:
         parts = (
-            with_percent(batch.rename(columns=_SHIPPED_COLUMNS), "cpu_util", "mem_util")
+            with_percent(batch.rename(columns=_SHIPPED_COLUMNS), "cpu_util", "mem_util").assign(
+                t=lambda b: clock.seconds(b["t"])
+            )
             for file in shipped
             for batch in batches(file, "a Bitbrains trace", types=_SHIPPED_TYPES, include=list(_SHIPPED_TYPES))
         )
         slots = snap(parts, path)
         catalogue = shipped[0].parent / "entities.csv"
         if catalogue.is_file():
-            attrs = pd.read_csv(catalogue, usecols=["entity_id", "cpu_cores", "mem_capacity_kb_median"])
+            try:
+                attrs = pd.read_csv(catalogue, usecols=["entity_id", "cpu_cores", "mem_capacity_kb_median"])
+            except (ValueError, OSError) as exc:
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise DataValidationError(f"{catalogue}: cannot read the entity catalogue: {reason}") from None
             attrs = attrs.set_index("entity_id").reindex(slots["entity_id"].unique())
             vcpus, mem_kb = attrs["cpu_cores"].fillna(1), attrs["mem_capacity_kb_median"]
         else:
             vcpus, mem_kb = None, slots.groupby("entity_id", sort=False)["mem_capacity_kb"].median()
         service = service or "bitbrains-rnd"
     else:
-        slots = snap((_gwa_frame(f, id_prefix) for f in files), path)
+        slots = snap((_gwa_frame(f, id_prefix, clock) for f in files), path)
         per_entity = slots.groupby("entity_id", sort=False)
         vcpus, mem_kb = per_entity["vcpus"].median(), per_entity["mem_capacity_kb"].median()
         service = service or "bitbrains"
@@ -111,7 +126,7 @@ def _is_shipped(line: str) -> bool:
     return set(_SHIPPED_COLUMNS) <= set(csv_fields(line))
 
 
-def _gwa_frame(file: Path, id_prefix: str) -> pd.DataFrame:
+def _gwa_frame(file: Path, id_prefix: str, clock: Clock) -> pd.DataFrame:
     """One original GWA-T-12 per-VM file; its ``;\\t`` separator is two characters, which pyarrow cannot split on.
 
     A per-VM file is small (a month of one VM), so it is read whole rather than streamed.
@@ -126,9 +141,11 @@ def _gwa_frame(file: Path, id_prefix: str) -> pd.DataFrame:
     missing = [c for c in _GWA_COLUMNS if c not in frame.columns]
     if missing:
         raise DataValidationError(f"{file}: not a GWA-T-12 per-VM file; missing columns {', '.join(missing)}")
-    frame = frame[list(_GWA_COLUMNS)].rename(columns=_GWA_COLUMNS).astype("float64")
-    if frame["t"].max() > MS_THRESHOLD:
-        frame["t"] = frame["t"] / 1000.0
+    try:
+        frame = frame[list(_GWA_COLUMNS)].rename(columns=_GWA_COLUMNS).astype("float64")
+    except (ValueError, TypeError) as exc:
+        raise DataValidationError(f"{file}: a GWA-T-12 column holds a value that is not a number: {exc}") from None
+    frame["t"] = clock.seconds(frame["t"])
     usage, capacity = frame.pop("mem_usage_kb"), frame["mem_capacity_kb"]
     # Zero capacity (not yet booked) or usage above it (reboots, resizes) gives no utilisation.
     frame["mem_util"] = (usage / capacity).where((capacity > 0) & (usage <= capacity))

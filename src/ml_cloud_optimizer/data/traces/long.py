@@ -3,12 +3,18 @@
 Traces we have no reader for (PlanetLab, Google, a team's own monitoring export) are usually
 a flat table away from this, so mapping columns is cheaper than a new module. ``columns``
 maps canonical names to the file's (``{"ts": "time", "entity_id": "host", "cpu_util":
-"cpu"}``); unmapped canonical names are looked up as they are. Timestamps may be epoch
-seconds or milliseconds (``ts_unit``; milliseconds when above 1e11 if not said) or ISO
-strings. Utilisation is taken as percent when its maximum exceeds 1.5 unless
-``util_percent`` says.
+"cpu"}``); unmapped canonical names are looked up as they are.
 
-Options: ``columns``, ``ts_unit``, ``util_percent``, ``delimiter``, ``service``, ``region``,
+Nothing in such a file says its units, so none is guessed where two readings fit:
+
+* ``time_unit`` (``s``, ``ms``, ``us``, ``ns`` or ``iso``): when not given, epoch numbers are
+  told apart by magnitude and text is read as ISO dates; a file mixing units (seconds and
+  milliseconds) is refused, naming ``--time-unit``.
+* ``cpu_unit`` (``fraction`` or ``percent``), for ``cpu_util`` and ``mem_util`` alike: when not
+  given, a value above 1.5 means percent; a file whose values all stay at or below 1.5 (a busy
+  trace in fractions, or an idle one in percent) is refused, naming ``--cpu-unit``.
+
+Options: ``columns``, ``time_unit``, ``cpu_unit``, ``delimiter``, ``service``, ``region``,
 ``vcpus``, ``mem_gib``.
 """
 
@@ -16,21 +22,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 
-from ml_cloud_optimizer.data.schema import VALUE_COLUMNS, DataValidationError, Fleet
+from ml_cloud_optimizer.data.schema import UTIL_MAX, VALUE_COLUMNS, DataValidationError, Fleet
 from ml_cloud_optimizer.data.traces._stream import (
+    CPU_UNITS,
+    Clock,
     batches,
     csv_fields,
     entity_frame,
-    epoch_of,
     first_line,
     is_number,
     snap,
     to_fleet,
+    with_percent,
 )
 
-__all__ = ["read", "sniff"]
+__all__ = ["read", "sniff", "util_unit"]
 
 FILE_PREFIX = None
 READS_CSV_DIRECTORY = False  # one file: its header is the schema
@@ -46,17 +55,18 @@ def read(
     path: Path,
     *,
     columns: dict[str, str] | None = None,
-    ts_unit: str | None = None,
-    util_percent: bool | None = None,
+    time_unit: str | None = None,
+    cpu_unit: str | None = None,
     delimiter: str = ",",
     service: str = "unknown",
     region: str = "unknown",
     vcpus: int = 1,
     mem_gib: float = 4.0,
 ) -> Fleet:
-    """Read one long CSV; the mapping is checked against its header before any row is read."""
-    if ts_unit not in (None, "s", "ms"):
-        raise DataValidationError(f"ts_unit must be 's' or 'ms', got {ts_unit!r}")
+    """Read one long CSV; the mapping and units are checked before any row is read."""
+    clock = Clock(path, time_unit)
+    if cpu_unit is not None:
+        util_unit(pd.DataFrame(), cpu_unit, path)  # refuses an unknown unit before reading
     canonical = ["ts", "entity_id", *VALUE_COLUMNS]
     mapping = dict(columns or {})
     unknown = sorted(set(mapping) - set(canonical))
@@ -80,14 +90,41 @@ def read(
     types = {src: pa.string() if name in ("ts", "entity_id") else pa.float64() for name, src in sources.items()}
     parts = (
         batch.rename(columns={src: name for name, src in sources.items()})
-        .assign(t=lambda b: epoch_of(b["ts"], ts_unit, path))
+        .assign(t=lambda b: clock.seconds(b["ts"]))
         .drop(columns="ts")
         for batch in batches(path, "a long CSV", delimiter=delimiter, types=types, include=list(types))
     )
     slots = snap(parts, path)
-    for col in ("cpu_util", "mem_util"):
-        if col in slots and (util_percent or (util_percent is None and slots[col].max() > 1.5)):
-            slots[col] = slots[col] / 100.0
+    if util_unit(slots, cpu_unit, path) == "percent":
+        slots = with_percent(slots, *(c for c in ("cpu_util", "mem_util") if c in slots))
     ids = slots["entity_id"].unique()
     entities = entity_frame(ids, "vm", service=service, region=region, vcpus=vcpus, mem_gib=mem_gib)
     return to_fleet(slots, entities, f"long:{path}")
+
+
+def util_unit(slots: pd.DataFrame, cpu_unit: str | None, path: Path) -> str:
+    """ "fraction" or "percent": the unit of ``cpu_util`` and ``mem_util`` where no format fixes it.
+
+    One unit for both, as exports write them. ``cpu_unit`` is obeyed when given (a "fraction"
+    that goes above ``UTIL_MAX`` is refused, as it must be percent). Otherwise a value above
+    ``UTIL_MAX`` means percent; when none is, the values fit a busy trace in fractions as well as
+    an idle one in percent, and the caller must say which.
+    """
+    columns = [c for c in ("cpu_util", "mem_util") if c in slots and slots[c].notna().any()]
+    peak = max((float(slots[c].max()) for c in columns), default=0.0)
+    if cpu_unit is not None:
+        if cpu_unit not in CPU_UNITS:
+            raise DataValidationError(f"cpu unit {cpu_unit!r}: expected one of {', '.join(CPU_UNITS)}")
+        if cpu_unit == "fraction" and peak > UTIL_MAX:
+            raise DataValidationError(
+                f"{path}: utilisation reaches {peak:g}, above {UTIL_MAX:g}, so it is not a fraction;"
+                " pass --cpu-unit percent"
+            )
+        return cpu_unit
+    if peak > UTIL_MAX:
+        return "percent"
+    raise DataValidationError(
+        f"{path}: cannot tell whether utilisation is a fraction or percent: no value exceeds {UTIL_MAX:g}"
+        f" (highest {peak:g}), which fits a busy trace in fractions and an idle one in percent;"
+        " say which with --cpu-unit {fraction,percent} (cpu_unit= in read_trace)"
+    )

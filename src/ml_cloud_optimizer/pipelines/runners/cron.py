@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ml_cloud_optimizer.errors import UserInputError
+
 __all__ = ["CronError", "validate_cron"]
 
 
-class CronError(ValueError):
+class CronError(UserInputError):
     """A cron expression KFP would refuse or misread; the message names the field."""
 
 

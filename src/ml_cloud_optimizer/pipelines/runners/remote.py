@@ -27,6 +27,7 @@ import yaml
 from kfp import client as kfp_client
 from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
+from ml_cloud_optimizer.errors import UserInputError
 from ml_cloud_optimizer.horizons import check_horizons
 from ml_cloud_optimizer.pipelines import settings
 from ml_cloud_optimizer.pipelines.runners.cron import validate_cron
@@ -65,11 +66,11 @@ _PARAMETER_TYPES = {
 }
 
 
-class ParameterError(ValueError):
+class ParameterError(UserInputError):
     """A ``k=v`` pipeline parameter the pipeline does not declare, or of the wrong type."""
 
 
-class AuthError(ValueError):
+class AuthError(UserInputError):
     """Credentials that cannot be used: two kinds at once, or a service-account token file that is not there."""
 
 
