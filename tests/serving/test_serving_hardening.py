@@ -411,3 +411,29 @@ def test_server_flags_out_of_range_stop_it_in_one_line(champion_dir, flags, name
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0], done.stderr
+
+
+def test_light_work_stays_on_the_loop_and_heavy_work_goes_to_the_pool():
+    """A thread hop costs more than a one-row answer (``serving.pool``); a history always hops."""
+    import asyncio
+
+    from ml_cloud_optimizer.serving import model as served
+    from ml_cloud_optimizer.serving.pool import INLINE_BODY_BYTES, INLINE_ROWS, WorkerPool
+
+    async def threads_used() -> tuple[str, str]:
+        pool = WorkerPool(workers=1, queue=0)
+        here = await pool.run(lambda: threading.current_thread().name, inline=True)
+        there = await pool.run(lambda: threading.current_thread().name)
+        return here, there
+
+    here, there = asyncio.run(threads_used())
+    assert here == threading.current_thread().name and there.startswith("mlco-predict")
+    assert served._small_body({"content-length": str(INLINE_BODY_BYTES)})
+    assert not served._small_body({"content-length": str(INLINE_BODY_BYTES + 1)}) and not served._small_body({})
+
+    class Request:
+        def __init__(self, form: str, rows: int):
+            self.form, self.entity_id = form, ["e"] * rows
+
+    assert served._light(Request("features", INLINE_ROWS)) and not served._light(Request("features", INLINE_ROWS + 1))
+    assert not served._light(Request("history", 1))

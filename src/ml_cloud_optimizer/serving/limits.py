@@ -141,7 +141,9 @@ class _GuardedRequest:
         if self.complete or self.refused is not None:
             return await self.receive()
         try:
-            message = await asyncio.wait_for(self.receive(), max(self.deadline - self.loop.time(), 0.0))
+            # Not asyncio.wait_for: it wraps each receive in a task, which took the 1-row p99 to 500 ms.
+            async with asyncio.timeout_at(self.deadline):
+                message = await self.receive()
         except TimeoutError:
             raise self._refuse(408, f"body: not received within {self.guard.body_timeout_s:g} s", _CLOSE) from None
         if message["type"] != "http.request":

@@ -15,8 +15,9 @@ histogram (``request_preprocess_seconds``, ``request_predict_seconds``,
   pass over every entity of the request;
 * ``postprocess``: ``Forecast`` -> v1 body or v2 ``InferResponse``, and the request counters.
 
-Each stage runs on the worker pool (``serving.pool``), not on KServe's event loop, which
-stays free for probes and other connections; ``__call__`` holds one place of the pool throughout.
+Each stage of a history or a large request runs on the worker pool (``serving.pool``), not on
+KServe's event loop, which stays free for probes and other connections; a few feature rows are
+answered on the loop, faster than a thread hop. ``__call__`` holds one place of the pool throughout.
 
 Answer per entity (or feature row): ``p50_h{h}`` for each horizon asked for (and
 ``p90_h{h}`` where the model has quantiles), ``peak_prob``, and the capacity that keeps
@@ -47,7 +48,7 @@ from ml_cloud_optimizer.serving.capacity import recommend_capacity
 from ml_cloud_optimizer.serving.errors import ErrorKind, RequestError
 from ml_cloud_optimizer.serving.metrics import ERRORS, LATENCY, PEAKS, REQUESTS, ROWS, claim_error
 from ml_cloud_optimizer.serving.parser import RequestParser
-from ml_cloud_optimizer.serving.pool import WorkerPool
+from ml_cloud_optimizer.serving.pool import INLINE_BODY_BYTES, INLINE_ROWS, WorkerPool
 from ml_cloud_optimizer.serving.types import Forecast, ForecastRequest, RequestLimits
 
 __all__ = ["ForecastModel"]
@@ -155,12 +156,14 @@ class ForecastModel(kserve.Model):
             return await super().__call__(body, headers, verb)
 
     async def preprocess(self, payload: dict | InferRequest, headers: dict | None = None) -> ForecastRequest:
-        """Stage one, on the pool: the decoded body (v1 dict, v2 ``InferRequest``) as a checked ``ForecastRequest``.
+        """Stage one: the decoded body (v1 dict, v2 ``InferRequest``) as a checked ``ForecastRequest``.
+
+        On the pool unless the body is small.
 
         Client mistakes raise ``RequestError`` (400) here, counted by kind.
         """
         received = time.perf_counter()
-        request = await self.pool.run(self._parse, payload)
+        request = await self.pool.run(self._parse, payload, inline=_small_body(headers))
         request.received_s = received
         return request
 
@@ -178,8 +181,8 @@ class ForecastModel(kserve.Model):
         return payload
 
     async def predict(self, payload: ForecastRequest, headers: dict | None = None) -> Forecast:
-        """Stage two, on the pool: the forecast and capacity of every entity (or feature row) of the request."""
-        return await self.pool.run(self._predict, payload)
+        """Stage two: the forecast and capacity of every entity (or feature row); on the pool unless light."""
+        return await self.pool.run(self._predict, payload, inline=_light(payload))
 
     def _predict(self, payload: ForecastRequest) -> Forecast:
         with self._errors_counted():
@@ -188,8 +191,8 @@ class ForecastModel(kserve.Model):
     async def postprocess(
         self, result: Forecast, headers: dict | None = None, response_headers: dict | None = None
     ) -> dict | InferResponse:
-        """Stage three, on the pool: the answer in the request's protocol; counts the request, its rows and peaks."""
-        return await self.pool.run(self._answer, result)
+        """Stage three: the answer in the request's protocol, with its counters; on the pool unless light."""
+        return await self.pool.run(self._answer, result, inline=_light(result.request))
 
     def _answer(self, result: Forecast) -> dict | InferResponse:
         request, answer = result.request, result.columns
@@ -335,3 +338,14 @@ def _epoch_seconds(values) -> np.ndarray:
     """Timestamps (UTC datetimes of any resolution) as int64 epoch seconds."""
     stamps = pd.to_datetime(pd.Series(values), utc=True)
     return (stamps.astype("int64") // 10**9).to_numpy()
+
+
+def _small_body(headers: dict | None) -> bool:
+    """Whether the request's body is small enough to parse on the loop (REST only: gRPC has no length)."""
+    length = (headers or {}).get("content-length")
+    return length is not None and str(length).isdigit() and int(length) <= INLINE_BODY_BYTES
+
+
+def _light(request: ForecastRequest) -> bool:
+    """A few feature rows; a history builds its features, far heavier than its size says."""
+    return request.form != "history" and len(request.entity_id) <= INLINE_ROWS

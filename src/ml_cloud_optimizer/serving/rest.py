@@ -9,7 +9,7 @@ call, encode) and only parses and writes the JSON with orjson. Bodies in KServe'
 tensor extension (``inference-header-content-length``) go to KServe's own decoder, and a
 malformed one is a 400 rather than the ``KeyError`` 500 it would otherwise be.
 
-Both handlers decode the body and encode the answer on the worker pool (``serving.pool``),
+Both handlers decode a large body and encode its answer on the worker pool (``serving.pool``),
 not on the event loop as KServe's do (``kserve/protocol/rest/v1_endpoints.py``,
 ``v2_endpoints.py``): decoding a 5 MB body blocks for tens of milliseconds, and health probes
 share the loop. The request takes its place in the pool once its body is read (a slow upload
@@ -27,7 +27,7 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from pydantic import ValidationError
 
-from ml_cloud_optimizer.serving.pool import WorkerPool
+from ml_cloud_optimizer.serving.pool import INLINE_BODY_BYTES, WorkerPool
 
 __all__ = ["V1PredictHandler", "V2InferHandler"]
 
@@ -46,10 +46,11 @@ class V2InferHandler:
             raise ModelNotReady(model_name)
         headers = dict(request.headers)
         body = await request.body()
+        small = len(body) <= INLINE_BODY_BYTES
         with self.pool.admitted():
-            infer_request = await self.pool.run(self._decode, body, headers, model_name)
+            infer_request = await self.pool.run(self._decode, body, headers, model_name, inline=small)
             response, response_headers = await self.dataplane.infer(model_name, infer_request, headers)
-            return await self.pool.run(self._answer, model_name, response, response_headers, headers)
+            return await self.pool.run(self._answer, model_name, response, response_headers, headers, inline=small)
 
     def _decode(self, body: bytes, headers: dict, model_name: str):
         try:
@@ -85,12 +86,17 @@ class V1PredictHandler:
             raise ModelNotReady(model_name)
         headers = dict(request.headers.items())
         body = await request.body()
+        small = len(body) <= INLINE_BODY_BYTES
         with self.pool.admitted():
-            infer_request, attributes = await self.pool.run(self.dataplane.decode, body=body, headers=headers)
+            infer_request, attributes = await self.pool.run(
+                self.dataplane.decode, body=body, headers=headers, inline=small
+            )
             response, response_headers = await self.dataplane.infer(
                 model_name=model_name, request=infer_request, headers=headers
             )
-            return await self.pool.run(self._answer, model_name, response, response_headers, headers, attributes)
+            return await self.pool.run(
+                self._answer, model_name, response, response_headers, headers, attributes, inline=small
+            )
 
     def _answer(self, model_name: str, response, response_headers: dict, headers: dict, attributes: dict) -> Response:
         response, encode_headers = self.dataplane.encode(
