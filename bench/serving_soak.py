@@ -37,6 +37,7 @@ import json
 import os
 import random
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -291,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_body_mb", type=float, default=1.0, help="the server's body limit (default 1 MiB)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take (default 30)")
     parser.add_argument("--model_dir", default=None, help="champion directory (default: train a small one)")
+    parser.add_argument(
+        "--server_args", default="", help="more flags for the server, e.g. '--predict_workers 2' (default none)"
+    )
     parser.add_argument("--clients_only", nargs=3, metavar=("PORT", "MANIFEST", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.clients_only:
@@ -321,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         server = LocalServer(
             model_dir,
             MODEL_NAME,
-            args=("--max_body_mb", str(args.max_body_mb)),
+            args=("--max_body_mb", str(args.max_body_mb), *shlex.split(args.server_args)),
             log_path=workdir / "server.log",
             env={"OMP_NUM_THREADS": "1"},
         )

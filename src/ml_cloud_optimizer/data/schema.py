@@ -162,7 +162,8 @@ def validate_fleet(fleet: Fleet) -> Fleet:
     finite = metrics[VALUE_COLUMNS].to_numpy(dtype="float64", na_value=np.nan)
     if np.isinf(finite).any():
         raise DataValidationError("metrics: infinite values")
-    dup = metrics.duplicated(["entity_id", "ts"])
+    ordered = _is_sorted(metrics)  # strictly increasing ts per entity: no key can repeat
+    dup = np.zeros(len(metrics), dtype=bool) if ordered else metrics.duplicated(["entity_id", "ts"])
     if dup.any():
         first = metrics.loc[dup].iloc[0]
         raise DataValidationError(
@@ -178,9 +179,10 @@ def validate_fleet(fleet: Fleet) -> Fleet:
         )
     if (entities["vcpus"] <= 0).any() or (entities["mem_gib"] <= 0).any() or (entities["hourly_price"] < 0).any():
         raise DataValidationError("entities: vcpus and mem_gib must be positive and hourly_price not negative")
-    if not _is_sorted(metrics):
+    if not ordered:
         metrics = metrics.sort_values(["entity_id", "ts"], kind="stable")
-    metrics = metrics.reset_index(drop=True)
+    if not metrics.index.equals(pd.RangeIndex(len(metrics))):
+        metrics = metrics.reset_index(drop=True)
     return Fleet(metrics=metrics, entities=entities, source=fleet.source, gaps=fleet.gaps)
 
 
@@ -198,6 +200,10 @@ def _coerce(frame: pd.DataFrame, columns: dict[str, str], what: str) -> pd.DataF
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataValidationError(f"{what}: missing columns {', '.join(missing)}")
+    if list(frame.columns) == list(columns) and all(
+        frame[c].dtype == pd.api.types.pandas_dtype(d) for c, d in columns.items()
+    ):
+        return frame  # canonical already (a fleet mlco wrote, or one validated before): nothing to copy
     out = {}
     for col, dtype in columns.items():
         try:

@@ -34,7 +34,10 @@ from grpc_interceptor.exceptions import ResourceExhausted
 
 __all__ = ["DEFAULT_QUEUE", "DEFAULT_WORKERS", "INLINE_BODY_BYTES", "INLINE_ROWS", "Overloaded", "WorkerPool"]
 
-DEFAULT_WORKERS = 4
+# One thread: the forecast is mostly Python and pandas under the GIL, so more threads add no
+# throughput and take the GIL from the event loop. Measured in bench/serving_soak.py (16 clients,
+# mixed traffic, 60 s): 4 workers 56 req/s with probe p50 69 ms; 1 worker 77 req/s, probe p50 6 ms.
+DEFAULT_WORKERS = 1
 # 16 concurrent clients must never be refused; 64 waiting places leave room for bursts.
 DEFAULT_QUEUE = 64
 
