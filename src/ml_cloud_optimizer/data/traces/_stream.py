@@ -349,9 +349,12 @@ def report_gaps(metrics: pd.DataFrame, merged: pd.DataFrame | None = None) -> pd
     if metrics.empty:
         return pd.DataFrame({c: pd.Series(dtype="string" if c == "entity_id" else "int64") for c in columns})
     codes, names = pd.factorize(metrics["entity_id"])
-    slot = ((pd.to_datetime(metrics["ts"], utc=True) - EPOCH) // STEP).to_numpy(dtype="int64")
-    order = np.lexsort((slot, codes))
-    codes, slot = codes[order], slot[order]
+    ns = pd.to_datetime(metrics["ts"], utc=True).dt.tz_localize(None).to_numpy("datetime64[ns]").view("int64")
+    slot = ns // STEP.value  # slots since the epoch
+    step_codes, step_slots = np.diff(codes), np.diff(slot)
+    if not ((step_codes > 0) | ((step_codes == 0) & (step_slots > 0))).all():  # a validated fleet is in order
+        order = np.lexsort((slot, codes))
+        codes, slot = codes[order], slot[order]
     distinct = np.r_[True, (codes[1:] != codes[:-1]) | (slot[1:] != slot[:-1])]
     codes, slot = codes[distinct], slot[distinct]
     first = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
