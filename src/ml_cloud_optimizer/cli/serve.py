@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ml_cloud_optimizer.cli import UserError
+from ml_cloud_optimizer.cli import UserError, checks
 from ml_cloud_optimizer.warehouse.server import mlco_home
 
 __all__ = ["default_champion_dir", "register"]
@@ -55,9 +55,7 @@ def _serve(args) -> int:
         hint = "; run `make run` (or `mlco train`) first" if args.model_dir is None else ""
         raise UserError(f"{model_dir} holds no champion (no metadata.json){hint}")
     for name in ("http_port", "grpc_port"):
-        port = getattr(args, name)
-        if not 0 < port < 65536:
-            raise UserError(f"--{name} must be a TCP port in 1..65535, got {port}")
+        checks.port(getattr(args, name), f"--{name}")
     from ml_cloud_optimizer.serving.__main__ import main as serve_main  # KServe is heavy: import it only to serve
 
     return serve_main(
