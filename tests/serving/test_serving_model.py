@@ -96,5 +96,5 @@ def test_mlco_serve_checks_its_champion_before_starting(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="holds no champion"):
         args.func(args)
     (tmp_path / "metadata.json").write_text("{}")
-    with pytest.raises(UserError, match="--http_port .*: expected a TCP port"):
+    with pytest.raises(UserError, match=r"--http_port .*: expected a TCP port"):
         args.func(args)
