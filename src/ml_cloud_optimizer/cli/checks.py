@@ -20,6 +20,7 @@ __all__ = [
     "existing",
     "existing_dir",
     "fleet_file",
+    "is_remote",
     "model_kind",
     "model_kinds",
     "out_dir",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 FLEET_SUFFIXES = (".parquet", ".pq", ".csv")
+# Source strings that name a server, not a path (data.traces.prometheus.SCHEMES, kept light here).
+REMOTE_PREFIXES = ("prometheus://", "prometheus+http://", "prometheus+https://")
 
 
 def at_least(value: float | None, flag: str, minimum: float, what: str = "a whole number") -> None:
@@ -71,8 +74,15 @@ def model_kinds(text: str, flag: str = "--models") -> list[str]:
     return kinds
 
 
+def is_remote(value: str | Path) -> bool:
+    """A ``prometheus://`` or ``prometheus+https://`` source string, read over HTTP, not from disk."""
+    return isinstance(value, str) and value.lower().startswith(REMOTE_PREFIXES)
+
+
 def existing(path: str | Path, flag: str) -> Path:
-    """An input file or directory that exists."""
+    """An input file or directory that exists (or a remote source string, checked when it is read)."""
+    if is_remote(path):
+        return Path()
     if not Path(path).exists():
         raise UserError(f"{flag} {path}: no such file or directory")
     return Path(path)
@@ -86,7 +96,7 @@ def existing_dir(path: str | Path | None, flag: str, what: str = "directory", hi
 
 def source(value: str, flag: str, keywords: tuple[str, ...]) -> None:
     """One of ``keywords`` (``synthetic``, ``warehouse``) or an existing path."""
-    if value not in keywords and not Path(value).exists():
+    if value not in keywords and not is_remote(value) and not Path(value).exists():
         raise UserError(f"{flag} {value}: no such file or directory (nor {' or '.join(map(repr, keywords))})")
 
 

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     gen.set_defaults(func=_generate)
 
     ingest = subparsers.add_parser("ingest", help="read a real trace into the canonical frame and report its gaps")
-    ingest.add_argument("path", help="trace file or directory")
+    ingest.add_argument("path", help="trace file or directory, or prometheus://HOST:PORT?start=...&end=...")
     ingest.add_argument("--format", choices=FORMATS, default=None, help="trace format (default: detected)")
     ingest.add_argument(
         "--map",

@@ -78,11 +78,13 @@ def load_metrics(source: str, fmt: str | None = None, records: int = 100_000, se
         if fleet.metrics.empty:
             raise UserError("the warehouse holds no metrics: load some with `mlco db load PATH` first")
         return fleet
+    from ml_cloud_optimizer.data.io import read_fleet
+
+    if checks.is_remote(source):
+        return read_fleet(source, fmt, **options)
     path = Path(source)
     if not path.exists():
         raise UserError(f"--source {source}: no such file or directory (nor 'synthetic' or 'warehouse')")
-    from ml_cloud_optimizer.data.io import read_fleet
-
     return read_fleet(path, fmt, **options)
 
 

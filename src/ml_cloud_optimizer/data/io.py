@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ml_cloud_optimizer.data.schema import ENTITY_COLUMNS, METRIC_COLUMNS, DataValidationError, Fleet, validate_fleet
-from ml_cloud_optimizer.data.traces import detect_format, read_trace, report_gaps
+from ml_cloud_optimizer.data.traces import detect_format, prometheus, read_trace, report_gaps
 
 __all__ = ["CANONICAL", "entities_path", "read_fleet", "report_gaps", "write_fleet"]
 
@@ -64,13 +64,16 @@ def read_fleet(path: str | Path, fmt: str | None = None, **options) -> Fleet:
     """Read a fleet saved by ``write_fleet`` or any trace ``read_trace`` knows.
 
     Args:
-        path: a saved fleet's metrics file, or a trace file or directory.
+        path: a saved fleet's metrics file, or a trace file or directory, or a
+            ``prometheus://HOST:PORT?...`` source string (``traces.prometheus``).
         fmt: ``"canonical"`` or one of ``traces.FORMATS``; detected when None.
         **options: trace options (see ``ml_cloud_optimizer.data.traces``).
 
     Returns:
         A validated ``Fleet`` with its gap report.
     """
+    if prometheus.is_url(path):
+        return read_trace(str(path), fmt or "prometheus", **options)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")

@@ -7,6 +7,7 @@ mapping, defaults and caveats are read in one place and a new format touches not
 * ``azure``: Azure Public Dataset V1 CPU readings (and, optionally, its ``vmtable.csv``).
 * ``alibaba``: Alibaba cluster-trace-v2018 ``machine_usage.csv``.
 * ``long``: any long CSV with a header, columns mapped by name.
+* ``prometheus``: not a file but a live server, ``prometheus://HOST:PORT?start=...`` (pod level).
 
 Each module's docstring lists the options its ``read`` takes. Every reader streams its
 files in blocks through pyarrow, snaps each sample to the nearest 300 s slot, averages the
@@ -32,7 +33,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ml_cloud_optimizer.data.schema import DataValidationError, Fleet
-from ml_cloud_optimizer.data.traces import alibaba, azure, bitbrains, long
+from ml_cloud_optimizer.data.traces import alibaba, azure, bitbrains, long, prometheus
 from ml_cloud_optimizer.data.traces._stream import data_csvs, existing, first_line, report_gaps
 
 __all__ = ["FORMATS", "detect_format", "read_trace", "report_gaps"]
@@ -41,6 +42,7 @@ _READERS: dict[str, ModuleType] = {
     "bitbrains": bitbrains,
     "azure": azure,
     "alibaba": alibaba,
+    "prometheus": prometheus,
     "long": long,
 }
 
@@ -53,6 +55,8 @@ def detect_format(path: str | Path) -> str:
     File names are trusted before content: the published traces keep their names, and a
     headerless first line is a weaker hint than ``vm_cpu_readings-file-1-of-195.csv``.
     """
+    if prometheus.is_url(path):
+        return "prometheus"
     path = existing(path)
     if not path.is_dir():
         return _detect_file(path)
@@ -72,7 +76,7 @@ def read_trace(path: str | Path, fmt: str | None = None, **options) -> Fleet:
     """Read a trace file or directory into a validated canonical ``Fleet``.
 
     Args:
-        path: a trace file, or a directory of them.
+        path: a trace file, or a directory of them, or a ``prometheus://`` source string.
         fmt: one of ``FORMATS``; detected from the files when None.
         **options: format options, listed in each format module's docstring.
 
@@ -86,7 +90,10 @@ def read_trace(path: str | Path, fmt: str | None = None, **options) -> Fleet:
     Example:
         >>> fleet = read_trace("planetlab_2011.csv", "long", columns={"ts": "timestamp"})  # doctest: +SKIP
     """
-    path = existing(path)
+    if prometheus.is_url(path):
+        fmt = fmt or "prometheus"
+    else:
+        path = existing(path)
     fmt = detect_format(path) if fmt is None else fmt
     module = _READERS.get(fmt)
     if module is None:
