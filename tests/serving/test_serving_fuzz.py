@@ -107,12 +107,6 @@ def server(champion_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def http(server):
-    with httpx.Client(base_url=server.http_url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def valid_bodies(champion_dir) -> dict[str, dict]:
     """A valid request of each protocol and form, with every optional number given."""
     bundle = ModelBundle.load(champion_dir)

@@ -45,12 +45,6 @@ def server(champion_dir, tmp_path_factory):
         yield running
 
 
-@pytest.fixture(scope="module")
-def http(server):
-    with httpx.Client(base_url=server.http_url, timeout=60) as client:
-        yield client
-
-
 def large_v1_body(entities: int) -> bytes:
     """A v1 history request for ``entities`` entities (48 samples each): seconds of forecasting."""
     base = history_sample(entities=5, steps=48)

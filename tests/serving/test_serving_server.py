@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import grpc
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,12 +46,6 @@ def server(champion_dir, tmp_path_factory):
     args = ("--max_batch_entities", str(MAX_ENTITIES), "--max_body_mb", "2")
     with LocalServer(champion_dir, MODEL_NAME, args=args, log_path=log) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def http(server):
-    with httpx.Client(base_url=server.http_url, timeout=30) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
