@@ -9,12 +9,8 @@ sees one rate and the reader's utilisation can be compared with what was generat
 from __future__ import annotations
 
 import logging
-import shutil
-import socket
-import subprocess
 import time
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,6 +20,7 @@ from ml_cloud_optimizer.data import read_fleet
 from ml_cloud_optimizer.data.schema import UTIL_MAX
 from ml_cloud_optimizer.data.traces import prometheus as prom
 from ml_cloud_optimizer.errors import UserInputError
+from prometheus_support import free_port, running_prometheus
 
 START = 1_704_067_200  # 2024-01-01T00:00:00Z
 STEPS = 2 * 288  # two days of 5-minute slots
@@ -34,12 +31,6 @@ PODS = {
     ("batch", "etl-0"): (1.5, 3 * 2**30, False),  # limits only
 }
 WINDOW = "10m"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _generate() -> tuple[str, pd.DataFrame]:
@@ -100,51 +91,9 @@ def _generate() -> tuple[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
     """(host:port, generated truth) of a Prometheus serving the backfilled trace; stopped afterwards."""
-    binary, promtool = shutil.which("prometheus"), shutil.which("promtool")
-    if not binary or not promtool:
-        pytest.fail("prometheus and promtool are needed: apt-get install prometheus")
-    root = tmp_path_factory.mktemp("prometheus")
     text, truth = _generate()
-    source, data = root / "trace.om", root / "data"
-    source.write_text(text)
-    subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)], check=True, capture_output=True
-    )
-    config = root / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1m\n")
-    port = _free_port()
-    log = open(root / "prometheus.log", "wb")  # noqa: SIM115 - closed in teardown
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--storage.tsdb.path={data}",
-            "--storage.tsdb.retention.time=100y",
-            f"--web.listen-address=127.0.0.1:{port}",
-            f"--config.file={config}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"prometheus did not become ready: {(root / 'prometheus.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield f"127.0.0.1:{port}", truth
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with running_prometheus(tmp_path_factory.mktemp("prometheus"), text) as hostport:
+        yield hostport, truth
 
 
 def _url(hostport: str, **extra: str) -> str:
@@ -219,7 +168,7 @@ def test_bad_url_is_one_line_user_error(url):
 
 def test_unreachable_server_is_one_line_user_error():
     with pytest.raises(UserInputError, match="cannot reach Prometheus") as info:
-        read_fleet(f"prometheus://127.0.0.1:{_free_port()}?start=0&end=3600", retries=1, backoff=0.01)
+        read_fleet(f"prometheus://127.0.0.1:{free_port()}?start=0&end=3600", retries=1, backoff=0.01)
     assert "\n" not in str(info.value)
 
 
