@@ -9,7 +9,7 @@
 CREATE TABLE IF NOT EXISTS instance_types (
     instance_type text COLLATE "C" NOT NULL,
     region        text COLLATE "C" NOT NULL,
-    vcpus         integer          NOT NULL CHECK (vcpus > 0),
+    vcpus         double precision NOT NULL CHECK (vcpus > 0 AND vcpus < 'infinity'),
     mem_gib       double precision NOT NULL CHECK (mem_gib > 0 AND mem_gib < 'infinity'),
     hourly_price  double precision NOT NULL CHECK (hourly_price >= 0 AND hourly_price < 'infinity'),
     PRIMARY KEY (instance_type, region)
@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS entities (
     service       text NOT NULL,
     region        text COLLATE "C" NOT NULL,
     instance_type text COLLATE "C" NOT NULL,
-    vcpus         integer          NOT NULL CHECK (vcpus > 0),
+    vcpus         double precision NOT NULL CHECK (vcpus > 0 AND vcpus < 'infinity'),
     mem_gib       double precision NOT NULL CHECK (mem_gib > 0 AND mem_gib < 'infinity'),
     hourly_price  double precision NOT NULL CHECK (hourly_price >= 0 AND hourly_price < 'infinity'),
     FOREIGN KEY (instance_type, region) REFERENCES instance_types (instance_type, region)

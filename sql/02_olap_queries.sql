@@ -169,15 +169,15 @@ WITH usage AS (
     LEFT JOIN LATERAL (
         SELECT k
         FROM generate_series(1, 10) AS k
-        WHERE n.vcpus %% (1 << k) = 0
-          AND (n.vcpus >> k) >= n.vcpus_needed
+        WHERE n.vcpus = trunc(n.vcpus) AND n.vcpus::bigint %% (1 << k) = 0  -- fractional cores: no family step
+          AND n.vcpus / (1 << k) >= n.vcpus_needed
           AND n.mem_gib / (1 << k) >= n.mem_gib_needed
         ORDER BY k DESC
         LIMIT 1
     ) step ON true
 )
 SELECT entity_id, service, region, instance_type, vcpus, mem_gib, cpu_q, mem_q, finding,
-       CASE WHEN finding = 'idle' THEN 0 ELSE vcpus >> k END                     AS recommended_vcpus,
+       CASE WHEN finding = 'idle' THEN 0 ELSE vcpus / (1 << k) END               AS recommended_vcpus,
        CASE WHEN finding = 'idle' THEN 0 ELSE mem_gib / (1 << k) END             AS recommended_mem_gib,
        hourly_price * CASE WHEN finding = 'idle' THEN 1 ELSE 1 - 1.0::float8 / (1 << k) END
            * %(hours_per_month)s::float8                                         AS monthly_saving_usd

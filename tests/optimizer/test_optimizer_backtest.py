@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_cloud_optimizer.optimizer.backtest import SUMMARY_COLUMNS, default_policies, run_backtest, score_capacity
+from ml_cloud_optimizer.optimizer.backtest import (
+    MEMORY_COLUMNS,
+    SUMMARY_COLUMNS,
+    default_policies,
+    run_backtest,
+    run_memory_backtest,
+    score_capacity,
+    score_memory,
+)
 from ml_cloud_optimizer.optimizer.capacity import DemandGrid
 
 
@@ -156,3 +164,83 @@ def test_replay_fleet_fits_on_history_only_and_scores_every_policy():
     for name in names:
         np.testing.assert_array_equal(result.capacity[name][:upto], altered.capacity[name][:upto], err_msg=name)
     assert not np.array_equal(result.capacity["forecast"], altered.capacity["forecast"])
+
+
+# -- memory: OOM kills, restarts and the request raised after a kill ------------------------------
+
+
+def _memory_grid(demand: np.ndarray, gib=4.0, price=0.0042) -> DemandGrid:
+    grid = _grid(demand, price=price)
+    return DemandGrid(grid.ts, grid.entity_ids, np.full(demand.shape[1], gib), grid.price_per_core_hour, demand, "mem")
+
+
+def test_oom_kills_are_counted_and_each_raises_the_request_for_the_hold():
+    from ml_cloud_optimizer.optimizer.memory import replay_oom
+
+    # GiB of working set against a plan of 2 GiB; the floor after a kill holds for 3 steps.
+    demand = np.array([[1.0], [1.0], [3.0], [3.0], [3.0], [1.0], [3.0], [np.nan], [3.0]])
+    provisioned, kills = replay_oom(demand, np.full_like(demand, 2.0), 0, granularity=0.0625, hold_steps=3)
+    # step 2: 3 GiB > 2 -> killed; raised to max(2 x 1.2, 2 + 100 MiB, 3) = 3 GiB for steps 3-5;
+    # step 6: back to the plan's 2 GiB and killed again; step 7 has no sample (no kill); step 8 held at 3.
+    assert np.flatnonzero(kills[:, 0]).tolist() == [2, 6]
+    np.testing.assert_allclose(provisioned[:, 0], [2, 2, 2, 3, 3, 3, 2, 3, 3])
+
+    got = score_memory(_memory_grid(demand), provisioned, kills, 0)
+    assert got["oom_kills"] == 2 and got["restarts"] == 2 and got["oom_entities"] == 1
+    assert got["mem_gib_hours"] == pytest.approx((2 * 4 + 3 * 4) / 12)  # the unsampled step is not paid
+    assert got["mem_cost_usd"] == pytest.approx(got["mem_gib_hours"] * 0.0042)
+    assert got["working_set_gib_hours"] == pytest.approx(18 / 12)
+
+
+def test_after_a_small_overshoot_the_request_gets_the_vpa_bump_not_just_the_working_set():
+    from ml_cloud_optimizer.optimizer.memory import replay_oom
+
+    demand = np.array([[2.1], [2.2], [2.3]])
+    provisioned, kills = replay_oom(demand, np.full_like(demand, 2.0), 0, granularity=0.0625, hold_steps=10)
+    assert kills[:, 0].tolist() == [True, False, False]
+    assert provisioned[1, 0] == 2.4375  # 2 x 1.2 = 2.4, rounded up to 64 MiB
+
+
+def test_memory_backtest_scores_every_policy_beside_cpu_and_the_static_one_is_killed_by_growth():
+    # Working set steady at 2 GiB for three days of history, then growing past anything seen.
+    steps, start = 288 * 4, 288 * 3
+    demand = np.full((steps, 2), 2.0)
+    demand[start:, 0] = np.linspace(2.0, 3.5, steps - start)
+    grid = _memory_grid(demand)
+    summary, capacity = run_memory_backtest(grid, default_policies(), start=start)
+    rows = summary.set_index("policy")
+    assert list(summary.columns) == ["policy", *MEMORY_COLUMNS]
+    assert rows.loc["static", "oom_kills"] >= 1 and rows.loc["static", "oom_entities"] == 1
+    assert (rows["restarts"] == rows["oom_kills"]).all()
+    # after each kill the request is raised, so a steady climb kills a few times, not at every step
+    assert rows.loc["static", "oom_kills"] < 20
+    assert (capacity["static"][start:, 0] >= 2.0).all()
+    with pytest.raises(ValueError, match="memory grid"):
+        run_memory_backtest(_grid(demand), default_policies(), start=start)
+
+
+def test_the_memory_forecast_policy_never_goes_below_the_recent_peak():
+    from ml_cloud_optimizer.optimizer.policies import ForecastPolicy
+
+    demand = np.full((300, 1), 1.0)
+    demand[100, 0] = 3.0  # one spike
+    grid = _memory_grid(demand)
+    low = _persistence_forecasts(grid).assign(p50_h1=0.1 / 4, p90_h1=0.1 / 4)  # a forecast of 0.1 GiB
+    capacity = ForecastPolicy(low, floor_steps=50, window_steps=10**6).plan(grid, 1, 0.0625)
+    assert (capacity[101:151, 0] >= 3.0).all()  # the spike is covered for the 50 steps after it is seen
+    assert capacity[160, 0] < 3.0
+
+
+def test_replay_fleet_adds_memory_without_changing_cpus_figures():
+    from ml_cloud_optimizer.data.synthetic import generate_fleet
+    from ml_cloud_optimizer.models.baselines import PersistenceForecaster
+    from ml_cloud_optimizer.optimizer.backtest import replay_fleet
+
+    fleet = generate_fleet(288 * 5 * 2, entities=2, seed=6)
+    with_memory = replay_fleet(fleet, PersistenceForecaster(horizons=(1,)), calibration_steps=144)
+    cpu_only = replay_fleet(fleet, PersistenceForecaster(horizons=(1,)), calibration_steps=144, memory=False)
+    pd.testing.assert_frame_equal(with_memory.summary[SUMMARY_COLUMNS], cpu_only.summary)
+    assert with_memory.summary[MEMORY_COLUMNS].notna().all().all()
+    assert with_memory.params["prices"] == "built-in list-price defaults" and with_memory.params["memory"]
+    # CPU is priced at the CPU rate only: core-hours x $0.0316
+    np.testing.assert_allclose(cpu_only.summary["cost_usd"], cpu_only.summary["core_hours"] * 0.0316)

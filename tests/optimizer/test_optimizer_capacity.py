@@ -59,7 +59,7 @@ def test_demand_grid_is_util_times_vcpus_with_gaps_as_nan():
     np.testing.assert_allclose(grid.demand[:, 1], [0.2, 0.4, 0.6, 0.8])
     assert grid.demand[0, 0] == 2.0 and np.isnan(grid.demand[2, 0])
     assert grid.filled()[2, 0] == 1.0  # carried forward from the step before the gap
-    np.testing.assert_allclose(grid.price_per_core_hour, [0.05, 0.05])
+    np.testing.assert_allclose(grid.price_per_core_hour, [0.0316, 0.0316])  # the CPU share only, by default
     assert grid.index_of(grid.ts[2]) == 2
 
 
@@ -82,8 +82,12 @@ def test_recommend_sizes_for_the_hourly_peak_p90_at_the_target_utilization():
     assert second["request_cores"] == 5.0
     assert first["p50_cores"] == pytest.approx(2.4) and first["headroom_cores"] == pytest.approx(2.0)
     assert first["replicas"] == 1 and first["current_cores"] == 8
-    assert first["hourly_cost"] == pytest.approx(5.5 * 0.05)
-    assert first["hourly_saving"] == pytest.approx(0.4 - 5.5 * 0.05)
+    # CPU and memory priced apart at the built-in defaults; memory (not recommended) stays at its 8 GiB.
+    assert first["cpu_hourly_cost"] == pytest.approx(5.5 * 0.0316)
+    assert first["mem_hourly_cost"] == pytest.approx(8 * 0.0042)
+    assert first["current_hourly_cost"] == pytest.approx(8 * 0.0316 + 8 * 0.0042)
+    assert first["hourly_saving"] == pytest.approx((8 - 5.5) * 0.0316)
+    assert first["request_mem_gib"] == first["current_mem_gib"] == 8.0 and np.isnan(first["p90_mem_gib"])
 
 
 def test_recommend_without_p90_uses_p50_and_counts_replicas_of_the_current_type():

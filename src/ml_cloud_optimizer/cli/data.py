@@ -14,7 +14,16 @@ from ml_cloud_optimizer.data.schema import STEP_SECONDS, Fleet
 from ml_cloud_optimizer.data.traces import FORMATS
 from ml_cloud_optimizer.data.traces._stream import CPU_UNITS, TIME_UNITS
 
-__all__ = ["add_unit_arguments", "gap_line", "parse_mapping", "register", "summarize", "trace_options"]
+__all__ = [
+    "add_prometheus_arguments",
+    "add_unit_arguments",
+    "gap_line",
+    "parse_mapping",
+    "prometheus_options",
+    "register",
+    "summarize",
+    "trace_options",
+]
 
 
 def register(subparsers) -> None:
@@ -27,7 +36,9 @@ def register(subparsers) -> None:
     gen.set_defaults(func=_generate)
 
     ingest = subparsers.add_parser("ingest", help="read a real trace into the canonical frame and report its gaps")
-    ingest.add_argument("path", help="trace file or directory, or prometheus://HOST:PORT?start=...&end=...")
+    ingest.add_argument(
+        "path", help="trace file or directory, or prometheus://HOST:PORT?... (prometheus+https:// for TLS)"
+    )
     ingest.add_argument("--format", choices=FORMATS, default=None, help="trace format (default: detected)")
     ingest.add_argument(
         "--map",
@@ -39,7 +50,71 @@ def register(subparsers) -> None:
     ingest.add_argument("--epoch", default=None, help="start of an Azure or Alibaba trace (UTC, ISO date)")
     ingest.add_argument("--out", default=None, help="write the canonical fleet here (.parquet or .csv)")
     add_unit_arguments(ingest)
+    add_prometheus_arguments(ingest)
     ingest.set_defaults(func=_ingest)
+
+
+# ``mlco ingest``'s flags for a prometheus:// source -> the query parameter (and ``read`` keyword) each overrides.
+PROMETHEUS_FLAGS = {
+    "start": "start",
+    "end": "end",
+    "step": "step",
+    "level": "level",
+    "namespace": "namespace",
+    "selector": "selector",
+    "window": "window",
+    "bearer_token_file": "token_file",
+    "basic_auth_user": "user",
+    "basic_auth_password_file": "password_file",
+    "ca_file": "ca_file",
+}
+
+
+def add_prometheus_arguments(parser) -> None:
+    """Flags for a ``prometheus://`` source; each overrides the source string's parameter of that name."""
+    group = parser.add_argument_group(
+        "prometheus:// sources",
+        "override the source string's query parameters; secrets come from files or from"
+        " MLCO_PROMETHEUS_TOKEN / MLCO_PROMETHEUS_PASSWORD, never from the command line",
+    )
+    group.add_argument("--start", help="first instant: RFC 3339 or unix seconds (default: 14 days before --end)")
+    group.add_argument("--end", help="last instant: RFC 3339 or unix seconds (default: now)")
+    group.add_argument("--step", help="query step; only 5m, the canonical grid (default 5m)")
+    group.add_argument(
+        "--level",
+        choices=("pod", "workload", "node"),
+        help="entities: pods, their Deployment/StatefulSet/DaemonSet, or node_exporter nodes (default workload)",
+    )
+    group.add_argument("--namespace", help="read only this namespace (pod and workload levels)")
+    group.add_argument(
+        "--selector", metavar="MATCHERS", help='extra PromQL label matchers, e.g. \'pod=~"web-.*",container!="proxy"\''
+    )
+    group.add_argument("--window", help="rate() window for CPU counters (default 5m)")
+    group.add_argument(
+        "--bearer-token-file",
+        metavar="FILE",
+        help="file with a bearer token ('serviceaccount': the pod's Kubernetes token; default $MLCO_PROMETHEUS_TOKEN)",
+    )
+    group.add_argument(
+        "--basic-auth-user", metavar="USER", help="basic-auth user (password: see --basic-auth-password-file)"
+    )
+    group.add_argument(
+        "--basic-auth-password-file",
+        metavar="FILE",
+        help="file with the basic-auth password (default $MLCO_PROMETHEUS_PASSWORD)",
+    )
+    group.add_argument("--ca-file", metavar="FILE", help="PEM file of the CA that signed the server's certificate")
+
+
+def prometheus_options(args: argparse.Namespace) -> dict:
+    """The prometheus:// flags the user gave, as ``read_fleet`` keywords; refused for any other source."""
+    given = {
+        key: getattr(args, flag) for flag, key in PROMETHEUS_FLAGS.items() if getattr(args, flag, None) is not None
+    }
+    if given and not checks.is_remote(args.path):
+        flags = ", ".join("--" + flag.replace("_", "-") for flag, key in PROMETHEUS_FLAGS.items() if key in given)
+        raise UserError(f"{flags}: only for a prometheus:// source, and {args.path} is a file")
+    return given
 
 
 def add_unit_arguments(parser) -> None:
@@ -131,7 +206,7 @@ def _ingest(args: argparse.Namespace) -> int:
     checks.existing(args.path, "PATH")
     checks.timestamp(args.epoch, "--epoch")
     checks.fleet_file(args.out)
-    options = trace_options(args)
+    options = trace_options(args) | prometheus_options(args)
     if args.map is not None:
         options["columns"] = args.map
     if args.epoch is not None:

@@ -31,8 +31,14 @@ def register(subparsers) -> None:
     init = commands.add_parser("init", help="start the warehouse if embedded and apply the schema in sql/")
     init.set_defaults(func=_guarded(_init))
 
-    load = commands.add_parser("load", help="bulk-load a fleet or trace (COPY, one transaction, idempotent)")
-    load.add_argument("path", help="a saved fleet (.parquet/.csv) or a trace file or directory")
+    load = commands.add_parser(
+        "load", help="bulk-load a fleet, trace or Prometheus range (COPY, one transaction, idempotent)"
+    )
+    load.add_argument(
+        "path",
+        help="a saved fleet (.parquet/.csv), a trace file or directory, prometheus://HOST:PORT?start=...&end=...,"
+        " or 'prometheus': the server in $MLCO_PROMETHEUS_URL (a missing range: the last 14 days)",
+    )
     load.add_argument("--format", choices=[CANONICAL, *FORMATS], default=None, help="input format (default: detected)")
     load.add_argument("--no-refresh", action="store_true", help="skip refreshing metrics_hourly and statistics")
     add_unit_arguments(load)
@@ -115,17 +121,30 @@ def _init(_args) -> int:
 
 
 def _load(args) -> int:
+    source = args.path
+    live = source == "prometheus" or checks.is_remote(source)
+    if live:
+        # A server, not a file: its range and filters are query parameters, and the file options
+        # mean nothing to it. `prometheus` and a URL without a host name $MLCO_PROMETHEUS_URL.
+        wrong = [f"--format {args.format}"] if args.format not in (None, "prometheus") else []
+        wrong += [f"--{name.replace('_', '-')}" for name in trace_options(args)]
+        if wrong:
+            raise UserError(f"PATH {source}: a Prometheus source takes no {', '.join(wrong)}")
+    else:
+        checks.existing(source, "PATH")
     from ml_cloud_optimizer.data.io import read_fleet
+    from ml_cloud_optimizer.pipeline_steps.sources import resolve_source
     from ml_cloud_optimizer.warehouse import apply_schema, load_fleet
 
-    checks.existing(args.path, "PATH")
-    fleet = read_fleet(args.path, args.format, **trace_options(args))
+    source = resolve_source(source)
+    # Read everything before the transaction opens: a failed or partial read writes nothing.
+    fleet = read_fleet(source, args.format, **trace_options(args))
     with _connect() as conn:
         apply_schema(conn)
         report = load_fleet(conn, fleet, refresh=not args.no_refresh)
     path = "direct COPY" if report.fast_path else "staged upsert"
     print(
-        f"loaded {report.rows:,} rows from {args.path}: {report.inserted:,} new, {report.updated:,} updated,"
+        f"loaded {report.rows:,} rows from {source}: {report.inserted:,} new, {report.updated:,} updated,"
         f" {report.unchanged:,} unchanged; {report.entities} entities, {report.partitions_created} new partitions;"
         f" {path} in {report.seconds:.2f} s (refresh {report.refresh_seconds:.2f} s)"
     )

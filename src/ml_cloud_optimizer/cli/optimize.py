@@ -5,6 +5,11 @@ directory under ``$MLCO_HOME`` unless ``--out`` says otherwise: ``recommend/``, 
 ``monitor/``. ``mlco report`` and the dashboard look for each part by file name below the run
 directory (``$MLCO_RUN_DIR``, else the newest ``$MLCO_HOME/runs/*``, else ``$MLCO_HOME``), so
 they find all of them. ``--model`` defaults to the champion that ``mlco train`` exported.
+
+``mlco recommend --target cpu,mem`` also sizes memory with the memory champion (``--mem-model``,
+by default ``champion-mem`` beside the CPU model). Costs price CPU and memory apart, at the
+built-in list-price defaults or ``--prices FILE``; every table, CSV and stored run names which.
+``mlco recommend`` itself lives in ``cli.recommend``; the flags and helpers it shares are here.
 """
 
 from __future__ import annotations
@@ -20,8 +25,17 @@ from ml_cloud_optimizer.cli import UserError, checks
 from ml_cloud_optimizer.cli.data import add_unit_arguments, trace_options
 from ml_cloud_optimizer.data.io import CANONICAL
 from ml_cloud_optimizer.data.traces import FORMATS
+from ml_cloud_optimizer.optimizer.memory import DEFAULT_MEM_GRANULARITY
 
-__all__ = ["add_target_utilization", "default_model_dir", "default_out_dir", "load_forecaster", "register"]
+__all__ = [
+    "add_price_arguments",
+    "add_target_utilization",
+    "default_model_dir",
+    "default_out_dir",
+    "load_forecaster",
+    "load_prices",
+    "register",
+]
 
 
 class _DeprecatedAlias(argparse.Action):
@@ -53,26 +67,37 @@ def add_target_utilization(parser, *, help: str, default: float = 0.7) -> None:
     )
 
 
+def add_price_arguments(parser) -> None:
+    """``--prices FILE`` and ``--spot``: what a core-hour and a GiB-hour cost (``optimizer.prices``)."""
+    parser.add_argument(
+        "--prices",
+        type=Path,
+        default=None,
+        help="OpenCost custom pricing JSON, or a CSV of instance prices (Kubecost's layout or"
+        " instance_type,region,on_demand_hourly,spot_hourly); default: built-in list-price defaults",
+    )
+    parser.add_argument("--spot", action="store_true", help="cost at spot prices instead of on demand")
+
+
+def load_prices(path: Path | None):
+    """The ``Prices`` of ``--prices`` (the built-in defaults when None); a bad file is a one-line error."""
+    from ml_cloud_optimizer.optimizer.prices import DEFAULT_PRICES, read_prices
+
+    if path is None:
+        return DEFAULT_PRICES
+    try:
+        return read_prices(path)
+    except ValueError as exc:
+        raise UserError(f"--prices {exc}") from None
+
+
 def register(subparsers) -> None:
     """Add ``recommend``, ``backtest``, ``monitor`` and ``report`` to ``subparsers``."""
     formats = [CANONICAL, *FORMATS]
 
-    rec = subparsers.add_parser("recommend", help="capacity per entity and hour from a model's p50/p90 forecasts")
-    rec.add_argument(
-        "--model",
-        type=Path,
-        default=None,
-        help="a model directory (default: the newest of mlco run's and mlco train's champions)",
-    )
-    rec.add_argument("--source", default="warehouse", help="'warehouse' (default) or a fleet/trace path")
-    rec.add_argument("--format", choices=formats, default=None, help="input format of --source (default: detected)")
-    rec.add_argument("--hours", type=int, default=24, help="recommend for the last N hours of origins (default 24)")
-    add_target_utilization(rec, help="utilization the request is sized for, in (0, 1] (default 0.7)")
-    rec.add_argument("--granularity", type=float, default=0.25, help="request step in cores (default 0.25)")
-    rec.add_argument("--top", type=int, default=20, help="rows printed (the largest savings first)")
-    rec.add_argument("--no-store", action="store_true", help="do not write the run to the warehouse")
-    rec.add_argument("--out", type=Path, default=None, help="directory for recommendations.csv ($MLCO_HOME/recommend)")
-    rec.set_defaults(func=_guarded(_recommend))
+    from ml_cloud_optimizer.cli.recommend import add_recommend_parser
+
+    add_recommend_parser(subparsers, formats)
 
     bt = subparsers.add_parser("backtest", help="replay a trace under static, HPA, VPA and forecast-driven scaling")
     bt.add_argument("--trace", required=True, help="a trace file or directory, or a saved fleet")
@@ -82,6 +107,11 @@ def register(subparsers) -> None:
     bt.add_argument("--horizon", type=int, default=1, help="steps ahead capacity is decided (default 1)")
     bt.add_argument("--coverage", type=float, default=0.98, help="residual quantile added as margin (default 0.98)")
     bt.add_argument("--granularity", type=float, default=0.25, help="capacity step in cores (default 0.25)")
+    bt.add_argument(
+        "--mem-granularity", type=float, default=DEFAULT_MEM_GRANULARITY, help="memory step in GiB (default 64 MiB)"
+    )
+    bt.add_argument("--no-memory", action="store_true", help="replay CPU only, even when the trace has memory")
+    add_price_arguments(bt)
     bt.add_argument(
         "--out", type=Path, default=None, help="directory for the summary, capacities and plots ($MLCO_HOME/backtest)"
     )
@@ -122,17 +152,17 @@ def default_model_dir() -> Path:
     return default_champion_dir(mlco_home())
 
 
-def load_forecaster(path: str | Path):
+def load_forecaster(path: str | Path, flag: str = "--model", hint: str = "train one with `mlco train`"):
     """The fitted forecaster saved in ``path`` (any registered kind)."""
     from ml_cloud_optimizer.models.base import Forecaster
 
     path = Path(path) if path is not None else default_model_dir()
     if not path.is_dir():
-        raise UserError(f"--model {path}: no such model directory (train one with `mlco train`)")
+        raise UserError(f"{flag} {path}: no such model directory ({hint})")
     try:
         return Forecaster.load(path)
     except (ValueError, KeyError, OSError, ImportError) as exc:  # ImportError: the kind's library is absent
-        raise UserError(f"--model {path}: {exc}") from None
+        raise UserError(f"{flag} {path}: {exc}") from None
 
 
 def _new_forecaster(kind: str, horizon: int):
@@ -176,91 +206,6 @@ def _check_target(value: float) -> None:
         raise UserError(f"--target-utilization {value}: target utilization must be a share in (0, 1]")
 
 
-def _recommend(args) -> int:
-    checks.at_least(args.hours, "--hours", 1)
-    _check_target(args.target_utilization)
-    checks.at_least(args.granularity, "--granularity", 1e-9, "a number of cores")
-    checks.at_least(args.top, "--top", 1)
-    checks.source(args.source, "--source", ("warehouse",))
-    checks.existing_dir(args.model, "--model", "model directory", "train one with `mlco train`")
-    checks.out_dir(args.out)
-    from ml_cloud_optimizer.optimizer.capacity import forecasts_long, recommend
-    from ml_cloud_optimizer.warehouse import connect, store_run
-
-    model_dir = Path(args.model or default_model_dir())
-    model = load_forecaster(model_dir)
-    history_steps = int(getattr(model, "full_history", model.min_history)) + args.hours * 12 + 12
-    conn = connect() if (args.source == "warehouse" or not args.no_store) else None
-    try:
-        start = None
-        if args.source == "warehouse":
-            start = _last_metric_ts(conn) - pd.Timedelta(minutes=5 * history_steps)
-        fleet = _read_source(args.source, args.format, conn, start)
-        _progress(f"forecasting {fleet.metrics['entity_id'].nunique()} entities with {model.kind}")
-        forecasts = model.predict(fleet.metrics)
-        recent = forecasts["ts"] > forecasts["ts"].max() - pd.Timedelta(hours=args.hours)
-        forecasts = forecasts.loc[recent].reset_index(drop=True)
-        if forecasts.empty:
-            raise UserError(f"not enough history for {model.kind} (needs {model.min_history} steps per entity)")
-        try:
-            recs = recommend(
-                forecasts, fleet.entities, target_utilization=args.target_utilization, granularity=args.granularity
-            )
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        run_id = None
-        if not args.no_store:
-            params = {
-                "hours": args.hours,
-                "target_utilization": args.target_utilization,
-                "granularity": args.granularity,
-            }
-            run_id = store_run(
-                conn,
-                recs,
-                forecasts_long(forecasts),
-                model=f"{model.kind}:{model_dir.resolve()}",
-                source=args.source,
-                params=params,
-            )
-    finally:
-        if conn is not None:
-            conn.close()
-
-    out = args.out or default_out_dir("recommend")
-    out.mkdir(parents=True, exist_ok=True)
-    recs.to_csv(out / "recommendations.csv", index=False)
-    print(_recommendation_table(recs, args.top))
-    where = f"warehouse run {run_id}, " if run_id is not None else ""
-    print(f"wrote {len(recs)} recommendations ({where}{out / 'recommendations.csv'})")
-    return 0
-
-
-def _recommendation_table(recs: pd.DataFrame, top: int) -> str:
-    """The latest hour per entity, largest saving first, and the fleet's total for that hour."""
-    latest = recs.sort_values("hour").groupby("entity_id", observed=True).tail(1)
-    shown = latest.sort_values("hourly_saving", ascending=False).head(top)
-    columns = [
-        "entity_id",
-        "hour",
-        "p50_cores",
-        "p90_cores",
-        "request_cores",
-        "current_cores",
-        "hourly_cost",
-        "current_hourly_cost",
-        "hourly_saving",
-    ]
-    table = shown[columns].to_string(index=False, float_format=lambda x: f"{x:.3f}")
-    current, recommended = latest["current_hourly_cost"].sum(), latest["hourly_cost"].sum()
-    share = (current - recommended) / current if current else 0.0
-    return (
-        f"{table}\n"
-        f"next hour, {len(latest)} entities: current ${current:.2f}/h, recommended ${recommended:.2f}/h,"
-        f" saving ${current - recommended:.2f}/h ({share:.1%})"
-    )
-
-
 def _backtest(args) -> int:
     checks.existing(args.trace, "--trace")
     checks.model_kind(args.forecaster, "--forecaster")
@@ -268,7 +213,9 @@ def _backtest(args) -> int:
     checks.at_least(args.horizon, "--horizon", 1)
     checks.share(args.coverage, "--coverage")
     checks.at_least(args.granularity, "--granularity", 1e-9, "a number of cores")
+    checks.at_least(args.mem_granularity, "--mem-granularity", 1e-9, "a number of GiB")
     checks.out_dir(args.out)
+    prices = load_prices(args.prices)
     from ml_cloud_optimizer.data.io import read_fleet
     from ml_cloud_optimizer.optimizer.backtest import replay_fleet
     from ml_cloud_optimizer.optimizer.plots import backtest_summary_figure, capacity_figure, save_figure
@@ -284,6 +231,10 @@ def _backtest(args) -> int:
             coverage=args.coverage,
             granularity=args.granularity,
             compare_persistence=forecaster.kind != "persistence",
+            memory=False if args.no_memory else None,
+            mem_granularity=args.mem_granularity,
+            prices=prices,
+            spot=args.spot,
             log=_progress,
         )
     except ValueError as exc:
@@ -299,6 +250,16 @@ def _backtest(args) -> int:
         f" under-provisioned x{result.ratio('forecast', 'vpa', 'underprovisioned_share'):.3f};"
         f" vs static: core-hours x{result.ratio('forecast', 'static', 'core_hours'):.3f}"
     )
+    if result.memory_grid is not None:
+        kills = result.summary.set_index("policy")["oom_kills"]
+        print(
+            f"memory vs vpa: GiB-hours x{result.ratio('forecast', 'vpa', 'mem_gib_hours'):.3f},"
+            f" OOM kills {int(kills['forecast'])} against {int(kills['vpa'])}"
+            f" (static {int(kills['static'])}, reactive_hpa {int(kills['reactive_hpa'])}); each kill is one restart"
+        )
+    elif not args.no_memory:
+        print("memory: not replayed (the trace has no mem_util)")
+    print(prices.describe(spot=args.spot))
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
 

@@ -40,7 +40,12 @@ def register(subparsers) -> None:
         default=_DEFAULT_HORIZONS,
         help=f"forecast horizons in 5-minute steps (default {_DEFAULT_HORIZONS})",
     )
-    run.add_argument("--source", default="synthetic", help="'synthetic' or a trace path (default synthetic)")
+    run.add_argument(
+        "--source",
+        default="synthetic",
+        help="'synthetic' (default), a trace path, prometheus://HOST:PORT?start=...&end=...&level=...,"
+        " or 'prometheus': the server in $MLCO_PROMETHEUS_URL (a missing range: the last 14 days)",
+    )
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     run.add_argument("--holdout", type=float, default=0.2, help="share of time held out (default 0.2)")
     run.add_argument(
@@ -177,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
     checks.at_least(args.trials, "--trials", 0)
     checks.at_least(args.seed, "--seed", 0)
     checks.share(args.holdout, "--holdout")
-    checks.source(args.source, "--source", ("synthetic",))
+    checks.source(args.source, "--source", ("synthetic", "prometheus"))
     checks.at_least(args.lookback_hours, "--lookback-hours", 1)
     checks.share(args.target_utilization, "--target-utilization", high_inclusive=True)
     if args.pipeline == "workload":
@@ -186,6 +191,7 @@ def _run(args: argparse.Namespace) -> int:
             horizons = list(parse_horizons(args.horizons))
         except ValueError as exc:
             raise UserError(f"--{exc}") from None  # "--horizons 1,6: must include 12 (...)"
+    from ml_cloud_optimizer.pipeline_steps import sources
     from ml_cloud_optimizer.pipeline_steps.environment import local_tracking_uri
     from ml_cloud_optimizer.pipelines import settings
     from ml_cloud_optimizer.pipelines.runners import containers, local
@@ -216,8 +222,12 @@ def _run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    if args.source != "synthetic" and not Path(args.source).exists():
+    if args.source != "synthetic" and not sources.is_live(args.source) and not Path(args.source).exists():
         raise UserError(f"--source {args.source}: no such file or directory")
+    try:
+        sources.resolve_source(args.source)  # a malformed $MLCO_PROMETHEUS_URL, said before the run starts
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if not 0 < args.holdout < 1:
         raise UserError(f"--holdout wants a share between 0 and 1, got {args.holdout}")
     if arguments["records"] < 1 or arguments["epochs"] < 1 or arguments["trials"] < 0:

@@ -37,7 +37,7 @@ def evaluate(
     from ml_cloud_optimizer.pipeline_steps import artifacts, scoring
 
     result = scoring.score_candidates(
-        [m.path for m in list(tabular_models) + list(sequence_models)],
+        [m.path for m in [*(tabular_models or []), *(sequence_models or [])]],
         artifacts.load_fleet(history.path),
         history.metadata["cutoff"],
         holdout_fraction=holdout_fraction,

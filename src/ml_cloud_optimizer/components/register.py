@@ -37,7 +37,7 @@ def register(
         champion.path,
         peak_model.path,
         evaluation.path,
-        [m.path for m in list(tabular_models) + list(sequence_models)],
+        [m.path for m in [*(tabular_models or []), *(sequence_models or [])]],
         bundle_dir=bundle.path,
         tracking_uri=tracking_uri,
         model_name=model_name,

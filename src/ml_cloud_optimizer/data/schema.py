@@ -62,13 +62,15 @@ ENTITY_COLUMNS: dict[str, str] = {
     "service": "string",
     "instance_type": "string",
     "region": "string",
-    "vcpus": "int64",
+    "vcpus": "float64",  # fractional: a Kubernetes pod may request 0.25 of a core
     "mem_gib": "float64",
     "hourly_price": "float64",
 }
 
 # One capacity recommendation per (entity, hour), in order: what ``optimizer.capacity.recommend``
 # returns and the warehouse's ``recommendations`` table stores (``warehouse.optimizer_runs``).
+# CPU in cores, memory in GiB (a resource not recommended stays at its current amount), and
+# USD per hour with CPU and memory priced apart: hourly_cost = cpu_hourly_cost + mem_hourly_cost.
 RECOMMENDATION_COLUMNS = [
     "entity_id",
     "hour",
@@ -78,6 +80,12 @@ RECOMMENDATION_COLUMNS = [
     "request_cores",
     "replicas",
     "current_cores",
+    "p90_mem_gib",
+    "peak_mem_gib",
+    "request_mem_gib",
+    "current_mem_gib",
+    "cpu_hourly_cost",
+    "mem_hourly_cost",
     "hourly_cost",
     "current_hourly_cost",
     "hourly_saving",
@@ -179,6 +187,8 @@ def validate_fleet(fleet: Fleet) -> Fleet:
         )
     if (entities["vcpus"] <= 0).any() or (entities["mem_gib"] <= 0).any() or (entities["hourly_price"] < 0).any():
         raise DataValidationError("entities: vcpus and mem_gib must be positive and hourly_price not negative")
+    if not np.isfinite(entities["vcpus"].to_numpy()).all():
+        raise DataValidationError("entities.vcpus: must be a finite number of cores (NaN or infinity found)")
     if not ordered:
         metrics = metrics.sort_values(["entity_id", "ts"], kind="stable")
     if not metrics.index.equals(pd.RangeIndex(len(metrics))):

@@ -222,7 +222,7 @@ def _draw_entities(rng: np.random.Generator, n: int) -> pd.DataFrame:
             "service": service,
             "instance_type": choice,
             "region": region,
-            "vcpus": sizes["vcpus"].to_numpy(dtype="int64"),
+            "vcpus": sizes["vcpus"].to_numpy(dtype="float64"),
             "mem_gib": sizes["mem_gib"].to_numpy(),
             "hourly_price": price,
         }

@@ -1,7 +1,9 @@
 """From forecasts to capacity: recommendations, cost, autoscaling backtests and monitoring.
 
 Demand is ``cpu_util x vcpus`` in cores per 5-minute step; every policy provisions cores in
-steps of ``DEFAULT_GRANULARITY`` (0.25 core). See ``capacity`` for the definitions.
+steps of ``DEFAULT_GRANULARITY`` (0.25 core). See ``capacity`` for the definitions. Memory is
+the working set ``mem_util x mem_gib`` in GiB, sized and replayed with OOM kills in mind
+(``memory``); CPU and memory are priced apart (``prices``).
 
 Example::
 
@@ -20,6 +22,9 @@ from ml_cloud_optimizer._lazy import lazy_exports
 
 __all__ = [
     "DEFAULT_GRANULARITY",
+    "DEFAULT_MEM_GRANULARITY",
+    "DEFAULT_PRICES",
+    "MEMORY_COLUMNS",
     "RECOMMENDATION_COLUMNS",
     "SUMMARY_COLUMNS",
     "BacktestResult",
@@ -27,6 +32,7 @@ __all__ = [
     "ForecastPolicy",
     "MonitoringReport",
     "Policy",
+    "Prices",
     "ReactiveHPAPolicy",
     "RetrainThresholds",
     "StaticPolicy",
@@ -35,27 +41,43 @@ __all__ = [
     "default_policies",
     "forecasts_long",
     "monitor",
+    "peak_working_set",
+    "read_prices",
     "recommend",
     "replay_fleet",
+    "replay_oom",
     "round_up",
     "run_backtest",
+    "run_memory_backtest",
     "score_capacity",
+    "score_memory",
+    "size_memory",
 ]
 
 _HOMES = {
+    "MEMORY_COLUMNS": "memory_replay",
     "SUMMARY_COLUMNS": "backtest",
     "BacktestResult": "backtest",
     "default_forecaster": "backtest",
     "default_policies": "backtest",
     "replay_fleet": "backtest",
     "run_backtest": "backtest",
+    "run_memory_backtest": "memory_replay",
     "score_capacity": "backtest",
+    "score_memory": "memory_replay",
     "DEFAULT_GRANULARITY": "capacity",
     "RECOMMENDATION_COLUMNS": "capacity",
     "DemandGrid": "capacity",
     "forecasts_long": "capacity",
     "recommend": "capacity",
     "round_up": "capacity",
+    "DEFAULT_MEM_GRANULARITY": "memory",
+    "peak_working_set": "memory",
+    "replay_oom": "memory",
+    "size_memory": "memory",
+    "DEFAULT_PRICES": "prices",
+    "Prices": "prices",
+    "read_prices": "prices",
     "MonitoringReport": "monitoring",
     "RetrainThresholds": "monitoring",
     "monitor": "monitoring",

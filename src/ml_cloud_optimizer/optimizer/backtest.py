@@ -15,6 +15,20 @@ scored. Figures per policy:
   ``b_t = max(0, b_{t-1} + demand_t - capacity_t)``); a step with ``b_t > 0`` violates the
   SLO. This counts how long a shortfall hurts, not just whether it happened.
 * ``unserved_core_hours``: the shortfall, sum(max(demand - capacity, 0)), in hours.
+
+Memory is replayed apart when the trace has it (``MEMORY_COLUMNS``, beside CPU's in the same
+summary row): every policy provisions the working set (``mem_util x mem_gib``, GiB) by the
+same rules, the forecast-driven one from a second forecaster of the same kind trained on
+memory and never below the last week's peak (``memory``). A step whose working set exceeds
+what is provisioned is an OOM kill, which costs one restart and raises the request (see
+``memory.replay_oom``):
+
+* ``mem_gib_hours`` / ``mem_cost_usd``: GiB provisioned over the scored steps, in hours, and
+  their price at the RAM rate; ``cost_usd`` prices the core-hours at the CPU rate (both from
+  ``prices``: CPU and memory apart, the built-in list-price defaults unless given).
+* ``oom_kills``: scored entity-steps whose working set exceeded the memory provisioned;
+  ``restarts``: the restarts they cost (one per kill); ``oom_entities``: entities killed at least once.
+* ``working_set_gib_hours``: the working set itself, in GiB-hours.
 """
 
 from __future__ import annotations
@@ -27,10 +41,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
-from ml_cloud_optimizer.data.schema import STEP_SECONDS, Fleet
+from ml_cloud_optimizer.data.schema import STEP, STEP_SECONDS, Fleet
 from ml_cloud_optimizer.models.base import Forecaster
 from ml_cloud_optimizer.optimizer.capacity import DEFAULT_GRANULARITY, DemandGrid
+from ml_cloud_optimizer.optimizer.memory import DEFAULT_MEM_GRANULARITY, DEFAULT_OOM_HOLD, DEFAULT_PEAK_LOOKBACK
+from ml_cloud_optimizer.optimizer.memory_replay import MEMORY_COLUMNS, run_memory_backtest, score_memory
 from ml_cloud_optimizer.optimizer.policies import (
     ForecastPolicy,
     Policy,
@@ -38,9 +55,11 @@ from ml_cloud_optimizer.optimizer.policies import (
     StaticPolicy,
     VPAPolicy,
 )
+from ml_cloud_optimizer.optimizer.prices import DEFAULT_PRICES, Prices
 
 __all__ = [
     "DEFAULT_POLICY_FORECASTER",
+    "MEMORY_COLUMNS",
     "SUMMARY_COLUMNS",
     "BacktestResult",
     "default_forecaster",
@@ -48,13 +67,16 @@ __all__ = [
     "policy_forecaster",
     "replay_fleet",
     "run_backtest",
+    "run_memory_backtest",
     "score_capacity",
+    "score_memory",
 ]
 
 # The model kind the forecast-driven policy uses unless told otherwise.
 DEFAULT_POLICY_FORECASTER = "lightgbm"
 
 _STEP_HOURS = STEP_SECONDS / 3600.0
+_HOUR = pd.Timedelta(hours=1)
 _STEP_MINUTES = STEP_SECONDS / 60.0
 
 SUMMARY_COLUMNS = [
@@ -104,12 +126,15 @@ class BacktestResult:
     """Scores and capacities of every policy on one replay window.
 
     Attributes:
-        summary: one row per policy with ``SUMMARY_COLUMNS``.
+        summary: one row per policy with ``SUMMARY_COLUMNS`` (and ``MEMORY_COLUMNS`` once
+            memory was replayed).
         capacity: policy name -> capacity matrix (steps, entities) over the whole grid.
         grid: the demand replayed.
         start: first scored step.
-        params: how the replay was set up (split, forecaster...), for the record.
+        params: how the replay was set up (split, forecaster, prices...), for the record.
         forecasts: the forecast frame the forecast-driven policy used, if any.
+        memory_grid: the working set replayed, when memory was.
+        memory_capacity: policy name -> memory provisioned (GiB, OOM bumps included).
     """
 
     summary: pd.DataFrame
@@ -118,6 +143,14 @@ class BacktestResult:
     start: int
     params: dict = field(default_factory=dict)
     forecasts: pd.DataFrame | None = field(default=None, repr=False)
+    memory_grid: DemandGrid | None = field(default=None, repr=False)
+    memory_capacity: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def add_memory(self, memory: pd.DataFrame) -> None:
+        """Put memory's figures (``run_memory_backtest``'s rows) beside CPU's, policy by policy."""
+        self.summary = self.summary.drop(columns=MEMORY_COLUMNS, errors="ignore").merge(
+            memory[["policy", *MEMORY_COLUMNS]], on="policy", how="left"
+        )
 
     @property
     def replay_start(self) -> pd.Timestamp:
@@ -224,6 +257,10 @@ def replay_fleet(
     coverage: float = 0.98,
     granularity: float = DEFAULT_GRANULARITY,
     compare_persistence: bool = True,
+    memory: bool | None = None,
+    mem_granularity: float = DEFAULT_MEM_GRANULARITY,
+    prices: Prices | None = None,
+    spot: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> BacktestResult:
     """Replay ``fleet`` under every default policy: the honest, end-to-end backtest.
@@ -233,6 +270,8 @@ def replay_fleet(
     warms up on forecasts of data the model never saw; it then forecasts every origin (each
     from its own past only). With ``compare_persistence`` the same policy also runs on a
     persistence forecast ("forecast_persistence"), showing what the model itself adds.
+    Memory is then replayed the same way (module doc), with a copy of the forecaster trained
+    on memory.
 
     Args:
         fleet: canonical fleet (a trace or generated).
@@ -243,12 +282,17 @@ def replay_fleet(
         coverage: quantile of recent residuals added as its margin.
         granularity: capacity step in cores, for every policy.
         compare_persistence: add the persistence-forecast variant.
+        memory: replay memory too; None: when the trace has ``mem_util``.
+        mem_granularity: memory step in GiB, for every policy.
+        prices: CPU and RAM rates for ``cost_usd`` and ``mem_cost_usd`` (default: built-in defaults).
+        spot: price at spot rates.
         log: progress callback (e.g. print to stderr).
     """
     log = log or (lambda _message: None)
     if not 0 < replay_fraction < 1:
         raise ValueError(f"replay fraction must be in (0, 1), got {replay_fraction}")
-    grid = DemandGrid.from_fleet(fleet)
+    prices = prices or DEFAULT_PRICES
+    grid = DemandGrid.from_fleet(fleet, prices=prices, spot=spot)
     span = grid.ts[-1] - grid.ts[0]
     start = grid.index_of(grid.ts[0] + span * (1 - replay_fraction))
     if not calibration_steps < start < len(grid.ts):
@@ -257,8 +301,13 @@ def replay_fleet(
             f" after {calibration_steps} calibration steps"
         )
     train_end = grid.ts[start - calibration_steps]
+    has_memory = "mem_util" in fleet.metrics.columns and bool(fleet.metrics["mem_util"].notna().any())
+    if memory and not has_memory:
+        raise ValueError("the trace has no mem_util values: there is no memory to replay")
+    memory = has_memory if memory is None else memory
 
     forecaster = forecaster if forecaster is not None else default_forecaster(horizon)
+    mem_forecaster = clone(forecaster) if memory else None
     metrics = fleet.metrics
     history = metrics[metrics["ts"] < train_end]
     log(f"fitting {forecaster.kind} on {len(history):,} rows before {train_end}")
@@ -270,9 +319,7 @@ def replay_fleet(
     options = {"horizon": horizon, "coverage": coverage, "calibrate_from": train_end}
     policies = default_policies(forecasts, **options)
     if compare_persistence:
-        from ml_cloud_optimizer.models.baselines import PersistenceForecaster
-
-        naive = PersistenceForecaster(horizons=(int(horizon),)).fit(history).predict(metrics)
+        naive = _persistence(history, metrics, horizon)
         policies.append(ForecastPolicy(naive, quantile="p50", name="forecast_persistence", **options))
     log(f"replaying {len(grid.ts) - start:,} steps x {len(grid.entity_ids)} entities from {grid.ts[start]}")
     result = run_backtest(grid, policies, start=start, granularity=granularity)
@@ -282,8 +329,55 @@ def replay_fleet(
             "train_end": str(train_end),
             "replay_start": str(grid.ts[start]),
             "replay_end": str(grid.ts[-1]),
+            "memory": bool(memory),
+            **prices.params(spot=spot),
             **{k: v for k, v in options.items() if k != "calibrate_from"},
         }
     )
     result.forecasts = forecasts
+    if mem_forecaster is not None:
+        mem_grid = DemandGrid.from_fleet(fleet, "mem", prices=prices, spot=spot)
+        result.params.update({"mem_granularity": mem_granularity, "oom_hold_hours": DEFAULT_OOM_HOLD / _HOUR})
+        _replay_memory(result, mem_grid, fleet, mem_forecaster, options, compare_persistence, mem_granularity, log)
     return result
+
+
+def _persistence(history: pd.DataFrame, metrics: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    from ml_cloud_optimizer.models.baselines import PersistenceForecaster
+
+    return PersistenceForecaster(horizons=(int(horizon),)).fit(history).predict(metrics)
+
+
+def _replay_memory(
+    result: BacktestResult,
+    grid: DemandGrid,
+    fleet: Fleet,
+    forecaster: Forecaster,
+    options: dict,
+    compare_persistence: bool,
+    granularity: float,
+    log: Callable[[str], None],
+) -> None:
+    """Memory's replay over the same window as CPU's, its figures added to ``result``'s summary."""
+    from ml_cloud_optimizer.resources import as_target
+
+    start = grid.index_of(result.replay_start)
+    if not 0 < start < len(grid.ts):
+        log("memory: no samples on both sides of the replay start; memory not replayed")
+        return
+    metrics = as_target(fleet.metrics, "mem")
+    mem_history = metrics[metrics["ts"] < options["calibrate_from"]]
+    log(f"memory: fitting {forecaster.kind} on {int(mem_history['cpu_util'].notna().sum()):,} rows of memory")
+    forecaster.fit(mem_history, fleet.entities)
+    forecasts = forecaster.predict(metrics)
+    floor = DEFAULT_PEAK_LOOKBACK // STEP
+    policies = default_policies(forecasts, floor_steps=floor, **options)
+    if compare_persistence:
+        naive = _persistence(mem_history, metrics, options["horizon"])
+        policies.append(
+            ForecastPolicy(naive, quantile="p50", name="forecast_persistence", floor_steps=floor, **options)
+        )
+    summary, capacity = run_memory_backtest(grid, policies, start=start, granularity=granularity)
+    result.add_memory(summary)
+    result.memory_grid = grid
+    result.memory_capacity = capacity

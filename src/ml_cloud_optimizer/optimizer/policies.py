@@ -1,10 +1,11 @@
 """Autoscaling policies replayed on a demand grid: static, reactive HPA, VPA-style and forecast-driven.
 
 Every policy answers one question, ``plan(grid, start, granularity)``: the capacity in cores
-of every entity at every step, as a (steps, entities) matrix. The capacity of step ``t`` may
-depend only on what was known at the end of step ``t - 1`` (the HPA's one-step delay for new
-pods holds for every policy alike), and rows before ``start`` are history the policy may
-learn from. Capacities are rounded up to ``granularity`` (see ``capacity``).
+(or GiB, on a memory grid) of every entity at every step, as a (steps, entities) matrix. The
+capacity of step ``t`` may depend only on what was known at the end of step ``t - 1`` (the
+HPA's one-step delay for new pods holds for every policy alike), and rows before ``start``
+are history the policy may learn from. Capacities are rounded up to ``granularity`` (see
+``capacity``).
 """
 
 from __future__ import annotations
@@ -173,7 +174,9 @@ class ForecastPolicy(Policy):
     more headroom and one that is over-forecast gets less. Only residuals from
     ``calibrate_from`` on count, so a forecaster's fit on its own training rows cannot make
     the margin look small. Where no forecast exists the last demand seen stands in
-    (persistence); where too few residuals exist yet, the margin is zero.
+    (persistence); where too few residuals exist yet, the margin is zero. With
+    ``floor_steps``, capacity never goes below the largest demand of that many steps known at
+    decision time: memory's rule (``memory``), since a shortfall there is an OOM kill.
 
     Args:
         forecasts: forecast frame from ``Forecaster.predict`` over the whole grid.
@@ -183,6 +186,7 @@ class ForecastPolicy(Policy):
         window_steps: how many recent residuals the margin is learnt from.
         calibrate_from: first timestamp whose residual counts (the forecaster's training end).
         name: how the policy is called in results (one per forecaster compared).
+        floor_steps: steps of recent peak demand the capacity must cover (0: no floor).
     """
 
     forecasts: pd.DataFrame = field(repr=False)
@@ -192,6 +196,7 @@ class ForecastPolicy(Policy):
     window_steps: int = 288
     calibrate_from: pd.Timestamp | None = None
     name: str = "forecast"
+    floor_steps: int = 0
 
     def plan(self, grid: DemandGrid, start: int, granularity: float) -> np.ndarray:
         h = int(self.horizon)
@@ -213,5 +218,8 @@ class ForecastPolicy(Policy):
             .to_numpy()
         )
         capacity = forecast + np.nan_to_num(margin, nan=0.0)
+        if self.floor_steps > 0:
+            peak = pd.DataFrame(grid.demand).rolling(int(self.floor_steps), min_periods=1).max().shift(h).to_numpy()
+            capacity = np.fmax(capacity, peak)
         capacity = np.where(np.isnan(capacity), grid.vcpus, capacity)
         return round_up(capacity, granularity)

@@ -40,6 +40,7 @@ __all__ = [
     "PIPELINE_SETTINGS_CONFIG_MAP",
     "PREDICTOR_LABEL",
     "PREDICTOR_SERVICE_ACCOUNT",
+    "PROMETHEUS_URL_KEY",
     "REGISTERED_MODEL",
     "RUN_AS_USER",
     "SEQUENCE_MODELS",
@@ -66,6 +67,11 @@ DB_SECRET_KEY = "DATABASE_URL"
 # environment" (this ConfigMap on a cluster; MLFLOW_TRACKING_URI or mlco's local store locally).
 PIPELINE_SETTINGS_CONFIG_MAP = "mlco-pipeline-settings"
 MLFLOW_TRACKING_URI_KEY = "MLFLOW_TRACKING_URI"
+# The cluster's Prometheus, which a run with source "prometheus" reads: a key of the same
+# ConfigMap, written in manifests/base/pipeline-settings.env (pipeline tasks only, so that
+# changing it does not roll the predictor). The name pipeline_steps.sources.PROMETHEUS_SETTING
+# reads, kept literal here so compiling imports no step code (a test keeps the two equal).
+PROMETHEUS_URL_KEY = "MLCO_PROMETHEUS_URL"
 
 ISVC_NAME = "workload-forecaster"
 # The MLflow registered model; the same name as ``tracking.DEFAULT_MODEL_NAME`` (`mlco train`).

@@ -4,7 +4,7 @@ from kfp import dsl, kubernetes
 
 from ml_cloud_optimizer.pipelines import settings
 
-__all__ = ["runs_as_image_user", "uses_database", "uses_mlflow"]
+__all__ = ["reads_prometheus_setting", "runs_as_image_user", "uses_database", "uses_mlflow"]
 
 
 def runs_as_image_user(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -32,4 +32,21 @@ def uses_mlflow(task: dsl.PipelineTask) -> dsl.PipelineTask:
         task,
         config_map_name=settings.PIPELINE_SETTINGS_CONFIG_MAP,
         config_map_key_to_env={settings.MLFLOW_TRACKING_URI_KEY: "MLFLOW_TRACKING_URI"},
+    )
+
+
+def reads_prometheus_setting(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Give ``task`` MLCO_PROMETHEUS_URL, the cluster's Prometheus, from ``mlco-pipeline-settings`` (local: inherited).
+
+    It is what ``source="prometheus"`` reads (``pipeline_steps.sources.resolve_source``).
+    Optional, unlike the MLflow address: a run from a file or the generator needs no
+    Prometheus, and a ConfigMap from before this setting still starts the pod, which then
+    falls back to ``pipeline_steps.sources.DEFAULT_PROMETHEUS_URL``. Authentication travels in
+    the setting's query (``token_file=`` names the pod's service-account token): no Secret.
+    """
+    return kubernetes.use_config_map_as_env(
+        task,
+        config_map_name=settings.PIPELINE_SETTINGS_CONFIG_MAP,
+        config_map_key_to_env={settings.PROMETHEUS_URL_KEY: settings.PROMETHEUS_URL_KEY},
+        optional=True,
     )

@@ -15,14 +15,21 @@ use MLflow, the GPU request and toleration on ``train_sequence`` (plus a node se
 ``MLCO_GPU_NODE_SELECTOR`` is set at compile time), resources, a non-root security context
 (``kfp.local`` ignores all these), and per-task caching and retries.
 
-Caching: only ``datagen`` is cached. Its cache key on a cluster is its parameters (source,
-records, seed), image and command, so the same arguments reuse the same fleet (a trace path is
-taken to name an unchanging file). Everything downstream reads the warehouse through
-``features``, which always runs: the warehouse is state the cache key cannot see. KFP's cache key
-holds the *names* of the input artifacts, and an uncached task makes new ones every run, so no
-task after ``features`` could ever be served from the cache; they are marked uncached rather
-than claim otherwise. Defaults are sized for a cluster; ``mlco run`` passes a budget that fits
-two CPU cores.
+Caching: none, ``datagen`` included. Its cache key on a cluster would be its parameters (source,
+records, seed), image and command: a live Prometheus source (``prometheus``, or a URL without
+``end``) names a different window every run, and a key that holds the string but not the clock
+would serve the first run's fleet to every later one. Caching it would save only its own
+seconds: everything downstream reads the warehouse through ``features``, which always runs (the
+warehouse is state the cache key cannot see), and KFP's cache key holds the *names* of the input
+artifacts, which an uncached task makes new every run, so no later task could hit the cache
+either; all are marked uncached rather than claim otherwise. What a run read is recorded
+instead: the fleet's metadata ``source`` is the resolved Prometheus URL with ``end`` pinned.
+
+The cluster's Prometheus: ``source="prometheus"`` (or ``prometheus://?...`` without a host) is
+resolved inside ``datagen`` against ``MLCO_PROMETHEUS_URL``, which the task reads from the
+``mlco-pipeline-settings`` ConfigMap (``manifests/base/pipeline-settings.env``) as the MLflow
+tasks read their address there. Defaults are sized for a cluster; ``mlco run`` passes a budget
+that fits two CPU cores.
 """
 
 # No `from __future__ import annotations`: kfp reads the parameter annotations as types.
@@ -41,7 +48,12 @@ from ml_cloud_optimizer.components.train_sequence import train_sequence
 from ml_cloud_optimizer.components.train_tabular import train_tabular
 from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS, PEAK_HORIZON
 from ml_cloud_optimizer.pipelines import settings
-from ml_cloud_optimizer.pipelines.task_settings import runs_as_image_user, uses_database, uses_mlflow
+from ml_cloud_optimizer.pipelines.task_settings import (
+    reads_prometheus_setting,
+    runs_as_image_user,
+    uses_database,
+    uses_mlflow,
+)
 
 __all__ = ["workload_pipeline"]
 
@@ -81,7 +93,9 @@ def workload_pipeline(
     """Train, evaluate and (optionally) deploy the workload forecaster.
 
     Args:
-        source: "synthetic" or the path of a trace inside the image or a mounted volume.
+        source: "synthetic"; the path of a trace inside the image or a mounted volume; a Prometheus
+            URL ``prometheus://HOST:PORT?start=...&end=...&level=...``; or ``prometheus`` (also
+            ``prometheus://?level=...`` without a host): the cluster's, ``MLCO_PROMETHEUS_URL``.
         records: synthetic rows to generate.
         seed: seed of the generator, SMOTE and the models.
         horizons: forecast horizons in 5-minute steps (12 = one hour, the headline).
@@ -103,7 +117,8 @@ def workload_pipeline(
 
     with dsl.ExitHandler(exit_task, name="train-and-deploy"):
         data = datagen(source=source, records=records, seed=seed)
-        data.set_caching_options(enable_caching=True)  # a function of its parameters (see the module docstring)
+        data.set_caching_options(enable_caching=False)  # a source can be live (see the module docstring)
+        reads_prometheus_setting(data)
 
         loaded = olap_load(fleet=data.outputs["fleet"])
         uses_database(loaded.set_caching_options(enable_caching=False))

@@ -282,7 +282,7 @@ def _instance_types(entities: pd.DataFrame) -> pd.DataFrame:
     catalogue = entities.groupby(["instance_type", "region"], as_index=False, sort=True)[
         ["vcpus", "mem_gib", "hourly_price"]
     ].median()
-    return catalogue.assign(vcpus=catalogue["vcpus"].round().astype("int64"))
+    return catalogue  # vcpus stay fractional (a 250m Kubernetes request is 0.25 of a core)
 
 
 def _time_range(metrics: pd.DataFrame):

@@ -2,9 +2,11 @@
 
 An optimizer run (``mlco recommend``, the batch pipeline's ``score_fleet``) is one row of
 ``optimizer_runs`` with its forecasts and recommendations, written in one transaction with
-COPY. The frames are built by ``ml_cloud_optimizer.optimizer``; this module only moves them in
-and out of PostgreSQL, so the optimizer (and the model server that rounds with it) never
-imports the database driver.
+COPY. Recommendations carry CPU and memory (GiB) and their costs priced apart; the prices a run
+used are named in its ``params`` (``prices``: a file, or the built-in list-price defaults). The
+frames are built by ``ml_cloud_optimizer.optimizer``; this module only moves them in and out of
+PostgreSQL, so the optimizer (and the model server that rounds with it) never imports the
+database driver.
 
 Example::
 
@@ -66,7 +68,8 @@ def store_run(
         forecasts: the long layout ``FORECAST_COLUMNS`` (``optimizer.capacity.forecasts_long``);
             None or empty stores none.
         model, source: how the run names its model and its input.
-        params: JSON-ready settings of the run (target utilization, granularity...).
+        params: JSON-ready settings of the run (target utilization, granularity, the prices used
+            as ``optimizer.prices.Prices.params`` gives them...).
     """
     _require(recommendations, RECOMMENDATION_COLUMNS, "recommendations")
     if forecasts is not None:

@@ -273,9 +273,9 @@ def snap(parts: Iterable[pd.DataFrame], path: Path) -> pd.DataFrame:
 
 def entity_frame(ids, prefix: str, *, service, region, vcpus, mem_gib) -> pd.DataFrame:
     """Entity rows for a trace: sizes as given, prices estimated from them."""
-    vcpus = np.broadcast_to(np.asarray(vcpus, dtype="int64"), ids.shape)
+    vcpus = np.broadcast_to(np.asarray(vcpus, dtype="float64"), ids.shape)  # fractions kept: 0.5 is half a core
     mem_gib = np.broadcast_to(np.asarray(mem_gib, dtype="float64"), ids.shape)
-    sizes = pd.Series(vcpus).astype(str) + "c-" + pd.Series(np.round(mem_gib).astype("int64")).astype(str) + "g"
+    sizes = pd.Series(_formatted(vcpus, "{:g}") + "c-" + _formatted(mem_gib, "{:.0f}") + "g", dtype=object)
     return pd.DataFrame(
         {
             "entity_id": pd.array(ids, dtype="string"),
@@ -287,6 +287,12 @@ def entity_frame(ids, prefix: str, *, service, region, vcpus, mem_gib) -> pd.Dat
             "hourly_price": estimate_hourly_price(vcpus, mem_gib),
         }
     )
+
+
+def _formatted(values: np.ndarray, pattern: str) -> np.ndarray:
+    """``pattern`` applied to each value, formatting each distinct value once (traces repeat a few sizes)."""
+    unique, inverse = np.unique(values, return_inverse=True)
+    return np.array([pattern.format(v) for v in unique], dtype=object)[inverse.reshape(-1)]
 
 
 def to_fleet(slots: pd.DataFrame, entities: pd.DataFrame, source: str) -> Fleet:

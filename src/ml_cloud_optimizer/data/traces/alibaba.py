@@ -57,7 +57,7 @@ def read(
     path: Path,
     *,
     epoch: str = "2018-01-01T00:00:00Z",
-    vcpus: int = 96,
+    vcpus: float = 96,
     mem_gib: float = 512.0,
     service: str = "alibaba",
     region: str = "cn",

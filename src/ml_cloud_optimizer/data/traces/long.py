@@ -60,7 +60,7 @@ def read(
     delimiter: str = ",",
     service: str = "unknown",
     region: str = "unknown",
-    vcpus: int = 1,
+    vcpus: float = 1,
     mem_gib: float = 4.0,
 ) -> Fleet:
     """Read one long CSV; the mapping and units are checked before any row is read."""

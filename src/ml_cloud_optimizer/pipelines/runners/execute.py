@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ml_cloud_optimizer.pipelines.runners import containers
+from ml_cloud_optimizer.pipelines.runners.empty_loops import publishing_empty_loops
 
 __all__ = [
     "LocalExecution",
@@ -133,7 +134,7 @@ def _execute(pipeline_func, arguments: dict, pipeline_root: Path, tee: _Progress
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
-        with contextlib.redirect_stdout(tee), warnings.catch_warnings():
+        with contextlib.redirect_stdout(tee), warnings.catch_warnings(), publishing_empty_loops():
             # The project's image name has no "python" in it; kfp.local warns about that for every task.
             warnings.filterwarnings("ignore", message=".*non-Python base image.*")
             # Resources and accelerators are the cluster's business (see the compiled YAML).

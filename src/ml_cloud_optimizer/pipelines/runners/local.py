@@ -58,7 +58,10 @@ def local_arguments(
 ) -> dict:
     """Pipeline arguments for a local run; ``models`` is split into the tabular and sequence loops.
 
-    ``tracking_uri`` "" means mlco's local MLflow store under ``$MLCO_HOME``.
+    ``tracking_uri`` "" means mlco's local MLflow store under ``$MLCO_HOME``. ``source`` is
+    "synthetic", a trace path (made absolute: the tasks run elsewhere), or a Prometheus source
+    (``prometheus``, ``prometheus://...``), passed as given: ``datagen`` resolves it against the
+    inherited ``MLCO_PROMETHEUS_URL`` exactly as a cluster task does against its ConfigMap.
 
     Raises:
         ValueError: an unknown model kind, or horizons without the headline one.
@@ -69,7 +72,7 @@ def local_arguments(
         known = ", ".join(settings.TABULAR_MODELS + settings.SEQUENCE_MODELS)
         raise ValueError(f"unknown model kind(s) {', '.join(unknown)}; known: {known}")
     return {
-        "source": source if source == "synthetic" else str(Path(source).resolve()),
+        "source": source if source == "synthetic" or _is_live(source) else str(Path(source).resolve()),
         "records": int(records),
         "seed": int(seed),
         "horizons": list(check_horizons(horizons or DEFAULT_HORIZONS)),
@@ -187,6 +190,13 @@ def run_batch_local(
         seconds=done.seconds,
         task_seconds=done.task_seconds,
     )
+
+
+def _is_live(source: str) -> bool:
+    """A Prometheus source (``pipeline_steps.sources.is_live``), imported late: step code is not needed to compile."""
+    from ml_cloud_optimizer.pipeline_steps.sources import is_live
+
+    return is_live(source)
 
 
 def _artifact_uri(output: dict, name: str) -> str:
