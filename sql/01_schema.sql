@@ -28,6 +28,16 @@ CREATE TABLE IF NOT EXISTS entities (
     FOREIGN KEY (instance_type, region) REFERENCES instance_types (instance_type, region)
 );
 
+-- A warehouse made when vCPUs were whole numbers: make them fractional (a 250m request is 0.25).
+DO $$
+BEGIN
+    IF (SELECT data_type FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = 'entities' AND column_name = 'vcpus') = 'integer' THEN
+        ALTER TABLE instance_types ALTER COLUMN vcpus TYPE double precision;
+        ALTER TABLE entities ALTER COLUMN vcpus TYPE double precision;
+    END IF;
+END $$;
+
 -- One row per (entity, 5-minute slot). Utilisation is a fraction of what is provisioned.
 -- `x < 'infinity'` also refuses NaN, which PostgreSQL orders above every number.
 -- No foreign key to entities: its per-row check made a 300k-row load 2.5 times slower, and the

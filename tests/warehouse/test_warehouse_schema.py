@@ -148,3 +148,23 @@ def test_explain_of_a_time_range_query_shows_partition_pruning(warehouse):
         statement = cur.mogrify(daily.sql, daily.bind({"start": "2024-01-07", "end": "2024-01-08"})).decode()
     scanned = _explain(warehouse, statement)
     assert "metrics_20240101" in scanned and "metrics_20240108" not in scanned
+
+
+def test_a_warehouse_with_whole_vcpus_is_made_fractional_and_takes_a_quarter_core(warehouse):
+    """Warehouses made before fractional vCPUs stored them as integer; applying the schema converts them."""
+    with warehouse, warehouse.cursor() as cur:
+        for table in ("entities", "instance_types"):
+            cur.execute(f"ALTER TABLE {table} ALTER COLUMN vcpus TYPE integer USING vcpus::integer")
+    apply_schema(warehouse)
+    with warehouse.cursor() as cur:
+        cur.execute(
+            "SELECT table_name, data_type FROM information_schema.columns"
+            " WHERE column_name = 'vcpus' AND table_name IN ('entities', 'instance_types') ORDER BY 1"
+        )
+        assert cur.fetchall() == [("entities", "double precision"), ("instance_types", "double precision")]
+    fleet = make_known_fleet(days=1)
+    fleet.entities["vcpus"] = 0.25
+    load_fleet(warehouse, fleet)
+    with warehouse.cursor() as cur:
+        cur.execute("SELECT DISTINCT vcpus FROM entities")
+        assert cur.fetchall() == [(0.25,)]

@@ -12,7 +12,10 @@ the port is kept, for a server behind a prefix), then query parameters, each als
 ``read`` (which overrides the string) and a flag of ``mlco ingest``:
 
 * ``start``, ``end``: RFC 3339 or unix seconds; default the last 14 days.
-* ``step``: only ``5m``, the canonical grid. ``window``: the ``rate()`` window (default ``5m``).
+* ``step``: ``5m``, the canonical grid (default), or a step that divides it (``15s``, ``1m``...)
+  whose samples are averaged into the slot of the five minutes they end in, as a 5m step's
+  ``rate()`` covers the five minutes ending at its slot. ``window``: the ``rate()`` window
+  (default ``5m``; with a finer step, a window of two scrape intervals or so).
 * ``level``: ``pod``, ``workload`` (the default) or ``node``; what each reads is in ``levels``.
 * ``namespace``: one namespace (not for nodes). ``selector``: more PromQL label matchers, such as
   ``pod=~"web-.*",container!="istio-proxy"``; URL-encode it inside the string (``+`` would

@@ -41,7 +41,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ml_cloud_optimizer.data.schema import UTIL_MAX, DataValidationError, Fleet, estimate_hourly_price
+from ml_cloud_optimizer.data.schema import STEP_SECONDS, UTIL_MAX, DataValidationError, Fleet, estimate_hourly_price
 from ml_cloud_optimizer.data.traces._stream import to_fleet as stream_to_fleet
 from ml_cloud_optimizer.data.traces.prometheus.api import Query
 from ml_cloud_optimizer.data.traces.prometheus.source import Source
@@ -93,10 +93,10 @@ def _pod_queries(src: Source) -> dict[str, Query]:
         )
 
     return {
-        "cores": Query(f"{by} (rate(container_cpu_usage_seconds_total{containers}[{src.window}]))", _POD),
-        "mem_bytes": Query(f"{by} (container_memory_working_set_bytes{containers})", _POD),
-        "cpu_request": Query(provisioned("cpu"), _POD),
-        "mem_request": Query(provisioned("memory"), _POD),
+        "cores": Query(f"{by} (rate(container_cpu_usage_seconds_total{containers}[{src.window}]))", _POD, src.step),
+        "mem_bytes": Query(f"{by} (container_memory_working_set_bytes{containers})", _POD, src.step),
+        "cpu_request": Query(provisioned("cpu"), _POD, src.step),
+        "mem_request": Query(provisioned("memory"), _POD, src.step),
     }
 
 
@@ -110,10 +110,12 @@ def _node_queries(src: Source) -> dict[str, Query]:
     total, available = f"node_memory_MemTotal_bytes{plain}", f"node_memory_MemAvailable_bytes{plain}"
     rate = f"rate(node_cpu_seconds_total{busy}[{src.window}])"
     return {
-        "cores": Query(f"sum {by} (max by (instance, node, cpu, mode) ({rate}))", _NODE),
-        "cpu_request": Query(f"count {by} (max by (instance, node, cpu) (node_cpu_seconds_total{idle}))", _NODE),
-        "mem_bytes": Query(f"max {by} ({total} - {available})", _NODE),
-        "mem_request": Query(f"max {by} ({total})", _NODE),
+        "cores": Query(f"sum {by} (max by (instance, node, cpu, mode) ({rate}))", _NODE, src.step),
+        "cpu_request": Query(
+            f"count {by} (max by (instance, node, cpu) (node_cpu_seconds_total{idle}))", _NODE, src.step
+        ),
+        "mem_bytes": Query(f"max {by} ({total} - {available})", _NODE, src.step),
+        "mem_request": Query(f"max {by} ({total})", _NODE, src.step),
         "uname": Query(
             "max by (instance, nodename) (max_over_time(node_uname_info[1h]))", ("instance", "nodename"), _HOUR
         ),
@@ -122,10 +124,19 @@ def _node_queries(src: Source) -> dict[str, Query]:
 
 def combine(src: Source, results: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The four ``VALUES`` columns indexed by (entity_id, slot), from the level's query results."""
+    if src.step < STEP_SECONDS:
+        results = {name: _into_slots(frame) if name in VALUES else frame for name, frame in results.items()}
     wide = _wide(results, _node_names(results) if src.level == "node" else _pod_names(results))
     if src.level == "workload":
         wide = _roll_up(wide, _owners(results))
     return wide
+
+
+def _into_slots(frame: pd.DataFrame) -> pd.DataFrame:
+    """Samples of a finer step averaged per series into the 5-minute slot they end in: (T - 5m, T] -> T."""
+    keys = [c for c in frame.columns if c != "value"]
+    slotted = frame.assign(slot=-(-frame["slot"] // STEP_SECONDS) * STEP_SECONDS)
+    return slotted.groupby(keys, sort=False, as_index=False)["value"].mean()
 
 
 def _wide(results: dict[str, pd.DataFrame], key) -> pd.DataFrame:

@@ -62,8 +62,9 @@ class Source:
 
     prefix: str  # the scheme as written: prometheus, prometheus+http or prometheus+https
     base: str  # http(s)://host:port/path, what the HTTP client talks to
-    start: int  # first 5-minute slot, epoch seconds
-    end: int  # last 5-minute slot, epoch seconds
+    start: int  # first instant queried, epoch seconds: the first 5-minute slot when step is 5m
+    end: int  # last instant queried: the last 5-minute slot when step is 5m
+    step: int  # seconds between the instants queried: 300, or a divisor of it (averaged into slots)
     level: str
     namespace: str | None
     selector: str  # normalised label matchers, "" for none
@@ -83,7 +84,7 @@ class Source:
         params = {
             "start": str(self.start),
             "end": str(self.end),
-            "step": "5m",
+            "step": "5m" if self.step == STEP_SECONDS else f"{self.step}s",
             "level": self.level,
             "namespace": self.namespace,
             "selector": self.selector or None,
@@ -129,18 +130,24 @@ def parse(source: str, overrides: dict | None = None) -> Source:
     namespace = params.get("namespace") or None
     if namespace and level == "node":
         raise UserInputError(f"{source}: namespace={namespace}: nodes belong to no namespace; use selector= instead")
-    step = params.get("step") or "5m"
-    if _seconds(step, source, "step") != STEP_SECONDS:
-        raise UserInputError(f"{source}: step={step}: the canonical grid is 5m; use step=5m")
+    step_text = params.get("step") or "5m"
+    step = _seconds(step_text, source, "step")
+    if step != int(step) or not 1 <= step <= STEP_SECONDS or STEP_SECONDS % step:
+        raise UserInputError(
+            f"{source}: step={step_text}: expected 5m or a step that divides it (15s, 30s, 1m...),"
+            " whose samples are averaged into the 5-minute slots"
+        )
+    step = int(step)
     window = params.get("window") or "5m"
     if _seconds(window, source, "window") <= 0:
         raise UserInputError(f"{source}: window={window}: the rate() window must be longer than zero")
     now = time.time()
     end = _instant(params["end"], source, "end") if params.get("end") else now
     start = _instant(params["start"], source, "start") if params.get("start") else end - DEFAULT_DAYS * 86400
-    start_slot, end_slot = math.ceil(start / STEP_SECONDS) * STEP_SECONDS, int(end // STEP_SECONDS) * STEP_SECONDS
+    # A finer step reads every instant of the range; the slots are then the 5 minutes ending at each.
+    start_slot, end_slot = math.ceil(start / step) * step, int(end // step) * step
     if start_slot > end_slot:
-        raise UserInputError(f"{source}: start is after end (or they share one 5-minute slot)")
+        raise UserInputError(f"{source}: start is after end (or they share one {step_text} step)")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return Source(
         prefix=prefix,
@@ -151,6 +158,7 @@ def parse(source: str, overrides: dict | None = None) -> Source:
         namespace=namespace,
         selector=parse_selector(params.get("selector") or "", source),
         window=window,
+        step=step,
         token_file=params.get("token_file") or None,
         user=params.get("user") or None,
         password_file=params.get("password_file") or None,
