@@ -5,6 +5,13 @@ Runs go to ``MLFLOW_TRACKING_URI`` when it is set, else to a local store under `
 Each candidate's run holds its parameters, its hold-out metrics, its plots and its saved model
 directory. The champion's bundle is also logged as an MLflow pyfunc model (which loads the
 bundle and calls ``ModelBundle.predict``) and registered, and the alias moves to that version.
+
+One training session ranks candidates per resource (``resources``: ``cpu``, ``mem``). Every
+run carries the resource as its ``target`` tag and parameter. The CPU champion is registered
+under the tracker's model name (``mlco-forecaster``), as it always was; the memory champion
+under that name with the resource's suffix (``mlco-forecaster-mem``), with its own
+``champion`` alias, so that nothing that loads ``models:/mlco-forecaster@champion`` ever gets
+a memory model.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import mlflow.pyfunc
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.pyfunc.model import PythonModel
+
+from ml_cloud_optimizer.resources import DEFAULT_RESOURCE, UTIL_COLUMN, as_target, suffix
 
 __all__ = [
     "CHAMPION_ALIAS",
@@ -129,10 +138,11 @@ class Tracker:
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
-    def register_champion(self, run_id: str, bundle_dir: str | Path) -> str:
+    def register_champion(self, run_id: str, bundle_dir: str | Path, target: str = DEFAULT_RESOURCE) -> str:
         """Log the bundle as a pyfunc model in ``run_id``, register it and point the alias at it.
 
-        Returns the registered version (a string, as MLflow gives it).
+        ``target``'s champion goes to ``registered_name(target)``. Returns the registered
+        version (a string, as MLflow gives it).
         """
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
@@ -141,14 +151,20 @@ class Tracker:
                 artifacts={"bundle": str(bundle_dir)},
                 pip_requirements=["ml-cloud-optimizer"],
             )
-        version = mlflow.register_model(info.model_uri, self.model_name)
-        self.client.set_registered_model_alias(self.model_name, CHAMPION_ALIAS, version.version)
+        name = self.registered_name(target)
+        version = mlflow.register_model(info.model_uri, name)
+        self.client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
         self.client.set_tag(run_id, "champion", "true")
         return str(version.version)
 
-    def champion_version(self) -> str:
-        """The registered version the ``champion`` alias points at."""
-        return str(self.client.get_model_version_by_alias(self.model_name, CHAMPION_ALIAS).version)
+    def registered_name(self, target: str = DEFAULT_RESOURCE) -> str:
+        """The registered model of ``target``'s champion: ``model_name``, plus ``-mem`` for memory."""
+        return f"{self.model_name}{suffix(target)}"
+
+    def champion_version(self, target: str = DEFAULT_RESOURCE) -> str:
+        """The registered version the ``champion`` alias of ``target``'s model points at."""
+        name = self.registered_name(target)
+        return str(self.client.get_model_version_by_alias(name, CHAMPION_ALIAS).version)
 
 
 @dataclass
@@ -164,6 +180,8 @@ class TrainingResult:
         registered_version: the registry version the ``champion`` alias points at (None without tracking).
         evaluation: the hold-out evaluation itself.
         bundle: the exported bundle, in memory.
+        target: the resource forecast (``cpu`` or ``mem``).
+        registered_name: the registered model the champion went to (None without tracking).
     """
 
     leaderboard: pd.DataFrame
@@ -174,6 +192,8 @@ class TrainingResult:
     registered_version: str | None = None
     evaluation: Any = None
     bundle: Any = None
+    target: str = DEFAULT_RESOURCE
+    registered_name: str | None = None
 
 
 def train_and_export(
@@ -186,45 +206,56 @@ def train_and_export(
     peak: Any | None = None,
     source: str = "unknown",
     progress: Callable[[str], None] | None = None,
+    target: str = DEFAULT_RESOURCE,
 ) -> TrainingResult:
     """Evaluate ``candidates`` (plus the baselines) on a hold-out, log them, export and register the champion.
 
     Args:
         metrics: canonical long metrics.
         candidates: unfitted forecasters by name.
-        out_dir: receives ``leaderboard.csv``/``.md``, ``plots/``, ``candidates/<name>/`` and ``champion/``.
+        out_dir: receives ``leaderboard.csv``/``.md``, ``plots/``, ``candidates/<name>/`` and ``champion/``;
+            for a resource other than CPU each name carries its suffix (``leaderboard-mem.csv``,
+            ``plots-mem/``, ``candidates-mem/``, ``champion-mem/``), so both fit in one directory.
         holdout: share of the time span held out at its end.
         tracker: MLflow tracker; None skips tracking.
         refit: refit the champion on all of ``metrics`` (hold-out included) before export.
-        peak: an unfitted peak classifier to fit on all of ``metrics`` and bundle, or None.
+        peak: an unfitted peak classifier to fit on all of ``metrics`` and bundle, or None; for
+            memory it learns coming memory peaks, on the same view as the forecaster.
         source: where the data came from, kept in the bundle metadata.
         progress: called with one line per step.
+        target: the resource forecast, ``cpu`` or ``mem`` (``resources``); the bundle records it.
+
+    Raises:
+        ValueError: ``target`` is ``mem`` and ``metrics`` hold no memory utilisation.
     """
     from sklearn.base import clone
 
     from ml_cloud_optimizer.evaluation import evaluate_holdout, leaderboard, write_leaderboard
     from ml_cloud_optimizer.evaluation.plots import plot_error_by_horizon, plot_forecasts
     from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
-    from ml_cloud_optimizer.models.bundle import ModelBundle
+    from ml_cloud_optimizer.models.bundle import ModelBundle, record_target
 
     say = progress or (lambda _message: None)
+    view = as_target(metrics, target)  # what the models learn from: the resource in the forecast column
+    end = suffix(target)
     out_dir = Path(out_dir)
-    plots_dir = out_dir / "plots"
+    plots_dir = out_dir / f"plots{end}"
     plots_dir.mkdir(parents=True, exist_ok=True)
-    evaluation = evaluate_holdout(candidates, metrics, holdout=holdout, progress=progress)
+    evaluation = evaluate_holdout(candidates, view, holdout=holdout, progress=progress)
     board = leaderboard(evaluation.scores)
-    paths = write_leaderboard(board, out_dir)
+    paths = write_leaderboard(board, out_dir, f"leaderboard{end}")
     by_horizon = plot_error_by_horizon(evaluation.scores, plots_dir / "error_by_horizon.png")
 
     run_ids: dict[str, str] = {}
     for row in board.itertuples(index=False):
         name = row.model
         model = evaluation.models[name]
-        model_dir = model.save(out_dir / "candidates" / name)
+        model_dir = record_target(model.save(out_dir / f"candidates{end}" / name), target)
+        what = "" if target == DEFAULT_RESOURCE else f" of {UTIL_COLUMN[target]}"
         plot = plot_forecasts(
             evaluation.forecasts[name],
             plots_dir / f"forecast_{name}.png",
-            title=f"{name}: forecast vs actual, 1 hour ahead",
+            title=f"{name}: forecast vs actual{what}, 1 hour ahead",
         )
         if tracker is not None:
             scores = evaluation.scores.loc[evaluation.scores["model"] == name]
@@ -234,9 +265,9 @@ def train_and_export(
                 for metric in _LOGGED_METRICS
             }
             logged.update({"fit_s": row.fit_s, "predict_s": row.predict_s, "rank": row.rank})
-            params = {"kind": model.kind, **model.get_params()}
+            params = {"kind": model.kind, "target": target, **model.get_params()}
             run_ids[name] = tracker.log_candidate(
-                name, params, logged, model_dir, [plot, by_horizon], tags={"source": source}
+                f"{name}{end}", params, logged, model_dir, [plot, by_horizon], tags={"source": source, "target": target}
             )
             say(f"[{name}] logged to MLflow run {run_ids[name]}")
 
@@ -244,11 +275,11 @@ def train_and_export(
     final = evaluation.models[champion]
     if refit:
         say(f"[{champion}] champion: refitting on all {len(metrics):,} rows")
-        final = clone(final).fit(metrics)
+        final = clone(final).fit(view)
     fitted_peak = None
     if peak is not None:
         say(f"[peak] fitting {type(peak).__name__}")
-        fitted_peak = peak.fit(metrics)
+        fitted_peak = peak.fit(view)
     headline = board.loc[board["champion"]].iloc[0]
     bundle = ModelBundle(
         final,
@@ -262,11 +293,15 @@ def train_and_export(
             f"holdout_mae_h{HEADLINE_HORIZON}": float(headline[f"mae_h{HEADLINE_HORIZON}"]),
             f"holdout_vs_persistence_h{HEADLINE_HORIZON}": float(headline[f"vs_persistence_h{HEADLINE_HORIZON}"]),
             "refit_on_all_data": bool(refit),
+            "target": target,
         },
     )
-    champion_dir = bundle.save(out_dir / "champion")
-    version = None
+    champion_dir = bundle.save(out_dir / f"champion{end}")
+    version = registered = None
     if tracker is not None:
-        version = tracker.register_champion(run_ids[champion], champion_dir)
-        say(f"[{champion}] registered as {tracker.model_name} version {version}, alias '{CHAMPION_ALIAS}'")
-    return TrainingResult(board, champion, champion_dir, paths, run_ids, version, evaluation, bundle)
+        registered = tracker.registered_name(target)
+        version = tracker.register_champion(run_ids[champion], champion_dir, target)
+        say(f"[{champion}] registered as {registered} version {version}, alias '{CHAMPION_ALIAS}'")
+    return TrainingResult(
+        board, champion, champion_dir, paths, run_ids, version, evaluation, bundle, target, registered
+    )

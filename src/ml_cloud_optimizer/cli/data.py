@@ -79,7 +79,7 @@ def add_prometheus_arguments(parser) -> None:
     )
     group.add_argument("--start", help="first instant: RFC 3339 or unix seconds (default: 14 days before --end)")
     group.add_argument("--end", help="last instant: RFC 3339 or unix seconds (default: now)")
-    group.add_argument("--step", help="query step; only 5m, the canonical grid (default 5m)")
+    group.add_argument("--step", help="query step: 5m (default) or a divisor such as 15s, averaged into 5m slots")
     group.add_argument(
         "--level",
         choices=("pod", "workload", "node"),

@@ -1,4 +1,9 @@
-"""`mlco train`: evaluate forecasters on a hold-out, print the leaderboard, export the champion."""
+"""`mlco train`: evaluate forecasters on a hold-out, print the leaderboard, export the champion.
+
+``--target cpu,mem`` does all of it once per resource on the same data: a leaderboard and a
+champion each. CPU's outputs keep their names (``champion/``, ``leaderboard.csv``); memory's
+carry ``-mem`` (``champion-mem/``, ``leaderboard-mem.csv``), see ``resources.suffix``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from ml_cloud_optimizer.data.io import CANONICAL
 from ml_cloud_optimizer.data.traces import FORMATS
 from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
 from ml_cloud_optimizer.models.registry import TRAINABLE, build_forecaster, family
+from ml_cloud_optimizer.resources import UTIL_COLUMN, as_target, parse_targets, suffix
 
 __all__ = ["DEFAULT_MODELS", "build_candidates", "load_metrics", "register", "run"]
 
@@ -42,6 +48,11 @@ def register(subparsers) -> None:
     train.add_argument("--records", type=int, default=100_000, help="synthetic rows (default 100000)")
     train.add_argument("--trials", type=int, default=0, help="Optuna trials per tabular model (default 0: defaults)")
     train.add_argument("--epochs", type=int, default=None, help="epochs for lstm/gru (default: theirs)")
+    train.add_argument(
+        "--target",
+        default="cpu",
+        help="resource(s) to forecast: cpu, mem or cpu,mem; one leaderboard and champion each (default cpu)",
+    )
     train.add_argument("--holdout", type=float, default=0.2, help="share of time held out (default 0.2)")
     train.add_argument(
         "--backtest",
@@ -115,22 +126,30 @@ def _progress(message: str) -> None:
     _log.info("%s", message)
 
 
-def _backtest(metrics, candidates: dict, folds: int, holdout: float, out: Path) -> str:
-    """Rolling-origin backtest: per-fold 1-hour MAE of every model, saved as backtest.csv."""
+def _backtest(metrics, candidates: dict, folds: int, holdout: float, out: Path, target: str = "cpu") -> str:
+    """Rolling-origin backtest of ``target``: per-fold 1-hour MAE of every model, saved as backtest.csv.
+
+    Memory's is ``backtest-mem.csv``, and its table says so in its first line.
+    """
     from ml_cloud_optimizer.evaluation import rolling_origin
 
-    scores = rolling_origin(candidates, metrics, folds=folds, holdout=holdout, progress=_progress)
-    scores.to_csv(out / "backtest.csv", index=False)
+    scores = rolling_origin(candidates, metrics, folds=folds, holdout=holdout, progress=_progress, target=target)
+    scores.to_csv(out / f"backtest{suffix(target)}.csv", index=False)
     h = HEADLINE_HORIZON
     table = scores.loc[scores["horizon"] == h].pivot_table(index="model", columns="fold", values="mae")
     table.columns = [f"mae_h{h}_fold{c + 1}" for c in table.columns]
     table["vs_persistence"] = table.mean(axis=1) / table.loc["persistence"].mean()
-    return "rolling-origin backtest:\n" + table.sort_values("vs_persistence").to_markdown(floatfmt=".4g")
+    title = "rolling-origin backtest" + ("" if target == "cpu" else f" ({target}: {UTIL_COLUMN[target]})")
+    return f"{title}:\n" + table.sort_values("vs_persistence").to_markdown(floatfmt=".4g")
 
 
-def _check(args: argparse.Namespace) -> list[str]:
-    """Every argument, before anything is imported, read, generated or trained; the model kinds."""
+def _check(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Every argument, before anything is imported, read, generated or trained; the model kinds and resources."""
     kinds = checks.model_kinds(args.models)
+    try:
+        targets = parse_targets(args.target)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     checks.share(args.holdout, "--holdout")
     if args.backtest < 0 or args.backtest == 1:
         raise UserError(f"--backtest {args.backtest}: expected 0 (none) or at least 2 folds")
@@ -141,12 +160,34 @@ def _check(args: argparse.Namespace) -> list[str]:
     checks.at_least(args.seed, "--seed", 0)
     checks.source(args.source, "--source", ("synthetic", "warehouse"))
     checks.out_dir(args.out)
-    return kinds
+    return kinds, targets
+
+
+def _check_data(metrics, targets: list[str]) -> None:
+    """Every resource asked for has data, before any training starts."""
+    for target in targets:
+        try:
+            as_target(metrics, target)
+        except ValueError as exc:
+            raise UserError(f"--target {target}: {exc}") from None
+
+
+def _new_peak(no_peak: bool):
+    """An unfitted peak classifier, or None (``--no-peak``, or its library absent)."""
+    if no_peak:
+        return None
+    try:
+        from ml_cloud_optimizer.models.peak import PeakClassifier
+
+        return PeakClassifier()
+    except ImportError as exc:
+        _progress(f"[peak] skipped: {exc}")
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
     """Body of ``mlco train``."""
-    kinds = _check(args)
+    kinds, targets = _check(args)
     from ml_cloud_optimizer.evaluation import to_markdown
     from ml_cloud_optimizer.tracking import Tracker, mlco_home, train_and_export
 
@@ -156,33 +197,33 @@ def run(args: argparse.Namespace) -> int:
         quiet_optuna()
     fleet = load_metrics(args.source, args.format, args.records, args.seed, **trace_options(args))
     _progress(f"data: {fleet.source}, {fleet.metrics['entity_id'].nunique()} entities, {len(fleet.metrics):,} rows")
+    _check_data(fleet.metrics, targets)
     candidates = build_candidates(kinds, args.trials, args.epochs, args.jobs, args.seed, _progress)
-    peak = None
-    if not args.no_peak:
-        try:
-            from ml_cloud_optimizer.models.peak import PeakClassifier
-
-            peak = PeakClassifier()
-        except ImportError as exc:
-            _progress(f"[peak] skipped: {exc}")
     out = Path(args.out) if args.out else mlco_home() / "train"
     tracker = None if args.no_tracking else Tracker()
-    result = train_and_export(
-        fleet.metrics,
-        candidates,
-        out,
-        holdout=args.holdout,
-        tracker=tracker,
-        peak=peak,
-        source=str(fleet.source),
-        progress=_progress,
-    )
-    print(to_markdown(result.leaderboard))
-    if args.backtest:
-        print(_backtest(fleet.metrics, candidates, args.backtest, args.holdout, out))
-    print(f"champion: {result.champion}")
-    print(f"champion directory: {result.champion_dir}")
-    print(f"leaderboard: {result.leaderboard_paths[0]} and {result.leaderboard_paths[1]}")
-    if result.registered_version is not None and tracker is not None:
-        print(f"registered: {tracker.model_name} version {result.registered_version} (alias champion) at {tracker.uri}")
+    for target in targets:
+        if len(targets) > 1:
+            _progress(f"== {target}: forecasting {UTIL_COLUMN[target]}")
+        result = train_and_export(
+            fleet.metrics,
+            candidates,
+            out,
+            holdout=args.holdout,
+            tracker=tracker,
+            peak=_new_peak(args.no_peak),
+            source=str(fleet.source),
+            progress=_progress,
+            target=target,
+        )
+        print(f"leaderboard ({target}: {UTIL_COLUMN[target]}):")
+        print(to_markdown(result.leaderboard))
+        if args.backtest:
+            print(_backtest(fleet.metrics, candidates, args.backtest, args.holdout, out, target))
+        end = suffix(target)
+        print(f"champion{end}: {result.champion}")
+        print(f"champion{end} directory: {result.champion_dir}")
+        print(f"leaderboard{end}: {result.leaderboard_paths[0]} and {result.leaderboard_paths[1]}")
+        if result.registered_version is not None and tracker is not None:
+            version = f"{result.registered_name} version {result.registered_version}"
+            print(f"registered: {version} (alias champion) at {tracker.uri}")
     return 0

@@ -5,6 +5,9 @@ from the history it would have had (features look back across the cut-off, never
 All candidates are then scored on the same rows: the origins with a known actual that every
 candidate could forecast. Persistence and seasonal naive are always among them, so every
 score has its baselines measured on exactly the same rows.
+
+``target`` chooses the resource scored (``cpu`` or ``mem``): the candidates see the metrics as
+``resources.as_target`` presents them, so a memory evaluation is the CPU one on memory.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ml_cloud_optimizer.features.targets import make_targets, target_column
 from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS
 from ml_cloud_optimizer.models.base import Forecaster, forecast_column
 from ml_cloud_optimizer.models.baselines import PersistenceForecaster, SeasonalNaiveForecaster
+from ml_cloud_optimizer.resources import DEFAULT_RESOURCE, as_target
 
 __all__ = [
     "BASELINES",
@@ -171,6 +175,7 @@ def evaluate_holdout(
     holdout: float = 0.2,
     horizons: tuple[int, ...] = DEFAULT_HORIZONS,
     progress: Callable[[str], None] | None = None,
+    target: str = DEFAULT_RESOURCE,
 ) -> Evaluation:
     """Fit every candidate (plus the baselines) before the hold-out cut-off and score it after.
 
@@ -180,9 +185,12 @@ def evaluate_holdout(
         holdout: share of the time span, at its end, held out.
         horizons: horizons scored.
         progress: called with one line per step; None logs them (``INFO``, ``ml_cloud_optimizer`` logger).
+        target: the resource forecast and scored, ``cpu`` or ``mem`` (``ValueError`` for mem
+            on metrics without memory).
     """
-    cutoff = holdout_cutoff(metrics, holdout)
-    return _evaluate_window(_with_baselines(models, horizons), metrics, cutoff, None, horizons, progress)
+    view = as_target(metrics, target)
+    cutoff = holdout_cutoff(view, holdout)
+    return _evaluate_window(_with_baselines(models, horizons), view, cutoff, None, horizons, progress)
 
 
 def rolling_origin(
@@ -192,12 +200,15 @@ def rolling_origin(
     holdout: float = 0.3,
     horizons: tuple[int, ...] = DEFAULT_HORIZONS,
     progress: Callable[[str], None] | None = None,
+    target: str = DEFAULT_RESOURCE,
 ) -> pd.DataFrame:
     """Rolling-origin backtest: the last ``holdout`` share split into ``folds`` consecutive test windows.
 
     Each fold refits on everything before its window (``TimeSeriesSplit`` over the distinct
-    timestamps). Returns the folds' scores with a ``fold`` column.
+    timestamps). Returns the folds' scores with a ``fold`` column. ``target`` as for
+    ``evaluate_holdout``.
     """
+    metrics = as_target(metrics, target)
     instants = pd.DatetimeIndex(metrics["ts"].unique()).sort_values()
     test_size = int(len(instants) * holdout) // folds
     if test_size < 1:

@@ -80,11 +80,15 @@ def to_markdown(board: pd.DataFrame) -> str:
     return shown.to_markdown(index=False)
 
 
-def write_leaderboard(board: pd.DataFrame, directory: str | Path) -> tuple[Path, Path]:
-    """Write ``leaderboard.csv`` and ``leaderboard.md`` into ``directory``; return their paths."""
+def write_leaderboard(board: pd.DataFrame, directory: str | Path, name: str = "leaderboard") -> tuple[Path, Path]:
+    """Write ``{name}.csv`` and ``{name}.md`` into ``directory``; return their paths.
+
+    ``name`` tells one resource's leaderboard from another's (``leaderboard-mem``, see
+    ``resources.suffix``); CPU's keeps the plain name.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = directory / "leaderboard.csv", directory / "leaderboard.md"
+    csv_path, md_path = directory / f"{name}.csv", directory / f"{name}.md"
     board.to_csv(csv_path, index=False)
     md_path.write_text(to_markdown(board) + "\n")
     return csv_path, md_path

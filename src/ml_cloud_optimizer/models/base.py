@@ -77,6 +77,8 @@ class Forecaster(BaseEstimator, abc.ABC):
     METADATA_FILE: ClassVar[str] = "metadata.json"
 
     horizons: tuple[int, ...] = DEFAULT_HORIZONS
+    # The resource forecast (``resources``): set from a bundle's metadata by ``load``; "cpu" otherwise.
+    target: str = "cpu"
 
     @abc.abstractmethod
     def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> Forecaster:
@@ -133,7 +135,9 @@ class Forecaster(BaseEstimator, abc.ABC):
         if not meta_path.exists():
             raise FileNotFoundError(f"{directory} holds no {Forecaster.METADATA_FILE}: not a model directory")
         metadata = json.loads(meta_path.read_text())
-        return forecaster_class(metadata["kind"])._load(directory, metadata)
+        model = forecaster_class(metadata["kind"])._load(directory, metadata)
+        model.target = str(metadata.get("target", "cpu"))
+        return model
 
 
 def _jsonable(value):

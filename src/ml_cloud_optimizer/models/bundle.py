@@ -8,6 +8,12 @@ Layout of a bundle directory::
     bundle.json          what the bundle adds: where it came from, its scores, the peak classifier's kind
 
 The serving layer calls ``ModelBundle.load(dir).predict(history)`` and nothing else.
+
+A bundle forecasts one resource (``target``: ``cpu`` or ``mem``, see ``resources``), written in
+both JSON files: ``bundle.json`` for the bundle, ``metadata.json`` so that a bare
+``Forecaster.load(dir)`` knows it too. A bundle saved before memory was a target has neither
+and is ``cpu``. ``predict`` takes canonical history whatever the resource and presents it to
+the models as they learnt it (``resources.as_target``).
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import pandas as pd
 
 from ml_cloud_optimizer.features import build_features
 from ml_cloud_optimizer.models.base import Forecaster, forecast_column
+from ml_cloud_optimizer.resources import DEFAULT_RESOURCE, UTIL_COLUMN, as_target
 
-__all__ = ["BUNDLE_FILE", "PEAK_DIR", "ModelBundle", "default_champion_dir"]
+__all__ = ["BUNDLE_FILE", "PEAK_DIR", "ModelBundle", "default_champion_dir", "record_target"]
 
 BUNDLE_FILE = "bundle.json"
 PEAK_DIR = "peak"
@@ -35,7 +42,9 @@ class ModelBundle:
     Args:
         forecaster: a fitted ``Forecaster``.
         peak: a fitted peak classifier (``models.peak``), or None; without one ``peak_prob`` is NaN.
-        metadata: JSON-able facts to keep beside the model (training data, scores, run id...).
+        metadata: JSON-able facts to keep beside the model (training data, scores, run id...);
+            ``target`` names the resource both models were trained for (default: the
+            forecaster's own, ``cpu`` unless it was loaded from a memory bundle).
 
     Example:
         >>> bundle = ModelBundle(forecaster, peak).save("model/")
@@ -46,6 +55,15 @@ class ModelBundle:
         self.forecaster = forecaster
         self.peak = peak
         self.metadata = dict(metadata or {})
+        target = self.metadata.setdefault("target", getattr(forecaster, "target", DEFAULT_RESOURCE))
+        if target not in UTIL_COLUMN:
+            raise ValueError(f"bundle target {target!r}: expected one of {', '.join(UTIL_COLUMN)}")
+        self.forecaster.target = target  # what Forecaster.load gives back for this directory
+
+    @property
+    def target(self) -> str:
+        """The resource forecast: ``cpu`` or ``mem`` (``resources.RESOURCES``)."""
+        return str(self.metadata["target"])
 
     @property
     def kind(self) -> str:
@@ -77,7 +95,7 @@ class ModelBundle:
     def save(self, directory: str | Path) -> Path:
         """Write the bundle into ``directory`` (created if needed) and return it."""
         directory = Path(directory)
-        self.forecaster.save(directory)
+        record_target(self.forecaster.save(directory), self.target)
         if self.peak is not None:
             self.peak.save(directory / PEAK_DIR)
         info = {
@@ -115,11 +133,13 @@ class ModelBundle:
         """Forecast from the last origin of each entity in ``history`` (canonical long metrics).
 
         Returns one row per entity with enough history: ``entity_id``, ``ts`` (the origin),
-        ``p50_h{h}`` (and ``p90_h{h}``) per horizon, and ``peak_prob``.
+        ``p50_h{h}`` (and ``p90_h{h}``) per horizon, and ``peak_prob``, all about ``target``:
+        a memory bundle's ``p50_h12`` is memory utilisation an hour ahead.
         """
-        missing = [c for c in ("entity_id", "ts", "cpu_util") if c not in history.columns]
+        missing = [c for c in ("entity_id", "ts", UTIL_COLUMN[self.target]) if c not in history.columns]
         if missing:
             raise ValueError(f"history lacks columns {', '.join(missing)}")
+        history = as_target(history, self.target)
         spec = getattr(self.forecaster, "feature_spec", None)
         shared = None
         if spec is not None and self.peak is not None and self.peak.feature_spec == spec:
@@ -131,6 +151,19 @@ class ModelBundle:
         else:
             forecasts = forecasts.assign(peak_prob=np.nan)
         return forecasts[[c for c in self.output_columns if c in forecasts.columns]].reset_index(drop=True)
+
+
+def record_target(directory: str | Path, target: str) -> Path:
+    """Add ``target`` to the ``metadata.json`` of the forecaster saved in ``directory``; return it.
+
+    ``Forecaster.load`` reads it back as the forecaster's ``target``, so a directory that is
+    loaded without ``ModelBundle`` (a candidate, ``mlco recommend --model``) still says which
+    resource it forecasts.
+    """
+    meta_path = Path(directory) / Forecaster.METADATA_FILE
+    metadata = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**metadata, "target": target}, indent=2, sort_keys=True))
+    return Path(directory)
 
 
 def default_champion_dir(home: str | Path | None = None) -> Path:

@@ -19,20 +19,30 @@ import pandas as pd
 from ml_cloud_optimizer.data.schema import STEP_SECONDS, VALUE_COLUMNS
 from ml_cloud_optimizer.serving.errors import ErrorKind, RequestError
 from ml_cloud_optimizer.serving.types import (
+    MAX_MEM_GIB,
+    MAX_REPLICAS,
     MAX_TARGET_UTILIZATION,
+    MAX_VCPUS,
     METRIC_BOUNDS,
+    MIN_MEM_GIB,
     MIN_TARGET_UTILIZATION,
+    MIN_VCPUS,
     TS_MAX,
     TS_MIN,
+    ForecastRequest,
     RequestLimits,
     feature_bounds,
 )
 
 __all__ = [
+    "CAPACITY_DEFAULTS",
     "REQUIRED_HISTORY",
     "bounded_array",
     "bounded_int",
     "bounded_number",
+    "capacity_array",
+    "capacity_number",
+    "capacity_request",
     "check_features",
     "check_finite",
     "check_unique",
@@ -45,7 +55,14 @@ __all__ = [
     "timestamps",
 ]
 
-REQUIRED_HISTORY = ("ts", "cpu_util")
+REQUIRED_HISTORY = ("ts", "cpu_util")  # a CPU model's; RequestParser.required_history is the model's own
+# Capacity inputs (``types.CAPACITY_INPUTS``): their bounds, and their value when a request leaves them out.
+_CAPACITY_BOUNDS = {
+    "vcpus": (MIN_VCPUS, MAX_VCPUS),
+    "replicas": (1, MAX_REPLICAS),
+    "mem_gib": (MIN_MEM_GIB, MAX_MEM_GIB),
+}
+CAPACITY_DEFAULTS = {"vcpus": 1.0, "replicas": 1, "mem_gib": 1.0}
 _HORIZON_TEXT = re.compile(r"-?[0-9]{1,18}")
 # The integers a JSON number may be to become a numpy array: int64 and uint64.
 _INT_RANGE = (-(2**63), 2**64 - 1)
@@ -246,6 +263,34 @@ def bounded_array(values: np.ndarray, where: str, low: float, high: float, integ
         kind = ErrorKind.NON_FINITE if not np.isfinite(values[row]) else ErrorKind.OUT_OF_RANGE
         raise RequestError(f"{where}[{row}]", f"{_show(values[row])} is not {what} in [{low}, {high}]", kind)
     return values
+
+
+def capacity_number(name: str, value, where: str) -> float:
+    """A v1 capacity input (``vcpus``, ``replicas``, ``mem_gib``) within its bounds; replicas whole."""
+    if name == "replicas":
+        return bounded_int(value, where, MAX_REPLICAS)
+    low, high = _CAPACITY_BOUNDS[name]
+    return bounded_number(value, where, low, high)
+
+
+def capacity_array(name: str, values: np.ndarray, where: str) -> np.ndarray:
+    """A v2 capacity tensor within its input's bounds (``bounded_array``); replicas whole."""
+    low, high = _CAPACITY_BOUNDS[name]
+    return bounded_array(values, where, low, high, integer=name == "replicas")
+
+
+def capacity_request(capacity: dict[str, np.ndarray], n: int, **fields) -> ForecastRequest:
+    """A ``ForecastRequest`` of ``n`` answer rows with the model's capacity inputs in their fields.
+
+    The inputs of the other resource stay at one (a memory model's ``vcpus``, a CPU model's
+    ``mem_gib`` is None): they are never read.
+    """
+    return ForecastRequest(
+        vcpus=capacity.get("vcpus", np.ones(n)),
+        replicas=capacity.get("replicas", np.ones(n)).astype(np.int64),
+        mem_gib=capacity.get("mem_gib"),
+        **fields,
+    )
 
 
 def check_unique(ids: list[str], template: str) -> None:

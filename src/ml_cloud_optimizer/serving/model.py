@@ -23,6 +23,13 @@ Answer per entity (or feature row): ``p50_h{h}`` for each horizon asked for (and
 ``p90_h{h}`` where the model has quantiles), ``peak_prob``, and the capacity that keeps
 utilisation at the target under the highest forecast: ``recommended_vcpus`` and
 ``recommended_replicas``.
+
+A memory bundle (``ModelBundle.target == "mem"``) is served the same way: the forecasts and
+``peak_prob`` are about ``mem_util``, which every history must carry; a request gives
+``mem_gib`` (GiB of one replica) instead of ``vcpus`` and ``replicas``, and the answer's capacity
+is ``recommended_mem_gib`` (``capacity.recommend_memory``). Its feature rows are declared and
+read by the names canonical data gives them (``resources.data_names``: ``mem_util_lag_1``).
+The v2 model metadata's ``platform`` names the resource: ``mlco-forecast/cpu`` or ``mlco-forecast/mem``.
 """
 
 from __future__ import annotations
@@ -44,16 +51,24 @@ from ml_cloud_optimizer.data.schema import VALUE_COLUMNS
 from ml_cloud_optimizer.models.base import Forecaster, forecast_column
 from ml_cloud_optimizer.models.bundle import ModelBundle
 from ml_cloud_optimizer.models.tabular import TabularForecaster
-from ml_cloud_optimizer.serving.capacity import recommend_capacity
+from ml_cloud_optimizer.resources import DEFAULT_RESOURCE, UTIL_COLUMN, data_names
+from ml_cloud_optimizer.serving.capacity import recommend_capacity, recommend_memory
 from ml_cloud_optimizer.serving.errors import ErrorKind, RequestError
 from ml_cloud_optimizer.serving.metrics import ERRORS, LATENCY, PEAKS, REQUESTS, ROWS, claim_error
 from ml_cloud_optimizer.serving.parser import RequestParser
 from ml_cloud_optimizer.serving.pool import INLINE_BODY_BYTES, INLINE_ROWS, WorkerPool
-from ml_cloud_optimizer.serving.types import Forecast, ForecastRequest, RequestLimits
+from ml_cloud_optimizer.serving.types import (
+    CAPACITY_INPUTS,
+    CAPACITY_OUTPUTS,
+    Forecast,
+    ForecastRequest,
+    RequestLimits,
+)
 
-__all__ = ["ForecastModel"]
+__all__ = ["PLATFORM", "ForecastModel"]
 
-_CAPACITY = ("recommended_vcpus", "recommended_replicas")
+PLATFORM = "mlco-forecast/{resource}"  # the v2 model metadata's platform: what the model forecasts
+_INPUT_TYPES = {"vcpus": "FP64", "replicas": "INT64", "mem_gib": "FP64"}
 
 
 class ForecastModel(kserve.Model):
@@ -91,6 +106,13 @@ class ForecastModel(kserve.Model):
         self.has_quantiles = False
         self.feature_names: list[str] = []
         self.output_names: list[str] = []
+        self.resource = DEFAULT_RESOURCE
+        self.capacity_outputs: tuple[str, ...] = CAPACITY_OUTPUTS[DEFAULT_RESOURCE]
+
+    @property
+    def platform(self) -> str:
+        """The v2 metadata's ``platform`` (``runtime.ServingDataPlane``): the resource forecast."""
+        return PLATFORM.format(resource=self.resource)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -99,12 +121,14 @@ class ForecastModel(kserve.Model):
         if not (self.model_dir / Forecaster.METADATA_FILE).is_file():
             raise ModelMissingError(f"{self.model_dir} holds no {Forecaster.METADATA_FILE}: not a champion directory")
         self.bundle = ModelBundle.load(self.model_dir)
+        self.resource = self.bundle.target
+        self.capacity_outputs = CAPACITY_OUTPUTS[self.resource]
         self.horizons = tuple(int(h) for h in self.bundle.horizons)
         self.has_quantiles = "p90" in self.bundle.quantiles
         # Tabular forecasters also take ready-made feature rows; sequence models read history only.
         forecaster = self.bundle.forecaster
         self.tabular = forecaster if isinstance(forecaster, TabularForecaster) else None
-        self.feature_names = list(self.tabular.feature_columns_) if self.tabular else []
+        self.feature_names = data_names(list(self.tabular.feature_columns_), self.resource) if self.tabular else []
         self.output_names = self._output_names()
         self.parser = RequestParser(
             feature_names=self.feature_names,
@@ -113,6 +137,7 @@ class ForecastModel(kserve.Model):
             output_names=self.output_names,
             limits=self.limits,
             target_utilization=self.target_utilization,
+            resource=self.resource,
         )
         self.ready = True
         return self.ready
@@ -123,7 +148,7 @@ class ForecastModel(kserve.Model):
         names += [forecast_column(h) for h in self.horizons]
         if self.has_quantiles:
             names += [forecast_column(h, "p90") for h in self.horizons]
-        return [*names, "peak_prob", *_CAPACITY]
+        return [*names, "peak_prob", *self.capacity_outputs]
 
     # -- v2 model metadata ------------------------------------------------------------------
 
@@ -133,8 +158,7 @@ class ForecastModel(kserve.Model):
             {"name": "entity_id", "datatype": "BYTES", "shape": [-1]},
             {"name": "ts", "datatype": "INT64", "shape": [-1]},
             *({"name": c, "datatype": "FP64", "shape": [-1]} for c in VALUE_COLUMNS),
-            {"name": "vcpus", "datatype": "FP64", "shape": [-1]},
-            {"name": "replicas", "datatype": "INT64", "shape": [-1]},
+            *({"name": c, "datatype": _INPUT_TYPES[c], "shape": [-1]} for c in CAPACITY_INPUTS[self.resource]),
         ]
         if self.feature_names:
             history.append({"name": "features", "datatype": "FP64", "shape": [-1, len(self.feature_names)]})
@@ -226,10 +250,11 @@ class ForecastModel(kserve.Model):
         """The answer, column by column: one row per entity (or feature row) of ``request``, in its order.
 
         Columns: ``entity_id``, ``ts`` (the origin, where known), ``p50_h{h}`` and ``p90_h{h}``
-        for the horizons asked for, ``peak_prob``, ``recommended_vcpus``, ``recommended_replicas``.
+        for the horizons asked for, ``peak_prob``, ``recommended_vcpus``, ``recommended_replicas``
+        (a memory model: ``recommended_mem_gib``).
         """
         wanted = set(request.outputs) if request.outputs is not None else set(self.output_names)
-        capacity = bool(wanted & set(_CAPACITY))
+        capacity = bool(wanted & set(self.capacity_outputs))
         p90_asked = any(forecast_column(h, "p90") in wanted for h in request.horizons)
         quantiles = ("p50", "p90") if self.has_quantiles and (capacity or p90_asked) else ("p50",)
         if request.history is not None:
@@ -245,10 +270,28 @@ class ForecastModel(kserve.Model):
         answer["peak_prob"] = forecast["peak_prob"]
         if capacity:
             upper = np.column_stack([answer[forecast_column(h, quantiles[-1])] for h in request.horizons])
-            answer["recommended_vcpus"], answer["recommended_replicas"] = recommend_capacity(
-                upper.max(axis=1), request.vcpus, request.replicas, request.target_utilization
-            )
+            if self.resource == "mem":
+                assert request.mem_gib is not None, "the parser gives a memory model's requests mem_gib"
+                answer["recommended_mem_gib"] = recommend_memory(
+                    upper.max(axis=1), self._observed_peak(request), request.mem_gib, request.target_utilization
+                )
+            else:
+                answer["recommended_vcpus"], answer["recommended_replicas"] = recommend_capacity(
+                    upper.max(axis=1), request.vcpus, request.replicas, request.target_utilization
+                )
         return answer
+
+    def _observed_peak(self, request: ForecastRequest) -> np.ndarray:
+        """Per answer row, the highest utilisation of the resource the request shows.
+
+        A history's highest sample; a feature row's current value (its only sample).
+        """
+        if request.history is not None:
+            column = UTIL_COLUMN[self.resource]
+            highest = request.history.groupby("entity_id", observed=True)[column].max()
+            return highest.reindex(request.entity_id).to_numpy(dtype="float64", na_value=np.nan)
+        assert self.tabular is not None and request.features is not None
+        return request.features[:, self.tabular.target_index_]
 
     def _forecast_history(self, request: ForecastRequest) -> dict[str, np.ndarray]:
         """The bundle's own forecast from history (features, boosters and peak classifier), in request order."""

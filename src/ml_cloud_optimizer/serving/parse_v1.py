@@ -9,6 +9,9 @@ Body::
 or instances of ``{"entity_id": "web-1", "features": [...]}`` (a list in feature order, or an
 object keyed by feature name; ``null`` marks a missing value, as NaN does in training).
 One request takes either histories or feature rows, not both.
+
+A memory model's instances give ``mem_gib`` (GiB of one replica) in place of ``vcpus`` and
+``replicas``, and their histories must carry ``mem_util`` (``RequestParser.resource``).
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ import numpy as np
 
 from ml_cloud_optimizer.data.schema import VALUE_COLUMNS
 from ml_cloud_optimizer.serving.checks import (
-    REQUIRED_HISTORY,
-    bounded_int,
-    bounded_number,
+    CAPACITY_DEFAULTS,
+    capacity_number,
+    capacity_request,
     check_features,
     check_unique,
     entity_id,
@@ -35,7 +38,7 @@ from ml_cloud_optimizer.serving.checks import (
     timestamps,
 )
 from ml_cloud_optimizer.serving.errors import ErrorKind, RequestError
-from ml_cloud_optimizer.serving.types import MAX_REPLICAS, MAX_VCPUS, MIN_VCPUS, ForecastRequest
+from ml_cloud_optimizer.serving.types import ForecastRequest
 
 if TYPE_CHECKING:
     from ml_cloud_optimizer.serving.parser import RequestParser
@@ -82,28 +85,35 @@ def parse_v1(body, parser: RequestParser) -> ForecastRequest:
     return _features(instances, parser, horizons, target)
 
 
-def _capacity(inst: Mapping, where: str, i: int, vcpus: np.ndarray, replicas: np.ndarray) -> None:
-    vcpus[i] = bounded_number(inst.get("vcpus", 1.0), f"{where}.vcpus", MIN_VCPUS, MAX_VCPUS)
-    replicas[i] = bounded_int(inst.get("replicas", 1), f"{where}.replicas", MAX_REPLICAS)
+def _capacity_arrays(parser: RequestParser, n: int) -> dict[str, np.ndarray]:
+    """One array per capacity input of the model, at its default until an instance gives it."""
+    return {
+        name: np.full(n, CAPACITY_DEFAULTS[name], dtype=np.int64 if name == "replicas" else np.float64)
+        for name in parser.capacity_inputs
+    }
+
+
+def _capacity(inst: Mapping, where: str, i: int, capacity: dict[str, np.ndarray]) -> None:
+    for name, values in capacity.items():
+        values[i] = capacity_number(name, inst.get(name, CAPACITY_DEFAULTS[name]), f"{where}.{name}")
 
 
 def _history(instances: list, parser: RequestParser, horizons: tuple[int, ...], target: float) -> ForecastRequest:
     ids: list[str] = []
     columns: dict[str, dict[int, list]] = {}
     lengths: list[int] = []
-    vcpus = np.ones(len(instances))
-    replicas = np.ones(len(instances), dtype=np.int64)
+    capacity = _capacity_arrays(parser, len(instances))
     for i, inst in enumerate(instances):
         where = f"instances[{i}]"
-        reject_unknown(inst, ("entity_id", "history", "vcpus", "replicas"), where)
+        reject_unknown(inst, ("entity_id", "history", *parser.capacity_inputs), where)
         ids.append(entity_id(inst.get("entity_id"), f"{where}.entity_id"))
-        _capacity(inst, where, i, vcpus, replicas)
+        _capacity(inst, where, i, capacity)
         history = inst["history"]
         if not isinstance(history, Mapping):
             raise RequestError(f"{where}.history", "expected an object of equal-length lists", ErrorKind.WRONG_TYPE)
         reject_unknown(history, ("ts", *VALUE_COLUMNS), f"{where}.history")
         n: int | None = None
-        for name in REQUIRED_HISTORY:
+        for name in parser.required_history:
             if name not in history:
                 raise RequestError(f"{where}.history.{name}", "missing", ErrorKind.MISSING_FIELD)
         for name, values in history.items():
@@ -117,7 +127,7 @@ def _history(instances: list, parser: RequestParser, horizons: tuple[int, ...], 
                     f"{len(values)} values, but {n} in the columns before",
                     ErrorKind.BAD_SHAPE,
                 )
-        if not n:  # None only for an empty object, which REQUIRED_HISTORY already refused
+        if not n:  # None only for an empty object, which required_history already refused
             raise RequestError(f"{where}.history", "no samples", ErrorKind.HISTORY_TOO_SHORT)
         lengths.append(n)
         for name in history:
@@ -149,13 +159,13 @@ def _history(instances: list, parser: RequestParser, horizons: tuple[int, ...], 
     history = history_frame(
         entity_rows, arrays, locate, limits=parser.limits, min_history=parser.min_history, absent=absent
     )
-    return ForecastRequest(
+    return capacity_request(
+        capacity,
+        len(instances),
         entity_id=np.asarray(ids, dtype=object),
         history=history,
         features=None,
         ts=None,
-        vcpus=vcpus,
-        replicas=replicas,
         horizons=horizons,
         target_utilization=target,
     )
@@ -166,13 +176,12 @@ def _features(instances: list, parser: RequestParser, horizons: tuple[int, ...],
     names = parser.feature_names
     width = len(names)
     rows, ids, ts = [], [], []
-    vcpus = np.ones(len(instances))
-    replicas = np.ones(len(instances), dtype=np.int64)
+    capacity = _capacity_arrays(parser, len(instances))
     for i, inst in enumerate(instances):
         where = f"instances[{i}]"
-        reject_unknown(inst, ("entity_id", "features", "ts", "vcpus", "replicas"), where)
+        reject_unknown(inst, ("entity_id", "features", "ts", *parser.capacity_inputs), where)
         ids.append(entity_id(inst.get("entity_id", str(i)), f"{where}.entity_id"))
-        _capacity(inst, where, i, vcpus, replicas)
+        _capacity(inst, where, i, capacity)
         ts.append(inst.get("ts"))
         row = inst["features"]
         if isinstance(row, Mapping):
@@ -208,13 +217,13 @@ def _features(instances: list, parser: RequestParser, horizons: tuple[int, ...],
             json_column(ts, "ts", lambda _name, r: f"instances[{r}].ts", allow_strings=True),
             lambda r: f"instances[{r}].ts",
         )
-    return ForecastRequest(
+    return capacity_request(
+        capacity,
+        len(instances),
         entity_id=np.asarray(ids, dtype=object),
         history=None,
         features=matrix,
         ts=origins,
-        vcpus=vcpus,
-        replicas=replicas,
         horizons=horizons,
         target_utilization=target,
     )

@@ -6,6 +6,9 @@ seconds (or BYTES ISO-8601), ``cpu_util`` and the other metrics FP64/FP32, optio
 ``features`` FP64/FP32 ``[rows, n_features]`` with optional per-row ``entity_id``, ``ts``,
 ``vcpus``, ``replicas``. Request parameters ``horizons`` ("1,12" or an int) and
 ``target_utilization``; requested ``outputs`` must be tensors the model returns.
+
+A memory model takes ``mem_gib`` (GiB of one replica, FP64) in place of ``vcpus`` and
+``replicas``, and its history must carry ``mem_util`` (``RequestParser.resource``).
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import pandas as pd
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest, to_http_parameters
 
+from ml_cloud_optimizer.data.schema import VALUE_COLUMNS
 from ml_cloud_optimizer.serving.checks import (
-    REQUIRED_HISTORY,
-    bounded_array,
+    CAPACITY_DEFAULTS,
+    capacity_array,
+    capacity_request,
     check_features,
     history_frame,
     parameters,
@@ -29,20 +34,13 @@ from ml_cloud_optimizer.serving.checks import (
     timestamps,
 )
 from ml_cloud_optimizer.serving.errors import ErrorKind, RequestError
-from ml_cloud_optimizer.serving.types import (
-    HISTORY_INPUTS,
-    MAX_REPLICAS,
-    MAX_VCPUS,
-    MIN_VCPUS,
-    ForecastRequest,
-)
+from ml_cloud_optimizer.serving.types import ForecastRequest
 
 if TYPE_CHECKING:
     from ml_cloud_optimizer.serving.parser import RequestParser
 
 __all__ = ["parse_v2"]
 
-_FEATURE_ROW_INPUTS = ("features", "entity_id", "ts", "vcpus", "replicas")
 NUMERIC_V2 = {"FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8"}
 INTEGER_V2 = {"INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8"}
 # Elements of one tensor: past every request limit, so a declared shape cannot ask for more memory.
@@ -91,8 +89,8 @@ def _history(
     inputs: dict[str, InferInput], parser: RequestParser, horizons: tuple[int, ...], target: float
 ) -> ForecastRequest:
     limits = parser.limits
-    reject_unknown(inputs, HISTORY_INPUTS, "inputs")
-    for name in ("entity_id", *REQUIRED_HISTORY):
+    reject_unknown(inputs, ("entity_id", "ts", *VALUE_COLUMNS, *parser.capacity_inputs), "inputs")
+    for name in ("entity_id", *parser.required_history):
         if name not in inputs:
             raise RequestError(f"inputs.{name}", "missing", ErrorKind.MISSING_FIELD)
     check_datatype(inputs["entity_id"], "inputs.entity_id", {"BYTES"})
@@ -125,19 +123,20 @@ def _history(
         )
     # The capacity inputs of each entity are read on its last sample; every sample is checked.
     last = pd.Series(np.arange(n)).groupby(rows, sort=False).last().reindex(entity_order).to_numpy()
-    vcpus = bounded_array(arrays.pop("vcpus", np.ones(n)), "inputs.vcpus", MIN_VCPUS, MAX_VCPUS)[last]
-    replicas = bounded_array(arrays.pop("replicas", np.ones(n)), "inputs.replicas", 1, MAX_REPLICAS, integer=True)
-    replicas = replicas[last]
+    capacity = {
+        name: capacity_array(name, arrays.pop(name, np.full(n, CAPACITY_DEFAULTS[name])), f"inputs.{name}")[last]
+        for name in parser.capacity_inputs
+    }
     history = history_frame(
         rows, arrays, lambda name, row: f"inputs.{name}[{row}]", limits=limits, min_history=parser.min_history
     )
-    return ForecastRequest(
+    return capacity_request(
+        capacity,
+        len(entity_order),
         entity_id=np.asarray(entity_order, dtype=object),
         history=history,
         features=None,
         ts=None,
-        vcpus=vcpus,
-        replicas=replicas.astype(np.int64),
         horizons=horizons,
         target_utilization=target,
     )
@@ -147,7 +146,7 @@ def _features(
     inputs: dict[str, InferInput], parser: RequestParser, horizons: tuple[int, ...], target: float
 ) -> ForecastRequest:
     require_feature_rows(parser.feature_names)
-    reject_unknown(inputs, _FEATURE_ROW_INPUTS, "inputs")
+    reject_unknown(inputs, ("features", "entity_id", "ts", *parser.capacity_inputs), "inputs")
     width = len(parser.feature_names)
     max_rows = parser.limits.max_entities
     check_datatype(inputs["features"], "inputs.features", NUMERIC_V2)
@@ -165,7 +164,7 @@ def _features(
         raise RequestError("inputs.features", f"{n} rows, at most {max_rows} per request", ErrorKind.OVERSIZED)
     check_features(matrix, parser.feature_names, lambda r: f"inputs.features[{r}]")
     extra = {}
-    for name in ("entity_id", "ts", "vcpus", "replicas"):
+    for name in ("entity_id", "ts", *parser.capacity_inputs):
         if name in inputs:
             values = tensor(inputs[name], name)
             if values.ndim != 1 or len(values) != n:
@@ -183,21 +182,20 @@ def _features(
         if raw.dtype == object:
             raw = strings(raw, "inputs.ts").astype(str)
         origins = timestamps(raw, lambda r: f"inputs.ts[{r}]")
-    vcpus = np.ones(n)
-    replicas = np.ones(n, dtype=np.int64)
-    if "vcpus" in extra:
-        check_datatype(inputs["vcpus"], "inputs.vcpus", NUMERIC_V2)
-        vcpus = bounded_array(extra["vcpus"], "inputs.vcpus", MIN_VCPUS, MAX_VCPUS)
-    if "replicas" in extra:
-        check_datatype(inputs["replicas"], "inputs.replicas", NUMERIC_V2)
-        replicas = bounded_array(extra["replicas"], "inputs.replicas", 1, MAX_REPLICAS, integer=True)
-    return ForecastRequest(
+    capacity = {}
+    for name in parser.capacity_inputs:
+        if name in extra:
+            check_datatype(inputs[name], f"inputs.{name}", NUMERIC_V2)
+            capacity[name] = capacity_array(name, extra[name], f"inputs.{name}")
+        else:
+            capacity[name] = np.full(n, float(CAPACITY_DEFAULTS[name]))
+    return capacity_request(
+        capacity,
+        n,
         entity_id=ids,
         history=None,
         features=matrix,
         ts=origins,
-        vcpus=vcpus,
-        replicas=replicas.astype(np.int64),
         horizons=horizons,
         target_utilization=target,
     )

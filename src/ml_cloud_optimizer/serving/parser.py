@@ -24,9 +24,11 @@ from collections.abc import Sequence
 
 from kserve.protocol.infer_type import InferRequest
 
+from ml_cloud_optimizer.resources import DEFAULT_RESOURCE, UTIL_COLUMN
 from ml_cloud_optimizer.serving.parse_v1 import parse_v1
 from ml_cloud_optimizer.serving.parse_v2 import parse_v2
 from ml_cloud_optimizer.serving.types import (
+    CAPACITY_INPUTS,
     MAX_TARGET_UTILIZATION,
     MIN_TARGET_UTILIZATION,
     ForecastRequest,
@@ -47,6 +49,9 @@ class RequestParser:
         limits: bounds on a request.
         target_utilization: the default target utilisation of the capacity recommendation, held
             to the same bounds as a client's (a bad server setting fails at load, not per request).
+        resource: what the model forecasts (``resources``): its utilisation column is the one
+            history must carry (``required_history``), and its capacity inputs are the ones a
+            request may give (``capacity_inputs``, ``types.CAPACITY_INPUTS``).
     """
 
     def __init__(
@@ -58,7 +63,11 @@ class RequestParser:
         output_names: Sequence[str] = (),
         limits: RequestLimits = RequestLimits(),
         target_utilization: float = 0.7,
+        resource: str = DEFAULT_RESOURCE,
     ):
+        self.resource = resource
+        self.required_history = ("ts", UTIL_COLUMN[resource])
+        self.capacity_inputs = CAPACITY_INPUTS[resource]
         self.feature_names = list(feature_names)
         self.horizons = tuple(int(h) for h in horizons)
         self.min_history = int(min_history)

@@ -10,7 +10,9 @@ Three things KServe 0.21 does that this server must not:
   gRPC ``PERMISSION_DENIED``.
 * ``DataPlane.ready`` answers true whatever the models' state (``kserve/protocol/dataplane.py``):
   the pod stayed in the Service with no model. ``ServingDataPlane.ready`` is true only while
-  every model the server was started with is registered and ready.
+  every model the server was started with is registered and ready. Its v2 model metadata
+  also fills ``platform``, which KServe leaves empty, with the model's own (``ForecastModel.platform``
+  names the resource it forecasts), over REST and gRPC alike.
 * REST binds ``0.0.0.0`` and gRPC ``[::]``, fixed in ``kserve/protocol/rest/server.py`` and
   ``kserve/protocol/grpc/server.py``. ``ForecastServer.start`` builds both servers itself
   (the single-process branch of ``kserve/model_server.py``, ``ModelServer.start``) so that
@@ -73,6 +75,11 @@ class ServingDataPlane(DataPlane):
 
     def metadata(self) -> dict:
         return {**super().metadata(), "extensions": []}  # no repository extension to offer
+
+    async def model_metadata(self, model_name: str) -> dict:
+        metadata = await super().model_metadata(model_name)
+        platform = getattr(self.get_model_from_registry(model_name), "platform", None)
+        return {**metadata, "platform": platform} if isinstance(platform, str) else metadata
 
 
 def _grpc_address(host: str, port: int) -> str:

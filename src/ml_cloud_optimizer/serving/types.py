@@ -19,17 +19,23 @@ from kserve.protocol.infer_type import RequestedOutput
 from ml_cloud_optimizer.data.schema import UTIL_MAX, VALUE_COLUMNS
 
 __all__ = [
+    "CAPACITY_INPUTS",
+    "CAPACITY_OUTPUTS",
     "FEATURE_MAX",
     "HISTORY_INPUTS",
     "MAX_GRANULARITY",
+    "MAX_MEM_GIB",
     "MAX_RATE",
+    "MAX_RECOMMENDED_MEM_GIB",
     "MAX_RECOMMENDED_REPLICAS",
     "MAX_RECOMMENDED_VCPUS",
     "MAX_REPLICAS",
     "MAX_TARGET_UTILIZATION",
     "MAX_VCPUS",
+    "MEM_GRANULARITY_GIB",
     "METRIC_BOUNDS",
     "MIN_GRANULARITY",
+    "MIN_MEM_GIB",
     "MIN_TARGET_UTILIZATION",
     "MIN_VCPUS",
     "TS_MAX",
@@ -40,8 +46,13 @@ __all__ = [
     "feature_bounds",
 ]
 
-# Inputs of the history form, besides the metrics themselves.
+# Inputs of the history form, besides the metrics themselves (a CPU model's; see CAPACITY_INPUTS).
 HISTORY_INPUTS = ("entity_id", "ts", *VALUE_COLUMNS, "vcpus", "replicas")
+# What an entity is provisioned with now, per resource the model forecasts, and what the answer
+# recommends: CPU in vCPUs of one replica and replicas (the total rescaled by replicas); memory
+# in GiB of one replica, since memory does not spread over more replicas the way CPU load does.
+CAPACITY_INPUTS = {"cpu": ("vcpus", "replicas"), "mem": ("mem_gib",)}
+CAPACITY_OUTPUTS = {"cpu": ("recommended_vcpus", "recommended_replicas"), "mem": ("recommended_mem_gib",)}
 
 # -- bounds on the numbers of a request ----------------------------------------------------
 # ``serving.checks`` refuses (400, naming the field) any number outside these, and
@@ -55,6 +66,12 @@ MIN_VCPUS = 0.001
 MAX_VCPUS = 2048.0
 # Replicas running now: well past Kubernetes' limit of 150,000 pods in a whole cluster.
 MAX_REPLICAS = 1_000_000
+# A replica's memory in GiB: from 1 MiB (below any real container) to a power of two above the
+# largest cloud machine (AWS u7in-32tb, 32 TiB).
+MIN_MEM_GIB = 2.0**-10
+MAX_MEM_GIB = 65536.0
+# Memory recommendations are rounded up to 16 MiB (exact in binary, finer than any real request).
+MEM_GRANULARITY_GIB = 2.0**-6
 # Target utilisation: below 1 % busy is 100x headroom, a typo rather than a policy (and it caps
 # the recommendation at 100x the forecast); above 1 the recommendation undercuts the forecast.
 MIN_TARGET_UTILIZATION = 0.01
@@ -75,6 +92,8 @@ FEATURE_MAX = 1e15
 # UTIL_MAX x MAX_REPLICAS / MIN_TARGET_UTILIZATION replicas), and INT32 clients can read it.
 MAX_RECOMMENDED_REPLICAS = 2**31 - 1
 MAX_RECOMMENDED_VCPUS = MAX_VCPUS * MAX_RECOMMENDED_REPLICAS
+# In-bounds memory sizing stays below UTIL_MAX x MAX_MEM_GIB / MIN_TARGET_UTILIZATION.
+MAX_RECOMMENDED_MEM_GIB = MAX_MEM_GIB * UTIL_MAX / MIN_TARGET_UTILIZATION
 
 # Each history metric's range: utilisation is a fraction of what is provisioned (up to the
 # schema's UTIL_MAX), the rest are rates.
@@ -143,8 +162,8 @@ class ForecastRequest:
         history: canonical long frame (``entity_id``, ``ts``, metrics) for history requests, else None.
         features: ``(rows, n_features)`` float64 for feature-row requests, else None.
         ts: origin of each answer row (UTC timestamps) where known, else None.
-        vcpus: vCPUs of one replica of each answer row's entity.
-        replicas: current replicas of each answer row's entity.
+        vcpus: vCPUs of one replica of each answer row's entity (ones for a memory model).
+        replicas: current replicas of each answer row's entity (ones for a memory model).
         horizons: the horizons to answer, a subset of the model's.
         target_utilization: utilisation the recommended capacity aims at.
         outputs: v2 output tensors the client asked for (None: all).
@@ -153,6 +172,7 @@ class ForecastRequest:
         binary_outputs: the v2 client asked for binary tensors in the answer.
         request_outputs: the v2 request's output specs, handed back to ``InferResponse``.
         received_s: ``time.perf_counter()`` when the predictor received the request.
+        mem_gib: GiB of one replica of each answer row's entity, for a memory model; else None.
     """
 
     entity_id: np.ndarray
@@ -169,6 +189,7 @@ class ForecastRequest:
     binary_outputs: bool = False
     request_outputs: list[RequestedOutput] | None = None
     received_s: float | None = None
+    mem_gib: np.ndarray | None = None
 
     @property
     def form(self) -> str:

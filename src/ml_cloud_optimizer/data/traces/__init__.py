@@ -7,7 +7,7 @@ mapping, defaults and caveats are read in one place and a new format touches not
 * ``azure``: Azure Public Dataset V1 CPU readings (and, optionally, its ``vmtable.csv``).
 * ``alibaba``: Alibaba cluster-trace-v2018 ``machine_usage.csv``.
 * ``long``: any long CSV with a header, columns mapped by name.
-* ``prometheus``: not a file but a live server, ``prometheus://HOST:PORT?start=...`` (pod level).
+* ``prometheus``: not a file but a live server, ``prometheus://HOST:PORT?start=...`` (pod, workload or node level).
 
 Each module's docstring lists the options its ``read`` takes. Every reader streams its
 files in blocks through pyarrow, snaps each sample to the nearest 300 s slot, averages the
