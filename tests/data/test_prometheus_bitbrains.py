@@ -53,7 +53,7 @@ def csv_fleet():
 
 @pytest.fixture(scope="module")
 def ingested(csv_fleet, tmp_path_factory):
-    """(fleet read back by ``mlco ingest`` from a backfilled Prometheus, CSV entity id -> its id there)."""
+    """(fleet read back by ``mlco ingest``, CSV entity id -> its id there, the server, the last instant)."""
     root = tmp_path_factory.mktemp("prometheus")
     trace = root / "trace.om"
     began = time.perf_counter()
@@ -70,11 +70,11 @@ def ingested(csv_fleet, tmp_path_factory):
         argv = ["ingest", f"prometheus://{hostport}", "--level", "pod", "--window", f"{5 * WINDOW_STEPS}m"]
         argv += ["--start", str(seconds.min()), "--end", str(seconds.max()), "--out", str(out)]
         assert main(argv) == 0
-    print(
-        f"write {wrote - began:.1f} s, promtool {backfilled - wrote:.1f} s,"
-        f" ingest {time.perf_counter() - started:.1f} s ({len(csv_fleet.metrics)} rows)"
-    )
-    return read_fleet(out), pods
+        print(
+            f"write {wrote - began:.1f} s, promtool {backfilled - wrote:.1f} s,"
+            f" ingest {time.perf_counter() - started:.1f} s ({len(csv_fleet.metrics)} rows)"
+        )
+        yield read_fleet(out), pods, hostport, int(seconds.max())
 
 
 def _smoothed_cpu(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -97,7 +97,7 @@ def _relative_error(got: pd.Series, want: pd.Series) -> float:
 
 
 def test_ingest_from_prometheus_matches_the_csv(csv_fleet, ingested):
-    fleet, pods = ingested
+    fleet, pods, _, _ = ingested
     back = {pod: entity for entity, pod in pods.items()}
     assert sorted(fleet.entities["entity_id"].astype(str)) == sorted(pods.values())
     metrics = fleet.metrics.assign(entity_id=fleet.metrics["entity_id"].astype(str).map(back))
@@ -126,3 +126,16 @@ def test_ingest_from_prometheus_matches_the_csv(csv_fleet, ingested):
     reference = csv_fleet.entities.assign(entity_id=csv_fleet.entities["entity_id"].astype(str)).set_index("entity_id")
     np.testing.assert_allclose(sizes.loc[reference.index, "vcpus"], reference["vcpus"])
     np.testing.assert_allclose(sizes.loc[reference.index, "mem_gib"], reference["mem_gib"], rtol=1e-9)
+
+
+def test_mlco_train_from_prometheus_produces_a_champion(ingested, tmp_path, capsys):
+    """The issue's second check: ``mlco train --source prometheus://...`` ranks models and exports a champion."""
+    _, _, hostport, last = ingested
+    url = f"prometheus://{hostport}?level=pod&start={last - 8 * 86400}&end={last}"  # the last 8 days, all VMs
+    out = tmp_path / "train"
+    argv = ["train", "--source", url, "--models", "lightgbm", "--no-tracking", "--no-peak", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "champion: lightgbm" in printed
+    assert (out / "champion" / "bundle.json").is_file()
+    assert "prometheus://" in (out / "champion" / "bundle.json").read_text()  # where it learnt from, recorded
