@@ -97,11 +97,6 @@ def test_the_peak_is_the_largest_working_set_of_the_lookback_before_each_origin(
 # -- `mlco recommend --target` end to end --------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _runs_in_tmp(monkeypatch, tmp_path):
-    monkeypatch.setenv("MLCO_HOME", str(tmp_path / "home"))
-
-
 @pytest.fixture(scope="module")
 def fleet_file(tmp_path_factory) -> Path:
     fleet = generate_fleet(288 * 10 * 3, entities=3, seed=4)

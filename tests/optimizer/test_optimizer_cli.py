@@ -19,12 +19,6 @@ from ml_cloud_optimizer.warehouse import load_fleet
 from ml_cloud_optimizer.warehouse.optimizer_runs import read_recommendations
 
 
-@pytest.fixture(autouse=True)
-def _runs_in_tmp(monkeypatch, tmp_path):
-    """Keep every command's output under the test's own MLCO_HOME."""
-    monkeypatch.setenv("MLCO_HOME", str(tmp_path / "home"))
-
-
 @pytest.fixture(scope="module")
 def fleet_file(tmp_path_factory) -> Path:
     fleet = generate_fleet(288 * 6 * 3, entities=3, seed=2)
