@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psutil
 import pytest
 
@@ -24,6 +25,7 @@ from prometheus_support import free_port, running_prometheus
 
 SCRAPE_SECONDS = 60
 BURN_CORES = 0.5
+RATE_WINDOW = 10
 
 
 @pytest.fixture
@@ -50,6 +52,21 @@ def burner():
         proc.wait()
 
 
+def _record_cpu(process: psutil.Process, seconds: float) -> list[tuple[float, float]]:
+    """(wall time, user+system CPU seconds) of ``process`` twice a second for ``seconds``."""
+    record, until = [], time.time() + seconds
+    while time.time() < until:
+        record.append((time.time(), sum(process.cpu_times()[:2])))
+        time.sleep(0.5)
+    return record
+
+
+def _cores_between(record: list[tuple[float, float]], start: float, end: float) -> float:
+    """The process's mean pace over [start, end], read off the record by linear interpolation."""
+    times, cpu = zip(*record)
+    return float(np.interp(end, times, cpu) - np.interp(start, times, cpu)) / (end - start)
+
+
 def test_a_minute_of_live_scrapes_ingests_as_the_process_measured(burner, tmp_path):
     proc, port = burner
     config = (
@@ -58,14 +75,14 @@ def test_a_minute_of_live_scrapes_ingests_as_the_process_measured(burner, tmp_pa
     )
     with running_prometheus(tmp_path / "prometheus", config=config) as hostport:
         process = psutil.Process(proc.pid)
-        time.sleep(3)  # two scrapes in, so rate() has a pair from the first instant on
-        began, cpu_began = time.time(), sum(process.cpu_times()[:2])
-        time.sleep(SCRAPE_SECONDS)
-        ended, cpu_ended, rss = time.time(), sum(process.cpu_times()[:2]), process.memory_info().rss
-        measured_cores = (cpu_ended - cpu_began) / (ended - began)
+        # A full rate window of scrapes before the range starts, then the minute itself.
+        record = _record_cpu(process, RATE_WINDOW + 2 + SCRAPE_SECONDS)
+        began, ended = record[0][0] + RATE_WINDOW + 2, record[-1][0]
+        rss = process.memory_info().rss
         out = tmp_path / "live.parquet"
         url = f"prometheus://{hostport}?start={began:.0f}&end={ended:.0f}"
-        assert main(["ingest", url, "--level", "pod", "--step", "5s", "--window", "10s", "--out", str(out)]) == 0
+        window = f"{RATE_WINDOW}s"
+        assert main(["ingest", url, "--level", "pod", "--step", "5s", "--window", window, "--out", str(out)]) == 0
 
     fleet = read_fleet(out)
     assert list(fleet.entities["entity_id"]) == ["live/burner-0"]
@@ -73,8 +90,11 @@ def test_a_minute_of_live_scrapes_ingests_as_the_process_measured(burner, tmp_pa
     metrics = fleet.metrics
     assert 1 <= len(metrics) <= 2  # a minute lies in one 5-minute slot or straddles two
     assert (metrics["ts"].astype("int64") // 10**9 % 300 == 0).all()
-    assert 0.2 < measured_cores < 1.0, f"the process burned {measured_cores:.2f} cores, not about {BURN_CORES}"
-    # The request is one core, so cpu_util is cores; each slot's mean rate is the process's pace.
-    for value in metrics["cpu_util"]:
-        assert value == pytest.approx(measured_cores, rel=0.15)
+    overall = _cores_between(record, began, ended)
+    assert 0.2 < overall < 1.0, f"the process burned {overall:.2f} cores, not about {BURN_CORES}"
+    # The request is one core, so cpu_util is cores. A slot (T-5m, T] averages rates whose windows
+    # reach RATE_WINDOW back from the slot's first step: the process's pace over that same span.
+    for ts, value in zip(metrics["ts"].astype("int64") // 10**9, metrics["cpu_util"]):
+        span_start, span_end = max(began, ts - 300) - RATE_WINDOW, min(ended, ts)
+        assert value == pytest.approx(_cores_between(record, span_start, span_end), rel=0.15)
     assert metrics["mem_util"].iloc[-1] == pytest.approx(rss / 2**30, rel=0.15)
