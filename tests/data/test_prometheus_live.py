@@ -63,7 +63,7 @@ def _record_cpu(process: psutil.Process, seconds: float) -> list[tuple[float, fl
 
 def _cores_between(record: list[tuple[float, float]], start: float, end: float) -> float:
     """The process's mean pace over [start, end], read off the record by linear interpolation."""
-    times, cpu = zip(*record)
+    times, cpu = zip(*record, strict=True)
     return float(np.interp(end, times, cpu) - np.interp(start, times, cpu)) / (end - start)
 
 
@@ -94,7 +94,7 @@ def test_a_minute_of_live_scrapes_ingests_as_the_process_measured(burner, tmp_pa
     assert 0.2 < overall < 1.0, f"the process burned {overall:.2f} cores, not about {BURN_CORES}"
     # The request is one core, so cpu_util is cores. A slot (T-5m, T] averages rates whose windows
     # reach RATE_WINDOW back from the slot's first step: the process's pace over that same span.
-    for ts, value in zip(metrics["ts"].astype("int64") // 10**9, metrics["cpu_util"]):
+    for ts, value in zip(metrics["ts"].astype("int64") // 10**9, metrics["cpu_util"], strict=True):
         span_start, span_end = max(began, ts - 300) - RATE_WINDOW, min(ended, ts)
         assert value == pytest.approx(_cores_between(record, span_start, span_end), rel=0.15)
     assert metrics["mem_util"].iloc[-1] == pytest.approx(rss / 2**30, rel=0.15)
