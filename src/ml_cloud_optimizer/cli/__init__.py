@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "ml_cloud_optimizer.cli.serve",
     "ml_cloud_optimizer.cli.optimize",
     "ml_cloud_optimizer.cli.dashboard",
+    "ml_cloud_optimizer.cli.kube",
 ]
 
 
