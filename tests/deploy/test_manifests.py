@@ -28,6 +28,8 @@ import pytest
 import tomllib
 import yaml
 
+from crd_schemas import strict_schema
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 ISVC_CRD = SHARED / "schemas" / "serving.kserve.io_inferenceservices.yaml"
@@ -40,6 +42,10 @@ IMAGE_REPOSITORY = "ghcr.io/mlco/ml-cloud-optimizer"
 ISVC_NAME = "workload-forecaster"
 PREDICTOR_LABEL = ("app.kubernetes.io/component", "forecaster-predictor")
 KSERVE_GROUP = "serving.kserve.io"
+# Custom resources (validated against their CRDs: here the InferenceService, the
+# prometheus-operator's in test_monitoring.py) and the kinds that live in no namespace.
+CUSTOM_GROUPS = (KSERVE_GROUP, "monitoring.coreos.com")
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 REFERENCED_SECRETS = {"mlco-db", "mlco-model-storage"}
 
@@ -176,21 +182,13 @@ def containers(docs: list[dict]) -> list[tuple[str, dict, dict]]:
     return found
 
 
+def is_core(doc: dict) -> bool:
+    """A kind kubernetes-validate has schemas for: not a custom resource."""
+    return doc["apiVersion"].split("/")[0] not in CUSTOM_GROUPS
+
+
 def images(docs: list[dict]) -> list[str]:
     return [container["image"] for _, container, _ in containers(docs) if "image" in container]
-
-
-def strict_schema(node):
-    """Reject unknown fields wherever the CRD lists properties and preserves nothing unknown."""
-    if isinstance(node, dict):
-        if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
-            node.setdefault("additionalProperties", False)
-        for value in node.values():
-            strict_schema(value)
-    elif isinstance(node, list):
-        for value in node:
-            strict_schema(value)
-    return node
 
 
 @pytest.fixture(scope="session")
@@ -219,14 +217,14 @@ def test_overlays_render_the_whole_application(overlay):
     unplaced = [
         f"{d['kind']}/{d['metadata']['name']}"
         for d in docs
-        if d["kind"] != "Namespace" and d["metadata"].get("namespace") != "mlco"
+        if d["kind"] not in CLUSTER_SCOPED and d["metadata"].get("namespace") != "mlco"
     ]
     assert not unplaced, f"{name}: objects outside the mlco namespace: {unplaced}"
 
 
 def test_core_kinds_validate_strictly(overlay):
     name, docs = overlay
-    core = [d for d in docs if not d["apiVersion"].startswith(KSERVE_GROUP + "/")]
+    core = [d for d in docs if is_core(d)]
     assert len(core) >= 8
     for version in KUBERNETES_VERSIONS:
         for doc in core:
@@ -356,7 +354,9 @@ def test_dev_is_one_small_replica_with_in_cluster_backends(rendered):
     assert postgres["spec"]["serviceName"] in names(dev, "Service")
     mlflow = one(dev, "Deployment", "mlco-mlflow")
     assert mlflow["spec"]["template"]["spec"]["containers"][0]["command"][:2] == ["mlflow", "server"]
-    assert not of_kind(prod, "StatefulSet") and not of_kind(prod, "Deployment"), "prod uses managed backends"
+    assert not of_kind(prod, "StatefulSet") and names(prod, "Deployment") == {"mlco-recommender"}, (
+        "prod uses managed backends"
+    )
 
 
 def _cpu(quantity: str) -> float:
@@ -725,13 +725,17 @@ def test_standalone_component_deploys_into_kfp_namespace(standalone):
     for name, docs in standalone.items():
         assert not of_kind(docs, "Namespace"), f"{name}: the kubeflow Namespace belongs to the KFP install"
         misplaced = [
-            f"{d['kind']}/{d['metadata']['name']}" for d in docs if d["metadata"].get("namespace") != KFP_NAMESPACE
+            f"{d['kind']}/{d['metadata']['name']}"
+            for d in docs
+            if d["kind"] not in CLUSTER_SCOPED and d["metadata"].get("namespace") != KFP_NAMESPACE
         ]
         assert not misplaced, f"{name}: outside {KFP_NAMESPACE}: {misplaced}"
-        subjects = [s for b in of_kind(docs, "RoleBinding") for s in b["subjects"]]
+        subjects = [
+            s for b in of_kind(docs, "RoleBinding") + of_kind(docs, "ClusterRoleBinding") for s in b["subjects"]
+        ]
         assert subjects and all(s["namespace"] == KFP_NAMESPACE for s in subjects), subjects
         for doc in docs:
-            if not doc["apiVersion"].startswith(KSERVE_GROUP + "/"):
+            if is_core(doc):
                 kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[0], strict=True)
 
 

@@ -24,6 +24,7 @@ from test_manifests import ISVC_NAME, OVERLAYS, kustomize, kustomize_standalone,
 from ml_cloud_optimizer.pipelines import settings
 
 RUNNER = settings.PIPELINE_RUNNER_SERVICE_ACCOUNT
+RECOMMENDER = "mlco-recommender"
 KSERVE = "serving.kserve.io"
 # Names the pods ask for. A WorkflowTaskResult is named after the Argo node: unknown in advance.
 ANY_NAME = "<any>"
@@ -215,6 +216,9 @@ def test_run_namespace_has_the_account_and_nothing_cluster_wide(installs):
         account = one(docs, "ServiceAccount", RUNNER)
         assert account["metadata"]["namespace"] == namespace, install
         assert one(docs, "InferenceService", ISVC_NAME)["metadata"]["namespace"] == namespace, install
-        assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding"), install
+        # The one cluster-wide grant is the VPA recommender's (test_monitoring.py), to its own account.
+        assert {d["metadata"]["name"] for d in of_kind(docs, "ClusterRole")} <= {RECOMMENDER}, install
+        subjects = [s for b in of_kind(docs, "ClusterRoleBinding") for s in b["subjects"]]
+        assert all((s["kind"], s["name"]) == ("ServiceAccount", RECOMMENDER) for s in subjects), install
         assert one(docs, "ServiceAccount", "mlco-predictor")["automountServiceAccountToken"] is False, install
         assert ISVC_NAME == settings.ISVC_NAME
