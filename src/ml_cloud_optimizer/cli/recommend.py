@@ -4,7 +4,8 @@ Why a module of its own: the command reads up to two models (``--model`` for CPU
 for memory, by default ``champion-mem`` beside the CPU model, where ``mlco train --target mem``
 writes it), a price file, and writes a table, a CSV and a warehouse run that each name the prices
 used. The sizing and pricing themselves live in ``optimizer.capacity``, ``optimizer.memory`` and
-``optimizer.prices``; the shared flags and helpers in ``cli.optimize``.
+``optimizer.prices``; the shared flags and helpers in ``cli.optimize``; ``--emit`` (the table as
+Kubernetes objects) in ``cli.emit``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ml_cloud_optimizer.cli import UserError, checks
+from ml_cloud_optimizer.cli.emit import add_emit_arguments, check_emit_arguments, emit
 from ml_cloud_optimizer.cli.optimize import (
     _check_target,
     _guarded,
@@ -79,6 +81,7 @@ def add_recommend_parser(subparsers, formats: list[str]) -> None:
     rec.add_argument("--top", type=int, default=20, help="rows printed (the largest savings first)")
     rec.add_argument("--no-store", action="store_true", help="do not write the run to the warehouse")
     rec.add_argument("--out", type=Path, default=None, help="directory for recommendations.csv ($MLCO_HOME/recommend)")
+    add_emit_arguments(rec)
     rec.set_defaults(func=_guarded(_recommend))
 
 
@@ -114,6 +117,7 @@ def _recommend(args) -> int:
     checks.existing_dir(args.model, "--model", "model directory", "train one with `mlco train`")
     checks.existing_dir(args.mem_model, "--mem-model", "model directory", "train one with `mlco train --target mem`")
     checks.out_dir(args.out)
+    check_emit_arguments(args)
     prices = load_prices(args.prices)
     from ml_cloud_optimizer.optimizer.capacity import forecasts_long, recommend
     from ml_cloud_optimizer.optimizer.memory import peak_working_set
@@ -207,6 +211,7 @@ def _recommend(args) -> int:
     print(prices.describe(rates, spot=args.spot))
     where = f"warehouse run {run_id}, " if run_id is not None else ""
     print(f"wrote {len(recs)} recommendations ({where}{out / 'recommendations.csv'})")
+    emit(args, recs, targets, out)
     return 0
 
 
