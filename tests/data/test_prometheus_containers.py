@@ -186,3 +186,37 @@ def test_recommend_emits_per_container_objects_from_prometheus(prometheus, tmp_p
     names = [p["containerName"] for p in vpa["spec"]["resourcePolicy"]["containerPolicies"]]
     assert names == ["app", "sidecar", "*"]
     assert not (out / "keda" / "monitoring.daemonset.agent.yaml").exists()
+
+
+def test_recommender_dry_run_from_prometheus_prints_per_container_status(prometheus, tmp_path, monkeypatch, capsys):
+    """The issue's check: `mlco recommender --once --dry-run` over a backfilled Prometheus prints the VPA status."""
+    from fakes.vpa_api import FakeVpaApi, vpa
+    from ml_cloud_optimizer.data import read_fleet
+    from ml_cloud_optimizer.models.baselines import PersistenceForecaster
+    from ml_cloud_optimizer.models.bundle import ModelBundle
+    from ml_cloud_optimizer.resources import as_target
+
+    monkeypatch.setenv("MLCO_HOME", str(tmp_path / "home"))
+    source = _source(prometheus)
+    fleet = read_fleet(source)
+    ModelBundle(PersistenceForecaster().fit(fleet.metrics)).save(tmp_path / "champion")
+    ModelBundle(PersistenceForecaster().fit(as_target(fleet.metrics, "mem")), metadata={"target": "mem"}).save(
+        tmp_path / "champion-mem"
+    )
+    with FakeVpaApi() as api:
+        api.put(vpa("shop", "web", target_kind="Deployment", target_name="web"))
+        argv = ["recommender", "--once", "--dry-run", "--source", source, "--model", str(tmp_path / "champion")]
+        assert main([*argv, "--kubeconfig", str(api.kubeconfig(tmp_path))]) == 0
+        assert not api.status_writes()
+    (printed,) = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+    assert (printed["vpa"], printed["workload"], printed["action"]) == (
+        "shop/web",
+        "shop/Deployment/web",
+        "would-write",
+    )
+    app, sidecar = printed["status"]["recommendation"]["containerRecommendations"]
+    assert (app["containerName"], sidecar["containerName"]) == ("app", "sidecar")
+    # Two replicas, CPU requested 80/20 between the containers: the recommendation keeps the split.
+    ratio = parse_cores(sidecar["target"]["cpu"]) / parse_cores(app["target"]["cpu"])
+    assert ratio == pytest.approx(0.25, abs=0.01)
+    assert crd_errors({**vpa("shop", "web"), "status": printed["status"]}) == []

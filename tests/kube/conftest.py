@@ -35,7 +35,7 @@ def workload_fleet(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def champions(tmp_path_factory, workload_fleet) -> Path:
-    """``champion`` (CPU, with a p90 head) and ``champion-mem`` beside it, as ``mlco train --target cpu,mem`` leaves them."""
+    """``champion`` (CPU, with a p90 head) and ``champion-mem`` beside it, as ``mlco train --target cpu,mem`` does."""
     from ml_cloud_optimizer.models.tabular import LightGBMForecaster
 
     fleet = read_fleet(workload_fleet)

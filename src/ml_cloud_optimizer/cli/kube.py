@@ -24,12 +24,18 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600}
 def register(subparsers) -> None:
     rec = subparsers.add_parser("recommender", help="custom VPA recommender: write forecasts into VPA status")
     _common(rec)
-    rec.add_argument("--name", default=RECOMMENDER_NAME, help=f"recommender name VPAs list (default {RECOMMENDER_NAME})")
+    rec.add_argument(
+        "--name", default=RECOMMENDER_NAME, help=f"recommender name VPAs list (default {RECOMMENDER_NAME})"
+    )
     rec.add_argument("--namespace", default=None, help="only VPAs of this namespace (default: all)")
-    rec.add_argument("--kubeconfig", type=Path, default=None, help="kubeconfig (default: in-cluster, else ~/.kube/config)")
+    rec.add_argument(
+        "--kubeconfig", type=Path, default=None, help="kubeconfig (default: in-cluster, else ~/.kube/config)"
+    )
     rec.add_argument("--dry-run", action="store_true", help="print the VPA status it would write; write nothing")
     rec.add_argument("--shadow", action="store_true", help="write no recommendation; log it beside what happens")
-    rec.add_argument("--shadow-log", type=Path, default=None, help="JSON-lines log ($MLCO_HOME/shadow/recommendations.jsonl)")
+    rec.add_argument(
+        "--shadow-log", type=Path, default=None, help="JSON-lines log ($MLCO_HOME/shadow/recommendations.jsonl)"
+    )
     rec.add_argument("--max-change", type=float, default=10.0, help="refuse a target moving more than this factor (10)")
     rec.add_argument("--metrics-port", type=int, default=0, help="also serve the forecast gauges on this port (0: no)")
     rec.set_defaults(func=_recommender)
@@ -54,12 +60,17 @@ def _common(p) -> None:
         help="prometheus://HOST:PORT[?namespace=...] at workload level (default $MLCO_PROMETHEUS_URL)",
     )
     p.add_argument("--model", type=Path, default=None, help="CPU model directory (default: the newest champion)")
-    p.add_argument("--mem-model", type=Path, default=None, help="memory model (default: champion-mem beside --model, if any)")
+    p.add_argument(
+        "--mem-model", type=Path, default=None, help="memory model (default: champion-mem beside --model, if any)"
+    )
     p.add_argument("--interval", default="5m", help="time between cycles: 30s, 5m, 1h (default 5m)")
     p.add_argument("--once", action="store_true", help="run one cycle and exit")
     p.add_argument("--target-utilization", type=float, default=0.7, help="CPU utilization requests are sized for (0.7)")
     p.add_argument(
-        "--coverage-target", type=float, default=COVERAGE_TARGET, help=f"p90 coverage needed to act alone ({COVERAGE_TARGET})"
+        "--coverage-target",
+        type=float,
+        default=COVERAGE_TARGET,
+        help=f"p90 coverage needed to act alone ({COVERAGE_TARGET})",
     )
 
 
@@ -157,9 +168,23 @@ def _recommender(args) -> int:
             collector.update(recommender.last_cycle)
         for o in outcomes:
             if args.dry_run:
-                print(yaml.safe_dump({"vpa": f"{o.namespace}/{o.name}", "workload": o.workload, "action": o.action, "status": o.status}, sort_keys=False), end="---\n")
+                print(
+                    yaml.safe_dump(
+                        {
+                            "vpa": f"{o.namespace}/{o.name}",
+                            "workload": o.workload,
+                            "action": o.action,
+                            "status": o.status,
+                        },
+                        sort_keys=False,
+                    ),
+                    end="---\n",
+                )
             else:
-                print(f"{o.namespace}/{o.name} ({o.workload}): {o.action}{f' ({o.reason})' if o.reason else ''}", flush=True)
+                print(
+                    f"{o.namespace}/{o.name} ({o.workload}): {o.action}{f' ({o.reason})' if o.reason else ''}",
+                    flush=True,
+                )
         if not outcomes:
             print(f"no VPA names the recommender {args.name!r}", flush=True)
         if args.once:
@@ -199,6 +224,8 @@ def _shadow_report(args) -> int:
 
     path = args.log or mlco_home() / "shadow" / "recommendations.jsonl"
     checks.existing(path, "--log")
+    if args.source == "warehouse":
+        raise UserError("--source: give the prometheus:// URL or fleet file the usage since is in")
     checks.out_dir(args.out)
     try:
         log = ShadowLog(path).read()

@@ -43,19 +43,35 @@ class ForecastCollector(Collector):
         with self._lock:
             good, success = self._good, self._success
         labels = list(names.WORKLOAD_LABELS)
-        cpu = GaugeMetricFamily(names.FORECAST_CPU, "Forecast CPU cores in use, total over replicas.", labels=[*labels, "horizon", "quantile"])
-        mem = GaugeMetricFamily(names.FORECAST_MEMORY, "Forecast working set bytes, total over replicas.", labels=[*labels, "horizon", "quantile"])
+        cpu = GaugeMetricFamily(
+            names.FORECAST_CPU,
+            "Forecast CPU cores in use, total over replicas.",
+            labels=[*labels, "horizon", "quantile"],
+        )
+        mem = GaugeMetricFamily(
+            names.FORECAST_MEMORY,
+            "Forecast working set bytes, total over replicas.",
+            labels=[*labels, "horizon", "quantile"],
+        )
         request = GaugeMetricFamily(
-            names.RECOMMENDED_REQUEST, "Recommended request per pod and container.", labels=[*labels, "container", "resource", "unit"]
+            names.RECOMMENDED_REQUEST,
+            "Recommended request per pod and container.",
+            labels=[*labels, "container", "resource", "unit"],
         )
         capacity = GaugeMetricFamily(
-            names.CURRENT_CAPACITY, "What the workload's replicas request now, in total.", labels=[*labels, "resource", "unit"]
+            names.CURRENT_CAPACITY,
+            "What the workload's replicas request now, in total.",
+            labels=[*labels, "resource", "unit"],
         )
-        peak = GaugeMetricFamily(names.PEAK_PROBABILITY, "Probability of a peak within the horizon.", labels=[*labels, "horizon"])
+        peak = GaugeMetricFamily(
+            names.PEAK_PROBABILITY, "Probability of a peak within the horizon.", labels=[*labels, "horizon"]
+        )
         coverage = GaugeMetricFamily(
             names.FORECAST_COVERAGE, "Share of recent origins whose p90 held.", labels=[*labels, "resource"]
         )
-        allowed = GaugeMetricFamily(names.AUTO_APPLY_ALLOWED, "1 when recent coverage allows auto-apply.", labels=labels)
+        allowed = GaugeMetricFamily(
+            names.AUTO_APPLY_ALLOWED, "1 when recent coverage allows auto-apply.", labels=labels
+        )
         fresh = good is not None and self.clock() - good.ended <= self.max_age
         for f in good.forecasts.values() if fresh and good is not None else ():
             w = [f.workload.namespace, f.workload.kind, f.workload.name]
@@ -83,7 +99,9 @@ class ForecastCollector(Collector):
         if success is not None:
             yield GaugeMetricFamily(names.CYCLE_SUCCESS, "1 when the last cycle produced forecasts.", value=success)
         if good is not None:
-            yield GaugeMetricFamily(names.LAST_CYCLE, "When the last good cycle ended (unix seconds).", value=good.ended)
+            yield GaugeMetricFamily(
+                names.LAST_CYCLE, "When the last good cycle ended (unix seconds).", value=good.ended
+            )
 
 
 def serve(collector: ForecastCollector, port: int, addr: str = "0.0.0.0"):

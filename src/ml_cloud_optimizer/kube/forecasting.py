@@ -65,7 +65,7 @@ class WorkloadForecast:
     @property
     def confident(self) -> bool:
         """Whether every forecast resource's p90 held often enough lately to act without a person."""
-        shares = [share for share in self.coverage.values()]
+        shares = list(self.coverage.values())
         return bool(shares) and all(np.isfinite(s) and s >= self.coverage_target for s in shares)
 
 
@@ -130,7 +130,7 @@ class Forecasting:
         cycle = Cycle(ended=float("nan"))
         try:
             fleet = self.read()
-        except Exception as exc:  # noqa: BLE001 - Prometheus down, a bad answer: the cycle fails, callers keep theirs
+        except Exception as exc:
             cycle.failure = f"reading metrics failed: {_one_line(exc)}"
             cycle.ended = self.clock()
             return cycle
@@ -144,7 +144,7 @@ class Forecasting:
         if not metrics.empty:
             try:
                 self._forecast(metrics, entities, cycle)
-            except Exception as exc:  # noqa: BLE001 - a model that fails leaves every workload as it was
+            except Exception as exc:
                 log.exception("forecasting failed")
                 cycle.failure = f"forecasting failed: {_one_line(exc)}"
         cycle.ended = self.clock()
@@ -185,7 +185,10 @@ class Forecasting:
         targets = tuple(t for t, f in (("cpu", cpu_all), ("mem", mem_all)) if f is not None)
         sizings = {z.workload.entity_id: z for z in size_workloads(recs, self.shapes(forecast_ids), targets=targets)}
         attrs = entities.set_index("entity_id")
-        coverage = {"cpu": _coverage(cpu_all, metrics, "cpu_util", s), "memory": _coverage(mem_all, metrics, "mem_util", s)}
+        coverage = {
+            "cpu": _coverage(cpu_all, metrics, "cpu_util", s),
+            "memory": _coverage(mem_all, metrics, "mem_util", s),
+        }
         for entity in sorted(forecast_ids):
             vcpus, mem_gib = float(attrs.at[entity, "vcpus"]), float(attrs.at[entity, "mem_gib"])
             cpu_row, mem_row = _row(cpu_last, entity), _row(mem_last, entity)
@@ -197,9 +200,7 @@ class Forecasting:
                 memory=_by_horizon(mem_row, mem_gib * GIB),
                 peak_probability=float(cpu_row["peak_prob"]) if cpu_row is not None else float("nan"),
                 coverage={
-                    name: float(shares.get(entity, np.nan))
-                    for name, shares in coverage.items()
-                    if shares is not None
+                    name: float(shares.get(entity, np.nan)) for name, shares in coverage.items() if shares is not None
                 },
                 capacity_cores=vcpus,
                 capacity_bytes=mem_gib * GIB,

@@ -41,7 +41,10 @@ ACTING_MODES = {"Auto", "Recreate", "Initial", "InPlaceOrRecreate"}  # updateMod
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a cycle did with one VPA: ``written``, ``kept`` (last left in place), ``would-write`` (dry run) or ``shadow``."""
+    """What a cycle did with one VPA.
+
+    ``action`` is ``written``, ``kept`` (the last left in place), ``would-write`` (dry run) or ``shadow``.
+    """
 
     namespace: str
     name: str
@@ -104,7 +107,6 @@ class Recommender:
         return outcomes
 
     def _one(self, vpa: dict, cycle: Cycle) -> Outcome:
-        meta = vpa["metadata"]
         workload = _workload_id(vpa)
         forecast = cycle.forecasts.get(workload)
         previous = (vpa.get("status") or {}).get("recommendation")
@@ -160,8 +162,15 @@ class Recommender:
             return "the recommendation would be empty"
         last = {e["containerName"]: e.get("target", {}) for e in (previous or {}).get("containerRecommendations", [])}
         for entry in entries:
-            for resource, parse, most in (("cpu", quantities.parse_cores, MAX_CORES), ("memory", quantities.parse_bytes, MAX_BYTES)):
-                values = {key: entry[key][resource] for key in ("target", "lowerBound", "upperBound") if resource in entry.get(key, {})}
+            for resource, parse, most in (
+                ("cpu", quantities.parse_cores, MAX_CORES),
+                ("memory", quantities.parse_bytes, MAX_BYTES),
+            ):
+                values = {
+                    key: entry[key][resource]
+                    for key in ("target", "lowerBound", "upperBound")
+                    if resource in entry.get(key, {})
+                }
                 if not values:
                     continue
                 numbers = {key: parse(v) for key, v in values.items()}
@@ -175,11 +184,20 @@ class Recommender:
                         return f"implausible {where} target {values['target']}: {ratio:.3g} times the last ({before})"
         return None
 
-    def _write(self, vpa: dict, workload: str, action: str, reason: str, status: dict, proposed: dict | None = None) -> Outcome:
+    def _write(
+        self, vpa: dict, workload: str, action: str, reason: str, status: dict, proposed: dict | None = None
+    ) -> Outcome:
         meta = vpa["metadata"]
         shown = {**status, **(proposed or {})}
         if self.dry_run:
-            return Outcome(meta["namespace"], meta["name"], workload, "would-write" if action == "written" else action, reason, shown)
+            return Outcome(
+                meta["namespace"],
+                meta["name"],
+                workload,
+                "would-write" if action == "written" else action,
+                reason,
+                shown,
+            )
         self.api.patch_namespaced_custom_object_status(
             GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], {"status": status}
         )
@@ -205,7 +223,7 @@ def container_recommendations(vpa: dict, forecast: WorkloadForecast) -> dict:
         }
         if not bounds:
             continue
-        entry: dict[str, dict] = {"containerName": container.name}
+        entry: dict[str, object] = {"containerName": container.name}
         for key, field in (("target", "target"), ("lowerBound", "lower"), ("upperBound", "upper")):
             entry[key] = {r: _quantity(r, _cap(r, getattr(b, field), policy)) for r, b in bounds.items()}
         entry["uncappedTarget"] = {r: _quantity(r, b.target) for r, b in bounds.items()}
@@ -254,8 +272,16 @@ def _set_conditions(vpa: dict, now: str, *updates: tuple[str, bool, str, str]) -
     for kind, status, reason, message in updates:
         text = "True" if status else "False"
         old = current.get(kind)
-        since = old["lastTransitionTime"] if old and old.get("status") == text and old.get("lastTransitionTime") else now
-        current[kind] = {"type": kind, "status": text, "reason": reason, "message": message, "lastTransitionTime": since}
+        since = (
+            old["lastTransitionTime"] if old and old.get("status") == text and old.get("lastTransitionTime") else now
+        )
+        current[kind] = {
+            "type": kind,
+            "status": text,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": since,
+        }
     return list(current.values())
 
 

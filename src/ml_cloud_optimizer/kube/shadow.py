@@ -43,7 +43,7 @@ class ShadowLog:
     path: Path
 
     def append(self, cycle: Cycle, outcomes=()) -> int:
-        """One line per forecast workload of ``cycle``, with what the recommender did about it; returns lines written."""
+        """One line per forecast workload of ``cycle`` and what was done about it; returns the lines written."""
         done = {o.workload: o.action for o in outcomes}
         lines = []
         for entity, f in sorted(cycle.forecasts.items()):
@@ -114,7 +114,9 @@ def report(log: pd.DataFrame, metrics: pd.DataFrame, entities: pd.DataFrame) -> 
         if not scored:
             continue
         done = pd.DataFrame(scored)
-        coverage = done["coverage"].map(lambda c: np.nanmean([v for v in (c or {}).values() if v is not None] or [np.nan]))
+        coverage = done["coverage"].map(
+            lambda c: np.nanmean([v for v in (c or {}).values() if v is not None] or [np.nan])
+        )
         rows.append(
             {
                 "workload": workload,
