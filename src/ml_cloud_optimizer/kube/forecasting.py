@@ -111,8 +111,8 @@ class Forecasting:
     def _bundles(self):
         return [b for b in (self.cpu_bundle, self.mem_bundle) if b is not None]
 
-    def read(self):
-        """The recent history of the source's workloads (a Fleet)."""
+    def read(self, namespace: str | None = None):
+        """The recent history of the source's workloads (a Fleet), of ``namespace`` only when given."""
         from ml_cloud_optimizer.data.io import read_fleet
         from ml_cloud_optimizer.data.traces.prometheus import source as prometheus_source
 
@@ -123,13 +123,16 @@ class Forecasting:
         src = prometheus_source.parse(self.source)
         end = src.end if "end=" in self.source else self.clock()
         start = end - self.history_steps * _STEP.total_seconds()
-        return prometheus.read(self.source, start=str(start), end=str(end))
+        namespace = src.namespace or namespace  # the source's own filter stands
+        return prometheus.read(self.source, start=str(start), end=str(end), namespace=namespace)
 
     def run(self, entity_ids: set[str] | None = None) -> Cycle:
         """One cycle over the source's workloads, or only ``entity_ids`` (``namespace/Kind/name``)."""
         cycle = Cycle(ended=float("nan"))
+        # Workloads of one namespace: Prometheus is asked for that namespace alone, not the cluster.
+        namespaces = {e.split("/", 1)[0] for e in entity_ids or ()}
         try:
-            fleet = self.read()
+            fleet = self.read(namespaces.pop() if len(namespaces) == 1 else None)
         except Exception as exc:
             cycle.failure = f"reading metrics failed: {_one_line(exc)}"
             cycle.ended = self.clock()
