@@ -147,19 +147,23 @@ def test_an_unreachable_prometheus_is_one_line():
         workload_shapes(f"prometheus://127.0.0.1:{free_port()}?start={START}&end={END}", ["a/Deployment/b"], retries=0)
 
 
-def test_recommend_emits_per_container_objects_from_prometheus(prometheus, tmp_path, monkeypatch, capsys):
+def _persistence_champions(source: str, directory) -> None:
+    """``champion`` and ``champion-mem`` (persistence) in ``directory``, fitted on what ``source`` reads."""
     from ml_cloud_optimizer.data import read_fleet
     from ml_cloud_optimizer.models.baselines import PersistenceForecaster
     from ml_cloud_optimizer.models.bundle import ModelBundle
     from ml_cloud_optimizer.resources import as_target
 
+    fleet = read_fleet(source)
+    ModelBundle(PersistenceForecaster().fit(fleet.metrics)).save(directory / "champion")
+    mem = PersistenceForecaster().fit(as_target(fleet.metrics, "mem"))
+    ModelBundle(mem, metadata={"target": "mem"}).save(directory / "champion-mem")
+
+
+def test_recommend_emits_per_container_objects_from_prometheus(prometheus, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLCO_HOME", str(tmp_path / "home"))
     source = _source(prometheus)
-    fleet = read_fleet(source)
-    ModelBundle(PersistenceForecaster().fit(fleet.metrics)).save(tmp_path / "champion")
-    ModelBundle(PersistenceForecaster().fit(as_target(fleet.metrics, "mem")), metadata={"target": "mem"}).save(
-        tmp_path / "champion-mem"
-    )
+    _persistence_champions(source, tmp_path)
     out = tmp_path / "out"
     argv = ["recommend", "--source", source, "--model", str(tmp_path / "champion"), "--target", "cpu,mem"]
     assert main([*argv, "--no-store", "--hours", "2", "--out", str(out), "--emit", "vpa,keda,patch"]) == 0
@@ -191,18 +195,10 @@ def test_recommend_emits_per_container_objects_from_prometheus(prometheus, tmp_p
 def test_recommender_dry_run_from_prometheus_prints_per_container_status(prometheus, tmp_path, monkeypatch, capsys):
     """The issue's check: `mlco recommender --once --dry-run` over a backfilled Prometheus prints the VPA status."""
     from fakes.vpa_api import FakeVpaApi, vpa
-    from ml_cloud_optimizer.data import read_fleet
-    from ml_cloud_optimizer.models.baselines import PersistenceForecaster
-    from ml_cloud_optimizer.models.bundle import ModelBundle
-    from ml_cloud_optimizer.resources import as_target
 
     monkeypatch.setenv("MLCO_HOME", str(tmp_path / "home"))
     source = _source(prometheus)
-    fleet = read_fleet(source)
-    ModelBundle(PersistenceForecaster().fit(fleet.metrics)).save(tmp_path / "champion")
-    ModelBundle(PersistenceForecaster().fit(as_target(fleet.metrics, "mem")), metadata={"target": "mem"}).save(
-        tmp_path / "champion-mem"
-    )
+    _persistence_champions(source, tmp_path)
     with FakeVpaApi() as api:
         api.put(vpa("shop", "web", target_kind="Deployment", target_name="web"))
         argv = ["recommender", "--once", "--dry-run", "--source", source, "--model", str(tmp_path / "champion")]
