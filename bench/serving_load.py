@@ -475,7 +475,7 @@ def _cross_check(ours: dict, theirs: dict, matrix: np.ndarray, model_dir: Path) 
     forecaster = ModelBundle.load(model_dir).forecaster
     anchor = matrix[:, forecaster.feature_spec.columns.index(forecaster.feature_spec.target)]
     raw = np.asarray(theirs["outputs"][0]["data"], dtype="float64")
-    level = raw if forecaster.target_mode == "level" else anchor + raw
+    level = raw if forecaster.target_mode_ == "level" else anchor + raw
     ours_p50 = np.asarray(next(o["data"] for o in ours["outputs"] if o["name"] == f"p50_h{HEADLINE}"))
     if ours_p50.shape != level.shape:
         return float("inf")

@@ -12,8 +12,10 @@ layers, batch, epochs and samples per epoch) and its ``fit`` on the training par
 generated fleet (``--records``, ``mlco train``'s default 100,000, the hold-out's last 20% cut
 off as ``mlco train`` does): cutting the windows, training with early stopping and restoring
 the best epoch. The baseline is a textbook PyTorch loop over the same windows: the windows
-``fit`` uses (``SequenceForecaster.training_windows``, our code) copied into one tensor, then
-``nn.LSTM``/``nn.GRU`` + ``nn.Linear`` of the same size, Adam at the same learning rate,
+``fit`` uses (``SequenceForecaster.training_windows``, our code) copied into one tensor with
+the relative channels (``with_relative_channels``) computed once, so its recurrent layer reads
+as many channels per step as ours, then ``nn.LSTM``/``nn.GRU`` + ``nn.Linear`` of the same
+size, Adam at the same (constant) learning rate,
 ``nn.L1Loss``, a shuffled slice of ``samples_per_epoch`` windows per epoch in batches of the
 same size, the same autocast (bf16 on CUDA), and a validation pass per epoch, for as many
 epochs as ``fit`` ran in that round. Both figures are training windows per second of the whole
@@ -43,9 +45,8 @@ from ml_cloud_optimizer.evaluation import time_split
 from ml_cloud_optimizer.models._torch import autocast_dtype  # the precision ``fit`` trains in, for the baseline
 from ml_cloud_optimizer.models.cores import idle_cores
 from ml_cloud_optimizer.models.registry import build_forecaster
-from ml_cloud_optimizer.models.sequence import SequenceForecaster
+from ml_cloud_optimizer.models.sequence import NET_INPUTS, SequenceForecaster, with_relative_channels
 from ml_cloud_optimizer.models.tabular import CatBoostForecaster, LightGBMForecaster, XGBoostForecaster
-from ml_cloud_optimizer.models.windows import INPUT_CHANNELS
 
 TARGET_RATIO = 0.5
 HOLDOUT = 0.2  # `mlco train --holdout` default: models are fitted on the time before it
@@ -141,8 +142,10 @@ def plain_fit(model: SequenceForecaster, metrics, device: torch.device, epochs: 
     data = model.training_windows(metrics, device)
     train = torch.as_tensor(data.train_rows, device=device)
     val = torch.as_tensor(data.val_rows, device=device)
-    x, y = data.panel.windows(train, model.window), data.targets[train, :-1]  # copies: a plain dataset
-    x_val, y_val = data.panel.windows(val, model.window), data.targets[val, :-1]
+    # Copies, with the relative channels our net computes per batch computed once: a plain dataset
+    # of the same width as what our recurrent cell reads.
+    x, y = with_relative_channels(data.panel.windows(train, model.window)), data.targets[train, :-1]
+    x_val, y_val = with_relative_channels(data.panel.windows(val, model.window)), data.targets[val, :-1]
     torch.manual_seed(model.seed)
     net = PlainNet(model.cell, x.shape[2], model.hidden, model.layers, y.shape[1]).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=model.lr)
@@ -226,7 +229,7 @@ def sequence_speed(kind: str, metrics, device: torch.device, threads: int, epoch
         "val_windows": model.n_val_windows_,
         "shape": {
             "window": model.window,
-            "channels": len(INPUT_CHANNELS),
+            "channels": NET_INPUTS,
             "hidden": model.hidden,
             "layers": model.layers,
             "batch": model.batch_size,

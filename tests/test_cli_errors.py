@@ -64,6 +64,8 @@ CASES = [
     # run, compile, submit, runs
     (["run", "--records", "0"], "--records"),
     (["run", "--models", "foo"], "--models"),
+    (["run", "--models", "lightgbm,blend"], "not trained by name"),
+    (["train", "--models", "blend"], "not trained by name"),
     (["run", "--epochs", "0"], "--epochs"),
     (["run", "--trials", "-2"], "--trials"),
     (["run", "--holdout", "0"], "--holdout"),

@@ -96,6 +96,8 @@ def test_user_mistakes_are_one_line_errors(home):
         _run(["train", "--source", str(home / "missing.csv"), "--models", "lightgbm"])
     with pytest.raises(UserError, match="unknown model kind"):
         _run(["train", "--records", "3000", "--models", "prophet", "--no-tracking"])
+    with pytest.raises(UserError, match="--models blend: built from the other models when it wins on validation"):
+        _run(["train", "--records", "3000", "--models", "blend", "--no-tracking"])
     with pytest.raises(UserError, match="--holdout"):
         _run(["train", "--holdout", "2", "--models", "lightgbm"])
     with pytest.raises(UserError, match="--backtest"):

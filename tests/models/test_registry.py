@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from compiled_yaml import WORKLOAD_YAML
@@ -144,14 +145,18 @@ def test_a_new_kind_needs_only_a_registry_line_and_its_module(tmp_path, monkeypa
     loaded = Forecaster.load(fitted.save(tmp_path / "toy-model"))  # found by the kind saved in metadata.json
     assert type(loaded) is type(fitted) and loaded.horizons == (1, 12)
 
-    # The `mlco train` path, end to end: the toy ties persistence and wins on simplicity.
+    # The `mlco train` path, end to end: the toy ties persistence and ranks above it on simplicity.
     monkeypatch.setenv("MLCO_HOME", str(tmp_path / "home"))
     out = tmp_path / "train"
     code = cli.main(["train", "--records", "4000", "--models", "toy", "--no-peak", "--no-tracking", "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert "champion: toy" in printed
-    assert json.loads((out / "champion" / "metadata.json").read_text())["kind"] == "toy"
+    board = pd.read_csv(out / "leaderboard.csv").set_index("model")
+    assert board.loc["toy", "val_mae_h12"] == board.loc["persistence", "val_mae_h12"]
+    assert board.loc["toy", "rank"] == board.loc["persistence", "rank"] - 1
+    champion = board.index[board["champion"]][0]
+    assert f"champion: {champion}" in printed
+    assert json.loads((out / "champion" / "metadata.json").read_text())["kind"] == board.loc[champion, "kind"]
 
 
 def test_lists_derived_at_import_include_a_new_kind(tmp_path):

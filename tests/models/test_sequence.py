@@ -1,5 +1,7 @@
 """LSTM/GRU forecasters: window tensors, accuracy against persistence, save/load, no leakage, GPU step."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from ml_cloud_optimizer.models import Forecaster, forecaster_class
 from ml_cloud_optimizer.models._torch import (
     RecurrentNet,
     WeightedL1Loss,
+    _one_cycle,
     fit_recurrent,
     mean_loss,
     torch_threads,
@@ -109,11 +112,12 @@ def test_forecast_frame_shape(fitted, split):
     train, _ = split
     forecasts = fitted.predict(train)
     assert list(forecasts.columns) == ["entity_id", "ts", "p50_h1", "p50_h12"]
-    # One forecast per present slot that has min_history slots of its entity behind it.
-    per_entity = train.groupby("entity_id").size()
-    first = train.groupby("entity_id")["ts"].min()
-    eligible = train["ts"] >= train["entity_id"].map(first) + (fitted.min_history - 1) * pd.Timedelta("5min")
-    assert len(forecasts) == int(eligible.sum()) < per_entity.sum()
+    # One forecast per present slot: a history shorter than the window is a padded window.
+    assert fitted.min_history == 1 < fitted.window < fitted.full_history
+    assert len(forecasts) == len(train)
+    keys = forecasts[["entity_id", "ts"]].astype({"entity_id": str})
+    expected = train[["entity_id", "ts"]].astype({"entity_id": str}).sort_values(["entity_id", "ts"])
+    pd.testing.assert_frame_equal(keys.reset_index(drop=True), expected.reset_index(drop=True))
     assert forecasts[["p50_h1", "p50_h12"]].notna().all().all()
     assert forecasts["p50_h12"].between(0, 1.5).all()
 
@@ -124,6 +128,17 @@ def test_save_and_load_give_identical_forecasts(fitted, fleet_metrics, tmp_path)
     assert type(loaded) is type(fitted)
     assert loaded.get_params() == fitted.get_params()
     pd.testing.assert_frame_equal(loaded.predict(fleet_metrics), fitted.predict(fleet_metrics))
+
+
+def test_a_model_saved_with_other_input_channels_is_refused(fitted, tmp_path):
+    path = fitted.save(tmp_path / "model")
+    meta = path / Forecaster.METADATA_FILE
+    metadata = json.loads(meta.read_text())
+    assert metadata["input_channels"][-1] == "cpu_minus_now"  # the relative channels are part of the net's shape
+    metadata["input_channels"] = metadata["input_channels"][:11]  # what the version before them saved
+    meta.write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match="input channels"):
+        Forecaster.load(path)
 
 
 def test_changing_the_future_leaves_past_forecasts_unchanged(fitted, fleet_metrics):
@@ -204,6 +219,21 @@ def test_early_stopping_restores_the_best_checkpoint():
         assert restored < losses[-1]
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3, 10, 11, 20])
+def test_one_cycle_schedule_runs_at_any_number_of_steps(steps):
+    # 10 steps at a warm-up share of 0.1 once divided by zero inside OneCycleLR.
+    net = nn.Linear(2, 1)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    scheduler = _one_cycle(optimizer, 0.01, steps)
+    rates = []
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert all(np.isfinite(rates))
+    assert max(rates) <= 0.01 + 1e-12
+
+
 def test_patience_stops_training_early():
     metrics = generate_fleet(2 * 4 * 288, entities=2, seed=2).metrics
     model = GRUForecaster(epochs=20, patience=1, lr=0.5, samples_per_epoch=512, window=12, seasonal_lag=0).fit(metrics)
@@ -217,7 +247,7 @@ def test_bad_input_is_reported_clearly(split):
     train, _ = split
     with pytest.raises(DataValidationError, match="cpu_util"):
         LSTMForecaster().fit(train.drop(columns="cpu_util"))
-    short = train.groupby("entity_id").head(100)
+    short = train.groupby("entity_id").head(12)  # no origin has a target 12 steps ahead
     with pytest.raises(ValueError, match="consecutive 5-minute slots"):
         LSTMForecaster().fit(short)
     with pytest.raises(RuntimeError, match="not fitted"):
@@ -241,3 +271,17 @@ def test_cuda_bf16_training_reduces_the_loss():
         train_epoch(net, optimizer, [(x, y)], nn.L1Loss(), amp_dtype=torch.bfloat16)
     last = mean_loss(net, [(x, y)], nn.L1Loss(), amp_dtype=torch.bfloat16)
     assert last < 0.7 * first
+
+
+@pytest.mark.gpu
+def test_forecaster_fits_and_forecasts_on_cuda_like_on_the_cpu(split):
+    if not torch.cuda.is_available():
+        pytest.skip("torch.cuda.is_available() is False: no CUDA device on this machine")
+    train, _ = split
+    model = GRUForecaster(device="cuda", **FAST).fit(train)
+    on_gpu = model.predict(train)
+    model.device = "cpu"
+    on_cpu = model.predict(train)
+    pd.testing.assert_frame_equal(on_gpu[["entity_id", "ts"]], on_cpu[["entity_id", "ts"]])
+    # bf16 autocast on the GPU, float32 on the CPU: the same forecasts to within bf16's precision.
+    np.testing.assert_allclose(on_gpu["p50_h12"], on_cpu["p50_h12"], atol=0.02)

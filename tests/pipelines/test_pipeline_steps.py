@@ -165,3 +165,31 @@ def test_steps_report_on_stdout_as_mlco_lines(fleet, capsys):
         logger.propagate = propagate
     out = capsys.readouterr().out.splitlines()
     assert any(line.startswith("[mlco] split at ") and "rows to train" in line for line in out)
+
+
+def test_training_forecasts_its_validation_window_from_a_fit_before_it(fleet, train, tmp_path):
+    from ml_cloud_optimizer.evaluation import validation_cutoff
+    from ml_cloud_optimizer.pipeline_steps import training
+
+    model = training.train_forecaster("persistence", train, horizons=[1, 12])
+    frame = model.validation_forecasts_
+    start, cutoff = validation_cutoff(fleet.metrics, 0.2), holdout_cutoff(fleet.metrics, 0.2)
+    assert frame["ts"].min() == start and frame["ts"].max() < cutoff
+    training.save_model(model, tmp_path / "model")
+    pd.testing.assert_frame_equal(training.load_validation(tmp_path / "model"), frame)
+    assert training.load_validation(tmp_path) is None
+
+
+def test_scoring_chooses_on_the_validation_forecasts_the_training_tasks_made(fleet, train):
+    from ml_cloud_optimizer.pipeline_steps import training
+    from ml_cloud_optimizer.pipeline_steps.scoring import PrefittedForecaster
+
+    fitted = training.train_forecaster("persistence", train, horizons=[1, 12])
+    with_window = PrefittedForecaster(fitted, fitted.validation_forecasts_)
+    without = PrefittedForecaster(PersistenceForecaster().fit(train.metrics))
+    evaluation = evaluate_holdout({"trained": with_window, "bare": without}, fleet.metrics, holdout=0.2)
+    scores = evaluation.scores.set_index(["model", "horizon"])
+    # The training task's forecasts are persistence's: scored on validation exactly as the baseline's own.
+    assert scores.loc[("trained", 12), "val_mae"] == pytest.approx(scores.loc[("persistence", 12), "val_mae"])
+    assert np.isnan(scores.loc[("bare", 12), "val_mae"])  # no validation forecasts: never chosen
+    assert scores.loc[("bare", 12), "mae"] == pytest.approx(scores.loc[("persistence", 12), "mae"])

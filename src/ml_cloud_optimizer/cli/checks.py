@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from ml_cloud_optimizer.cli import UserError
-from ml_cloud_optimizer.models.registry import FORECASTERS
+from ml_cloud_optimizer.models.registry import FORECASTERS, family
 
 __all__ = [
     "at_least",
@@ -65,12 +65,16 @@ def model_kind(kind: str, flag: str) -> str:
 
 
 def model_kinds(text: str, flag: str = "--models") -> list[str]:
-    """A comma-separated list of forecaster kinds, each known."""
+    """A comma-separated list of forecaster kinds to train, each known and trainable by name."""
     kinds = [k.strip() for k in text.split(",") if k.strip()]
     if not kinds:
         raise UserError(f"{flag}: give at least one model kind; known: {', '.join(FORECASTERS)}")
     for kind in kinds:
         model_kind(kind, flag)
+        if family(kind) == "ensemble":
+            raise UserError(
+                f"{flag} {kind}: built from the other models when it wins on validation; not trained by name"
+            )
     return kinds
 
 

@@ -9,7 +9,8 @@ they find all of them. ``--model`` defaults to the champion that ``mlco train`` 
 ``mlco recommend --target cpu,mem`` also sizes memory with the memory champion (``--mem-model``,
 by default ``champion-mem`` beside the CPU model). Costs price CPU and memory apart, at the
 built-in list-price defaults or ``--prices FILE``; every table, CSV and stored run names which.
-``mlco recommend`` itself lives in ``cli.recommend``; the flags and helpers it shares are here.
+``mlco recommend`` itself lives in ``cli.recommend`` and ``mlco backtest`` in ``cli.backtest``; the
+flags and helpers they share are here.
 """
 
 from __future__ import annotations
@@ -22,10 +23,8 @@ import pandas as pd
 import psycopg2
 
 from ml_cloud_optimizer.cli import UserError, checks
-from ml_cloud_optimizer.cli.data import add_unit_arguments, trace_options
 from ml_cloud_optimizer.data.io import CANONICAL
 from ml_cloud_optimizer.data.traces import FORMATS
-from ml_cloud_optimizer.optimizer.memory import DEFAULT_MEM_GRANULARITY
 
 __all__ = [
     "add_price_arguments",
@@ -99,24 +98,9 @@ def register(subparsers) -> None:
 
     add_recommend_parser(subparsers, formats)
 
-    bt = subparsers.add_parser("backtest", help="replay a trace under static, HPA, VPA and forecast-driven scaling")
-    bt.add_argument("--trace", required=True, help="a trace file or directory, or a saved fleet")
-    bt.add_argument("--format", choices=formats, default=None, help="input format (default: detected)")
-    bt.add_argument("--forecaster", default="lightgbm", help="model kind for the forecast-driven policy")
-    bt.add_argument("--replay-fraction", type=float, default=1 / 3, help="share of the span replayed (default 1/3)")
-    bt.add_argument("--horizon", type=int, default=1, help="steps ahead capacity is decided (default 1)")
-    bt.add_argument("--coverage", type=float, default=0.98, help="residual quantile added as margin (default 0.98)")
-    bt.add_argument("--granularity", type=float, default=0.25, help="capacity step in cores (default 0.25)")
-    bt.add_argument(
-        "--mem-granularity", type=float, default=DEFAULT_MEM_GRANULARITY, help="memory step in GiB (default 64 MiB)"
-    )
-    bt.add_argument("--no-memory", action="store_true", help="replay CPU only, even when the trace has memory")
-    add_price_arguments(bt)
-    bt.add_argument(
-        "--out", type=Path, default=None, help="directory for the summary, capacities and plots ($MLCO_HOME/backtest)"
-    )
-    add_unit_arguments(bt)
-    bt.set_defaults(func=_guarded(_backtest))
+    from ml_cloud_optimizer.cli.backtest import add_backtest_parser
+
+    add_backtest_parser(subparsers, formats)
 
     mon = subparsers.add_parser("monitor", help="feature drift and forecast accuracy; says whether to retrain")
     mon.add_argument(
@@ -165,16 +149,6 @@ def load_forecaster(path: str | Path, flag: str = "--model", hint: str = "train 
         raise UserError(f"{flag} {path}: {exc}") from None
 
 
-def _new_forecaster(kind: str, horizon: int):
-    """An unfitted forecaster of ``kind`` for the one horizon the policy needs, with a p90 head where it has one."""
-    from ml_cloud_optimizer.optimizer.backtest import policy_forecaster
-
-    try:
-        return policy_forecaster(kind, horizon)
-    except ValueError as exc:
-        raise UserError(f"--forecaster: {exc}") from None
-
-
 def _read_source(source: str, fmt: str | None, conn=None, start=None):
     """A Fleet from the warehouse (from ``start`` on) or from a file."""
     if source == "warehouse":
@@ -204,64 +178,6 @@ def _progress(message: str) -> None:
 def _check_target(value: float) -> None:
     if not (0 < value <= 1):  # also refuses NaN
         raise UserError(f"--target-utilization {value}: target utilization must be a share in (0, 1]")
-
-
-def _backtest(args) -> int:
-    checks.existing(args.trace, "--trace")
-    checks.model_kind(args.forecaster, "--forecaster")
-    checks.share(args.replay_fraction, "--replay-fraction")
-    checks.at_least(args.horizon, "--horizon", 1)
-    checks.share(args.coverage, "--coverage")
-    checks.at_least(args.granularity, "--granularity", 1e-9, "a number of cores")
-    checks.at_least(args.mem_granularity, "--mem-granularity", 1e-9, "a number of GiB")
-    checks.out_dir(args.out)
-    prices = load_prices(args.prices)
-    from ml_cloud_optimizer.data.io import read_fleet
-    from ml_cloud_optimizer.optimizer.backtest import replay_fleet
-    from ml_cloud_optimizer.optimizer.plots import backtest_summary_figure, capacity_figure, save_figure
-
-    forecaster = _new_forecaster(args.forecaster, args.horizon)  # refuses a kind the policy cannot use, before reading
-    fleet = read_fleet(args.trace, args.format, **trace_options(args))
-    try:
-        result = replay_fleet(
-            fleet,
-            forecaster,
-            replay_fraction=args.replay_fraction,
-            horizon=args.horizon,
-            coverage=args.coverage,
-            granularity=args.granularity,
-            compare_persistence=forecaster.kind != "persistence",
-            memory=False if args.no_memory else None,
-            mem_granularity=args.mem_granularity,
-            prices=prices,
-            spot=args.spot,
-            log=_progress,
-        )
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    out = args.out or default_out_dir("backtest")
-    paths = result.save(out)
-    capacity = result.capacity_frame()
-    paths.append(save_figure(backtest_summary_figure(result.summary), out / "backtest_summary.png"))
-    paths.append(save_figure(capacity_figure(capacity), out / "backtest_capacity.png"))
-    print(result.summary.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    print(
-        f"forecast vs vpa: core-hours x{result.ratio('forecast', 'vpa', 'core_hours'):.3f},"
-        f" under-provisioned x{result.ratio('forecast', 'vpa', 'underprovisioned_share'):.3f};"
-        f" vs static: core-hours x{result.ratio('forecast', 'static', 'core_hours'):.3f}"
-    )
-    if result.memory_grid is not None:
-        kills = result.summary.set_index("policy")["oom_kills"]
-        print(
-            f"memory vs vpa: GiB-hours x{result.ratio('forecast', 'vpa', 'mem_gib_hours'):.3f},"
-            f" OOM kills {int(kills['forecast'])} against {int(kills['vpa'])}"
-            f" (static {int(kills['static'])}, reactive_hpa {int(kills['reactive_hpa'])}); each kill is one restart"
-        )
-    elif not args.no_memory:
-        print("memory: not replayed (the trace has no mem_util)")
-    print(prices.describe(spot=args.spot))
-    print(f"wrote {', '.join(str(p) for p in paths)}")
-    return 0
 
 
 def _monitor(args) -> int:

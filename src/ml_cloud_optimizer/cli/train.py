@@ -1,4 +1,9 @@
-"""`mlco train`: evaluate forecasters on a hold-out, print the leaderboard, export the champion.
+"""`mlco train`: choose forecasters on validation, report them on a hold-out, export the champion.
+
+The champion is the best on a validation window cut from the end of the training span; the
+hold-out is scored once, for the report (``evaluation.holdout``). A fleet that cannot be
+evaluated so (a snapshot, series shorter than the horizon) is refused in one line before
+anything is trained.
 
 ``--target cpu,mem`` does all of it once per resource on the same data: a leaderboard and a
 champion each. CPU's outputs keep their names (``champion/``, ``leaderboard.csv``); memory's
@@ -30,9 +35,10 @@ def register(subparsers) -> None:
     """Add ``train`` to ``subparsers``."""
     train = subparsers.add_parser(
         "train",
-        help="train forecasters, rank them on a hold-out window and export the champion",
-        description="Fits every model on the first part of the data, scores it on the last part beside "
-        "persistence and seasonal naive, logs everything to MLflow and exports the champion directory.",
+        help="train forecasters, choose on a validation window, report on a hold-out, export the champion",
+        description="Fits every model on the first part of the data, chooses the champion (and any blend) on "
+        "a validation window that ends where the hold-out starts, refits and scores every model once on the "
+        "hold-out beside persistence and seasonal naive, logs everything to MLflow and exports the champion.",
     )
     train.add_argument(
         "--source",
@@ -102,13 +108,14 @@ def load_metrics(source: str, fmt: str | None = None, records: int = 100_000, se
 def build_candidates(
     kinds: list[str], trials: int = 0, epochs: int | None = None, jobs: int | None = None, seed: int = 0, progress=None
 ) -> dict:
-    """Unfitted forecasters for ``kinds``; sequence kinds are skipped (with a note) when not importable."""
+    """Unfitted forecasters for ``kinds``; sequence kinds are skipped (with a note) when not importable.
+
+    An ensemble (``blend``) is not a kind to train: evaluation builds it from the others.
+    """
+    checks.model_kinds(",".join(kinds))
     candidates = {}
     for kind in kinds:
-        try:
-            sequence = family(kind) == "sequence"
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+        sequence = family(kind) == "sequence"
         try:
             candidates[kind] = build_forecaster(kind, seed=seed, trials=trials, epochs=epochs, threads=jobs)
         except ImportError as exc:
@@ -163,13 +170,19 @@ def _check(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     return kinds, targets
 
 
-def _check_data(metrics, targets: list[str]) -> None:
-    """Every resource asked for has data, before any training starts."""
+def _check_data(metrics, targets: list[str], holdout: float = 0.2) -> None:
+    """Every resource asked for has data that can be evaluated, before any training starts (one line if not)."""
+    from ml_cloud_optimizer.evaluation import check_evaluable
+
     for target in targets:
         try:
-            as_target(metrics, target)
+            view = as_target(metrics, target)
         except ValueError as exc:
             raise UserError(f"--target {target}: {exc}") from None
+        try:
+            check_evaluable(view, holdout)
+        except ValueError as exc:
+            raise UserError(str(exc) if target == "cpu" else f"--target {target}: {exc}") from None
 
 
 def _new_peak(no_peak: bool):
@@ -197,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         quiet_optuna()
     fleet = load_metrics(args.source, args.format, args.records, args.seed, **trace_options(args))
     _progress(f"data: {fleet.source}, {fleet.metrics['entity_id'].nunique()} entities, {len(fleet.metrics):,} rows")
-    _check_data(fleet.metrics, targets)
+    _check_data(fleet.metrics, targets, args.holdout)
     candidates = build_candidates(kinds, args.trials, args.epochs, args.jobs, args.seed, _progress)
     out = Path(args.out) if args.out else mlco_home() / "train"
     tracker = None if args.no_tracking else Tracker()

@@ -24,11 +24,13 @@ def evaluate(
     evaluation: Output[Dataset],
     champion: Output[Model],
 ) -> NamedTuple("Champion", [("kind", str), ("holdout_mae", float)]):
-    """Fan-in of both training loops (``dsl.Collected``): score, rank, choose, report.
+    """Fan-in of both training loops (``dsl.Collected``): choose on validation, report on the hold-out.
 
-    Persistence and seasonal naive always stand in the leaderboard. The champion has the lowest
-    one-hour MAE on the hold-out and is copied to ``champion``. ``metrics`` holds each model's
-    scores, ``peak_metrics`` the peak classifier's confusion matrix and ROC curve on the
+    Persistence, seasonal naive and a blend of the best candidates always stand in the
+    leaderboard. The champion has the lowest one-hour MAE on the validation window before the
+    hold-out (each training task forecast it from a fit that ended before it); its p90 margin is
+    calibrated there too, and the hold-out is only reported. It is copied to ``champion``.
+    ``metrics`` holds each model's scores, ``peak_metrics`` the peak classifier's confusion matrix and ROC curve on the
     hold-out, ``leaderboard`` the table the Kubeflow UI shows, and ``evaluation`` a directory
     with ``leaderboard.csv`` and plots (error by horizon, forecast against actual per model).
     """

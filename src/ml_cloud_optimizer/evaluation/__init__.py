@@ -1,13 +1,16 @@
-"""Evaluation: time splits, hold-out and rolling-origin backtests, metrics, leaderboard, plots."""
+"""Evaluation: time splits, the validation-then-hold-out evaluation, backtests, metrics, leaderboard, plots."""
 
 from ml_cloud_optimizer.evaluation.backtest import (
     BASELINES,
+    VALIDATION,
     Evaluation,
-    evaluate_holdout,
     holdout_cutoff,
     rolling_origin,
     time_split,
+    validation_cutoff,
 )
+from ml_cloud_optimizer.evaluation.checks import check_evaluable
+from ml_cloud_optimizer.evaluation.holdout import BLEND, evaluate_holdout
 from ml_cloud_optimizer.evaluation.leaderboard import (
     TIE_TOLERANCE,
     choose_champion,
@@ -19,8 +22,11 @@ from ml_cloud_optimizer.evaluation.metrics import mae, mape, mase, point_metrics
 
 __all__ = [
     "BASELINES",
+    "BLEND",
     "TIE_TOLERANCE",
+    "VALIDATION",
     "Evaluation",
+    "check_evaluable",
     "choose_champion",
     "evaluate_holdout",
     "holdout_cutoff",
@@ -33,6 +39,7 @@ __all__ = [
     "rolling_origin",
     "time_split",
     "to_markdown",
+    "validation_cutoff",
     "wape",
     "write_leaderboard",
 ]

@@ -43,6 +43,10 @@ class FeatureSpec:
         scale_window: window of the per-entity scale (rolling std) used to standardise.
         timezone: calendar features are local to it.
         rolling_inputs: inputs that also get a rolling mean per window.
+        calendar: add the calendar columns (hour, weekday and their cyclical encodings).
+        derived: add the per-entity scale and z-score, the 1- and 12-step changes and the
+            cpu/memory and network ratios. With ``calendar`` off and nothing but ``lags``,
+            a spec describes the plain "lags of the raw level" set (``features.sets``).
     """
 
     step: str = "5min"
@@ -64,6 +68,8 @@ class FeatureSpec:
     scale_window: str = "7d"
     timezone: str = "UTC"
     rolling_inputs: tuple[str, ...] = ("mem_util", "net_in_kbps", "net_out_kbps")
+    calendar: bool = True
+    derived: bool = True
 
     def __post_init__(self):
         for name in (
@@ -90,7 +96,7 @@ class FeatureSpec:
     def columns(self) -> list[str]:
         """Feature names, in the order ``build_features`` returns them."""
         t = self.target
-        cols = list(CALENDAR_COLUMNS)
+        cols = list(CALENDAR_COLUMNS) if self.calendar else []
         cols += [t, *self.inputs]
         cols += [f"{t}_lag_{k}" for k in self.lags]
         for period in self.seasonal_lags:
@@ -104,17 +110,17 @@ class FeatureSpec:
         cols += [f"{t}_median_{w}" for w in self.median_windows]
         cols += [f"{t}_dist_median_{w}" for w in self.median_windows]
         cols += [f"{t}_ewm_{hl}" for hl in self.ewm_halflives]
-        cols += [f"{t}_scale", f"{t}_z", f"{t}_delta_1", f"{t}_delta_12"]
-        cols += ["cpu_mem_ratio", "net_in_out_ratio"]
+        if self.derived:
+            cols += [f"{t}_scale", f"{t}_z", f"{t}_delta_1", f"{t}_delta_12"]
+            cols += ["cpu_mem_ratio", "net_in_out_ratio"]
         return cols
 
     @property
     def lookback(self) -> int:
         """Steps of history after which every feature is computed from complete windows."""
         longest = [max(self.lags, default=0), 12]
-        longest += [
-            self.steps(d) for d in (*self.seasonal_lags, *self.windows, *self.median_windows, self.scale_window)
-        ]
+        scale = (self.scale_window,) if self.derived else ()
+        longest += [self.steps(d) for d in (*self.seasonal_lags, *self.windows, *self.median_windows, *scale)]
         return max(longest) + 1
 
     def to_dict(self) -> dict:
@@ -160,9 +166,10 @@ def build_features(metrics: pd.DataFrame, spec: FeatureSpec | None = None) -> pd
     groups = grid.group(y_series)
     t = spec.target
     out: dict[str, np.ndarray] = {}
-    cal = calendar_features(g["ts"], spec.timezone)
-    for c in CALENDAR_COLUMNS:
-        out[c] = cal[c].to_numpy()
+    if spec.calendar:
+        cal = calendar_features(g["ts"], spec.timezone)
+        for c in CALENDAR_COLUMNS:
+            out[c] = cal[c].to_numpy()
     out[t] = y
     for c in spec.inputs:
         out[c] = column(c)
@@ -193,14 +200,15 @@ def build_features(metrics: pd.DataFrame, spec: FeatureSpec | None = None) -> pd
         out[f"{t}_dist_median_{w}"] = y - median
     for hl in spec.ewm_halflives:
         out[f"{t}_ewm_{hl}"] = groups.ewm(halflife=spec.steps(hl), ignore_na=True).mean().to_numpy()
-    scale_roll = groups.rolling(spec.steps(spec.scale_window), min_periods=2)
-    scale = scale_roll.std().to_numpy()
-    out[f"{t}_scale"] = scale
-    out[f"{t}_z"] = (y - scale_roll.mean().to_numpy()) / (scale + _EPS)
-    out[f"{t}_delta_1"] = y - grid.shift(y, 1)
-    out[f"{t}_delta_12"] = y - grid.shift(y, 12)
-    out["cpu_mem_ratio"] = column("cpu_util") / (column("mem_util") + _EPS)
-    out["net_in_out_ratio"] = column("net_in_kbps") / (column("net_out_kbps") + 1.0)
+    if spec.derived:
+        scale_roll = groups.rolling(spec.steps(spec.scale_window), min_periods=2)
+        scale = scale_roll.std().to_numpy()
+        out[f"{t}_scale"] = scale
+        out[f"{t}_z"] = (y - scale_roll.mean().to_numpy()) / (scale + _EPS)
+        out[f"{t}_delta_1"] = y - grid.shift(y, 1)
+        out[f"{t}_delta_12"] = y - grid.shift(y, 12)
+        out["cpu_mem_ratio"] = column("cpu_util") / (column("mem_util") + _EPS)
+        out["net_in_out_ratio"] = column("net_in_kbps") / (column("net_out_kbps") + 1.0)
 
     features = pd.DataFrame(out, index=g.index)[spec.columns]
     features.insert(0, "ts", g["ts"])

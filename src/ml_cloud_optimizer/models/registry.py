@@ -33,7 +33,7 @@ __all__ = [
     "simplicity",
 ]
 
-FAMILIES = ("baseline", "tabular", "sequence", "peak")
+FAMILIES = ("baseline", "tabular", "sequence", "ensemble", "peak")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class ModelKind:
     Attributes:
         kind: the name saved with a model and given on the command line.
         family: one of ``FAMILIES``; the pipeline trains tabular and sequence models in
-            separate tasks, and sequence models are the ones that need torch.
+            separate tasks, and sequence models are the ones that need torch. An ``ensemble``
+            is never trained by name: evaluation builds it from fitted candidates.
         module: the module that defines the class, imported on first ``load``.
         name: the class's name in ``module``.
         simplicity: rank in the leaderboard's tie rule; the lower, the simpler.
@@ -73,6 +74,7 @@ FORECASTERS: dict[str, ModelKind] = {
         ModelKind("catboost", "tabular", f"{_MODELS}.tabular", "CatBoostForecaster", 4),
         ModelKind("lstm", "sequence", f"{_MODELS}.sequence", "LSTMForecaster", 6),
         ModelKind("gru", "sequence", f"{_MODELS}.sequence", "GRUForecaster", 5),
+        ModelKind("blend", "ensemble", f"{_MODELS}.blend", "BlendForecaster", 7),
     )
 }
 
@@ -116,7 +118,7 @@ def peak_entry(kind: str) -> ModelKind:
 
 
 def family(kind: str) -> str:
-    """The family of forecaster ``kind`` ("baseline", "tabular" or "sequence")."""
+    """The family of forecaster ``kind`` ("baseline", "tabular", "sequence" or "ensemble")."""
     return forecaster_entry(kind).family
 
 

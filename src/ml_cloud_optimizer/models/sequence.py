@@ -1,17 +1,21 @@
 """LSTM and GRU forecasters in PyTorch, behind the same ``Forecaster`` interface as the tree models.
 
 Each model reads a window of the last ``window`` 5-minute steps (scaled metrics, calendar
-position and the value one day earlier, see ``windows``) and predicts, for every horizon
-at once, the change of ``cpu_util`` from the last value in the entity's own scale: a
-network that outputs zero is persistence, so it only has to learn what persistence misses.
-The loss is L1 weighted by the entity's scale, i.e. the MAE that forecasts are judged on,
-and the output layer starts at zero, so training starts from persistence.
+position, the value one day earlier and the masks saying which steps were observed, see
+``windows``) and predicts, for every horizon at once, the change of ``cpu_util`` from the last
+value in the entity's own scale: a network that outputs zero is persistence, so it only has
+to learn what persistence misses. The loss is L1 weighted by the entity's scale, i.e. the MAE
+that forecasts are judged on, and the output layer starts at zero, so training starts from
+persistence. The network (``ChangeNet``) also reads every window relative to its last step,
+which is what the change depends on.
 
-Training samples windows without a missing slot, keeps the last ``validation`` share of
-time for early stopping and restores the best checkpoint. It runs on CUDA with bf16
-autocast when a GPU is present, else on the CPU cores other processes leave idle. The
-network, the training loop and the loss are shared with the recurrent peak classifier and
-live in ``models._torch``; this module holds what is particular to forecasting.
+One global model is trained across entities on every present origin whose targets are known,
+windows with holes included (the masks say where), so it forecasts from any present slot.
+The last ``validation`` share of the training time is kept for early stopping, and the best
+checkpoint is restored; the learning rate follows a one-cycle schedule. Training runs on CUDA
+with bf16 autocast when a GPU is present, else on the CPU cores other processes leave idle.
+The training loop and the loss are shared with the recurrent peak classifier and live in
+``models._torch``; this module holds what is particular to forecasting.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch
 from ml_cloud_optimizer.data.schema import STEP_SECONDS
 from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS
 from ml_cloud_optimizer.models._torch import (
+    SCHEDULES,
     RecurrentNet,
     WeightedL1Loss,
     fit_recurrent,
@@ -39,7 +44,16 @@ from ml_cloud_optimizer.models._torch import (
 from ml_cloud_optimizer.models.base import Forecaster, clip_forecast, forecast_column
 from ml_cloud_optimizer.models.windows import INPUT_CHANNELS, EntityScaler, Panel, build_panel, epoch_seconds
 
-__all__ = ["GRUForecaster", "LSTMForecaster", "SequenceForecaster", "TrainingWindows"]
+__all__ = [
+    "NET_INPUTS",
+    "RELATIVE_CHANNELS",
+    "ChangeNet",
+    "GRUForecaster",
+    "LSTMForecaster",
+    "SequenceForecaster",
+    "TrainingWindows",
+    "with_relative_channels",
+]
 
 _WEIGHTS_FILE = "model.pt"
 _SCALER_FILE = "scaler.json"
@@ -75,7 +89,8 @@ class SequenceForecaster(Forecaster):
         layers: stacked recurrent layers.
         epochs: most passes over ``samples_per_epoch`` training windows.
         batch_size: windows per optimizer step.
-        lr: Adam learning rate.
+        lr: Adam learning rate (the peak of the one-cycle schedule).
+        schedule: "one_cycle" (warm-up, then cosine decay over ``epochs``) or "constant".
         patience: epochs without a better validation loss before stopping.
         validation: share of the latest time kept for early stopping.
         samples_per_epoch: windows drawn (without replacement) per epoch; None uses them all.
@@ -96,9 +111,10 @@ class SequenceForecaster(Forecaster):
         epochs: int = 8,
         batch_size: int = 256,
         lr: float = 3e-3,
+        schedule: str = "one_cycle",
         patience: int = 3,
         validation: float = 0.1,
-        samples_per_epoch: int | None = 32_768,
+        samples_per_epoch: int | None = 131_072,
         seasonal_lag: int = 288,
         device: str = "auto",
         seed: int = 0,
@@ -111,6 +127,7 @@ class SequenceForecaster(Forecaster):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.schedule = schedule
         self.patience = patience
         self.validation = validation
         self.samples_per_epoch = samples_per_epoch
@@ -121,12 +138,18 @@ class SequenceForecaster(Forecaster):
 
     @property
     def min_history(self) -> int:
+        """One present slot: a shorter history is a padded window, flagged unobserved where it is empty."""
+        return 1
+
+    @property
+    def full_history(self) -> int:
+        """Steps after which no window step is padding and the seasonal channel is filled."""
         lead = max(self.horizons)
         back = self.seasonal_lag - lead if self.seasonal_lag else 0
         return int(self.window + max(back, 0))
 
     def _network(self) -> RecurrentNet:
-        return RecurrentNet(self.cell, len(INPUT_CHANNELS), self.hidden, self.layers, len(self.horizons))
+        return ChangeNet(self.cell, self.hidden, self.layers, len(self.horizons))
 
     def _panel(self, metrics: pd.DataFrame, scaler: EntityScaler | None, device: torch.device):
         return build_panel(metrics, scaler, seasonal_lag=self.seasonal_lag, lead=max(self.horizons), device=device)
@@ -138,12 +161,14 @@ class SequenceForecaster(Forecaster):
         """
         panel, scaler = self._panel(metrics, None, torch.device(device))
         y, has_target = panel.targets(self.horizons)
-        usable = panel.origins(self.min_history) & panel.complete(self.window) & has_target
+        # Every present origin with known targets, gaps in its window or not: predict() forecasts
+        # from such windows too (PlanetLab starts each day after a gap), so training shows them.
+        usable = panel.origins(self.min_history) & has_target
         train_rows, val_rows = _time_split(panel, usable, self.validation, max(self.horizons))
         if len(train_rows) == 0:
             raise ValueError(
-                f"{self.kind}: no training window; each entity needs at least"
-                f" {self.min_history + max(self.horizons)} consecutive 5-minute slots"
+                f"{self.kind}: no training window; an entity needs more than"
+                f" {max(self.horizons)} consecutive 5-minute slots"
             )
         weight = panel.scale / panel.scale[train_rows].mean()
         targets = torch.from_numpy(np.column_stack([y, weight]).astype(np.float32)).to(device)
@@ -174,6 +199,7 @@ class SequenceForecaster(Forecaster):
                 samples_per_epoch=self.samples_per_epoch,
                 seed=self.seed,
                 device=device,
+                schedule=self.schedule,
             )
         self.net_.to("cpu").eval()
         self.history_ = log.epochs
@@ -206,7 +232,7 @@ class SequenceForecaster(Forecaster):
         torch.save(self.net_.state_dict(), directory / _WEIGHTS_FILE)
         (directory / _SCALER_FILE).write_text(json.dumps(self.scaler_.to_dict()))
         return {
-            "input_channels": list(INPUT_CHANNELS),
+            "input_channels": [*INPUT_CHANNELS, *RELATIVE_CHANNELS],
             "weights_file": _WEIGHTS_FILE,
             "scaler_file": _SCALER_FILE,
             "best_epoch": int(self.best_epoch_),
@@ -215,10 +241,10 @@ class SequenceForecaster(Forecaster):
 
     @classmethod
     def _load(cls, directory: Path, metadata: dict) -> SequenceForecaster:
-        if metadata.get("input_channels") != list(INPUT_CHANNELS):
+        built = [*INPUT_CHANNELS, *RELATIVE_CHANNELS]
+        if metadata.get("input_channels") != built:
             raise ValueError(
-                f"{directory}: saved with input channels {metadata.get('input_channels')},"
-                f" this version builds {list(INPUT_CHANNELS)}"
+                f"{directory}: saved with input channels {metadata.get('input_channels')}, this version builds {built}"
             )
         params = dict(metadata["params"])
         params["horizons"] = tuple(params["horizons"])
@@ -239,6 +265,8 @@ class SequenceForecaster(Forecaster):
                 raise ValueError(f"{self.kind}: {name} must be at least 1, got {getattr(self, name)!r}")
         if not 0.0 <= self.validation < 1.0:
             raise ValueError(f"{self.kind}: validation must be in [0, 1), got {self.validation!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"{self.kind}: schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
 
 
 def _time_split(panel: Panel, usable: np.ndarray, validation: float, lead: int) -> tuple[np.ndarray, np.ndarray]:
@@ -251,6 +279,44 @@ def _time_split(panel: Panel, usable: np.ndarray, validation: float, lead: int) 
     train = rows[ts + lead * STEP_SECONDS < cutoff]
     val = rows[ts >= cutoff]
     return train, val
+
+
+class ChangeNet(RecurrentNet):
+    """``RecurrentNet`` reading each window relative to its last step as well as in the entity's scale.
+
+    The forecast is a change from the last value, so what predicts it is where the recent past
+    and the same slot yesterday lie *relative to now* (the tabular models' strongest features
+    are such distances: from the 1-hour median, the 12-step delta, yesterday's delta). A
+    recurrent cell given only absolute levels has to learn that subtraction itself, and on the
+    Bitbrains trace it does not within a training budget of minutes: with these three channels
+    the development-window ratio to persistence went from 0.99 to 0.95 with nothing else changed.
+    Steps that were not observed carry 0 in them, like the other channels' padding.
+    """
+
+    def __init__(self, cell: str, hidden: int, layers: int, n_outputs: int):
+        super().__init__(cell, NET_INPUTS, hidden, layers, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(with_relative_channels(x))
+
+
+RELATIVE_CHANNELS = ("cpu_z_minus_now", "seasonal_minus_now", "cpu_minus_now")
+NET_INPUTS = len(INPUT_CHANNELS) + len(RELATIVE_CHANNELS)  # what the recurrent cell reads per step
+_CHANNEL_INDEX = tuple(
+    INPUT_CHANNELS.index(c) for c in ("cpu_z", "cpu", "observed", "cpu_z_seasonal", "seasonal_observed")
+)
+
+
+def with_relative_channels(x: torch.Tensor) -> torch.Tensor:
+    """``[batch, window, INPUT_CHANNELS]`` windows plus ``RELATIVE_CHANNELS``: values minus the last step's."""
+    cpu_z, cpu, observed, seasonal, seasonal_seen = (x[:, :, i] for i in _CHANNEL_INDEX)
+    now = cpu_z[:, -1:]
+    relative = (
+        (cpu_z - now) * observed,
+        (seasonal - now) * seasonal_seen,
+        (cpu - cpu[:, -1:]) * observed,
+    )
+    return torch.cat([x, torch.stack(relative, dim=2)], dim=2)
 
 
 class LSTMForecaster(SequenceForecaster):

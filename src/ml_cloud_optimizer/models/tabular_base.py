@@ -1,11 +1,11 @@
 """What the gradient-boosted forecasters share: targets, early stopping, the one booster loop.
 
 Each forecaster reads ``build_features`` rows and fits one booster per horizon (and one more
-per horizon for the p90 quantile). Rather than the level, a booster learns the change from
-the last value, ``z = y(t + h) - y(t)``, under an absolute-error (or quantile) loss: the metric
-it is judged on. Persistence is the forecast ``z = 0``, which the model departs from only
-where the data support it; on bursty cloud load that is what beats persistence at all (a
-squared-error model on the level loses to it on the Bitbrains trace).
+per horizon for the p90 quantile), under an absolute-error (or quantile) loss: the metric it
+is judged on. What it learns - the level ``y(t + h)`` or the change ``y(t + h) - y(t)`` - and
+on which feature set is chosen per dataset on a validation window (``models.tabular_choice``):
+the change wins on bursty load, where persistence (``z = 0``) is what to beat, the level on
+load that reverts to a mean.
 
 The libraries (``models.tabular``) differ only in how a booster is trained, run, saved and
 loaded; everything else - targets, early stopping on the last window of the training data,
@@ -21,8 +21,6 @@ is asked for, which is what the serving tests hold bit for bit.
 from __future__ import annotations
 
 import abc
-import inspect
-import json
 import logging
 import time
 from pathlib import Path
@@ -32,43 +30,49 @@ import numpy as np
 import pandas as pd
 
 from ml_cloud_optimizer.data.schema import STEP
+from ml_cloud_optimizer.features.sets import FEATURE_SETS, spec_for
 from ml_cloud_optimizer.features.tabular import FeatureSpec, build_features
 from ml_cloud_optimizer.features.targets import make_targets, target_column
 from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS, HEADLINE_HORIZON
-from ml_cloud_optimizer.models.base import (
-    Forecaster,
-    clip_forecast,
-    forecast_column,
-)
+from ml_cloud_optimizer.models.base import Forecaster, clip_forecast, forecast_column
+from ml_cloud_optimizer.models.tabular_choice import AUTO, TARGET_MODES, choose_config, nanoseconds, validation_split
+from ml_cloud_optimizer.models.tabular_files import TabularFiles
 
 __all__ = ["TARGET_MODES", "TabularForecaster"]
 
-TARGET_MODES = ("delta", "level")
 _log = logging.getLogger(__name__)
 
 
-class TabularForecaster(Forecaster):
+class TabularForecaster(TabularFiles, Forecaster):
     """Shared fit/predict/save/load of the gradient-boosted forecasters; subclasses add a backend.
 
     Args:
         horizons: steps ahead to forecast.
-        features: ``FeatureSpec`` fields to override (its ``horizons`` follow ``horizons``).
-        target_mode: "delta" (learn y(t+h) - y(t), see the module doc) or "level" (learn y(t+h)).
+        features: ``FeatureSpec`` fields to override (its ``horizons`` follow ``horizons``); the
+            base of every feature set.
+        target_mode: "delta" (learn y(t+h) - y(t)), "level" (learn y(t+h)) or "auto" (the one
+            that does better on the validation window, see the module doc).
+        feature_set: "rich", "lags" (``features.sets``) or "auto" (chosen alike).
         quantile: fit a p90 booster per horizon too (``p90_h{h}`` columns).
         n_estimators: most boosting rounds; early stopping usually ends sooner.
         learning_rate: shrinkage.
         early_stopping_rounds: rounds without improvement on the validation window before stopping.
-        validation_fraction: share of the training span, at its end, used for early stopping.
+        validation_fraction: share of the training span, at its end, used for early stopping
+            and for the "auto" choices.
         refit: after early stopping, refit on all rows with the best round count.
         max_train_rows: rows kept per horizon, evenly spaced in time (neighbouring origins are
             nearly copies of each other); ``None`` keeps all.
         n_trials, timeout: Optuna budget for tuning on time-series folds (0 and 0: defaults).
         params: library parameters overriding the defaults (what tuning fills in).
+        p90_margin: added to the p90 forecast per horizon (``{12: 0.01}``): a conformal margin
+            fitted on a validation window by evaluation (``evaluation.selection``); None adds nothing.
         n_jobs: threads.
         random_state: seed.
 
     Fitted state (set by ``fit`` and by ``Forecaster.load`` alike):
         spec_: the ``FeatureSpec`` the boosters were trained on.
+        target_mode_, feature_set_, config_scores_: the configuration used and the validation
+            MAE of each one tried (empty when none was tried).
         feature_columns_: ``spec_.columns``, the column order of ``predict_matrix``'s input.
         target_index_: position of the current value (``spec_.target``) in that order.
         boosters_, rounds_, params_: boosters and round counts by forecast column; parameters.
@@ -83,7 +87,8 @@ class TabularForecaster(Forecaster):
         self,
         horizons: tuple[int, ...] = DEFAULT_HORIZONS,
         features: dict | None = None,
-        target_mode: str = "delta",
+        target_mode: str = AUTO,
+        feature_set: str = AUTO,
         quantile: bool = True,
         n_estimators: int = 500,
         learning_rate: float = 0.1,
@@ -94,12 +99,14 @@ class TabularForecaster(Forecaster):
         n_trials: int = 0,
         timeout: float = 0,
         params: dict | None = None,
+        p90_margin: dict | None = None,
         n_jobs: int = 2,
         random_state: int = 0,
     ):
         self.horizons = horizons
         self.features = features
         self.target_mode = target_mode
+        self.feature_set = feature_set
         self.quantile = quantile
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -110,6 +117,7 @@ class TabularForecaster(Forecaster):
         self.n_trials = n_trials
         self.timeout = timeout
         self.params = params
+        self.p90_margin = p90_margin
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -164,8 +172,10 @@ class TabularForecaster(Forecaster):
         return self.feature_spec.lookback
 
     def _check(self) -> None:
-        if self.target_mode not in TARGET_MODES:
-            raise ValueError(f"target_mode {self.target_mode!r}: expected one of {', '.join(TARGET_MODES)}")
+        if self.target_mode not in (*TARGET_MODES, AUTO):
+            raise ValueError(f"target_mode {self.target_mode!r}: expected one of {', '.join(TARGET_MODES)} or auto")
+        if self.feature_set not in (*FEATURE_SETS, AUTO):
+            raise ValueError(f"feature_set {self.feature_set!r}: expected one of {', '.join(FEATURE_SETS)} or auto")
         if not 0 < self.validation_fraction < 0.5:
             raise ValueError(f"validation_fraction {self.validation_fraction}: expected a value in (0, 0.5)")
 
@@ -177,10 +187,10 @@ class TabularForecaster(Forecaster):
         return features[self.feature_spec.target].to_numpy(dtype="float64", na_value=np.nan)
 
     def _to_target(self, y, anchor):
-        return y if self.target_mode == "level" else y - anchor
+        return y if self.target_mode_ == "level" else y - anchor
 
     def _from_target(self, z, anchor):
-        return z if self.target_mode == "level" else anchor + z
+        return z if self.target_mode_ == "level" else anchor + z
 
     def base_params(self) -> dict:
         """Library parameters before tuning: the class defaults under the ``params`` given."""
@@ -191,8 +201,16 @@ class TabularForecaster(Forecaster):
         """Fit a p50 (and p90) booster per horizon on every origin of ``metrics`` with a known future."""
         started = time.perf_counter()
         self._check()
-        self._set_spec(self._spec_from_params())
-        features = build_features(metrics, self.spec_)
+        choice = choose_config(self, metrics)
+        self.target_mode_, self.feature_set_ = choice.target_mode, choice.feature_set
+        self.config_scores_ = choice.scores
+        if choice.scores:
+            scores = ", ".join(f"{k} {v:.5g}" for k, v in choice.scores.items())
+            _log.info("%s: %s target on %s features (validation MAE %s)", self.kind, *self.config_, scores)
+        self._set_spec(spec_for(self.feature_set_, self._spec_from_params()))
+        features = choice.features
+        if features is None or choice.spec != self.spec_:
+            features = build_features(metrics, self.spec_)
         targets = make_targets(metrics, self.horizons)
         X = self._design(features)
         anchor = self._anchor(features)
@@ -233,7 +251,7 @@ class TabularForecaster(Forecaster):
     def _training_rows(self, y, anchor, ts: pd.Series) -> np.ndarray:
         rows = np.flatnonzero(~np.isnan(y) & ~np.isnan(anchor))
         if self.max_train_rows and len(rows) > self.max_train_rows:
-            order = rows[np.argsort(_nanoseconds(ts)[rows], kind="stable")]
+            order = rows[np.argsort(nanoseconds(ts)[rows], kind="stable")]
             rows = np.sort(order[np.linspace(0, len(order) - 1, self.max_train_rows).astype(np.int64)])
         return rows
 
@@ -244,11 +262,7 @@ class TabularForecaster(Forecaster):
         training target lies inside it.
         """
         z = self._to_target(y, anchor)
-        t = _nanoseconds(ts)
-        start, end = t.min(), t.max()
-        cut = start + (end - start) * (1 - self.validation_fraction)
-        fit_rows = t + horizon * STEP.value < cut
-        val_rows = t >= cut
+        fit_rows, val_rows = validation_split(nanoseconds(ts), self.validation_fraction, horizon)
         if fit_rows.sum() < 50 or val_rows.sum() < 20:
             return self.train_booster(params, loss, X, z, None, self.n_estimators)
         booster, rounds = self.train_booster(
@@ -314,8 +328,18 @@ class TabularForecaster(Forecaster):
                     out[name] = self.predict_booster(self.boosters_[name], design, anchor)
             p50, p90 = forecast_column(h, "p50"), forecast_column(h, "p90")
             if p90 in out:
-                out[p90] = np.fmax(out[p90], out[p50])
+                out[p90] = np.fmax(clip_forecast(out[p90] + self._margin(h)), out[p50])
         return out
+
+    @property
+    def config_(self) -> tuple[str, str]:
+        """The fitted (target mode, feature set)."""
+        return self.target_mode_, self.feature_set_
+
+    def _margin(self, horizon: int) -> float:
+        """The p90 margin of ``horizon`` (keys may be text: saved parameters go through JSON)."""
+        margin = self.p90_margin or {}
+        return float(margin.get(horizon, margin.get(str(horizon), 0.0)))
 
     def predict(self, metrics: pd.DataFrame) -> pd.DataFrame:
         """Forecast frame for every origin with ``min_history`` steps behind it."""
@@ -351,43 +375,3 @@ class TabularForecaster(Forecaster):
         for name, values in self.predict_matrix(matrix).items():
             out[name] = values
         return out.sort_values(["entity_id", "ts"], kind="stable").reset_index(drop=True)
-
-    # ----------------------------------------------------------------- persistence
-    def _save(self, directory: Path) -> dict:
-        files = {}
-        for name, booster in self.boosters_.items():
-            files[name] = f"{name}{self.file_suffix}"
-            self._save_booster(booster, directory / files[name])
-        return {
-            "feature_spec": self.spec_.to_dict(),
-            "target_mode": self.target_mode,
-            "booster_files": files,
-            "booster_params": json.loads(json.dumps(self.params_, default=repr)),
-            "rounds": self.rounds_,
-            "full_history": int(self.full_history),
-            "quantiles": ["p50", "p90"] if self.quantile else ["p50"],
-            "fit_seconds": round(float(getattr(self, "fit_seconds_", 0.0)), 3),
-        }
-
-    @classmethod
-    def _load(cls, directory: Path, metadata: dict) -> TabularForecaster:
-        accepted = inspect.signature(cls).parameters
-        params = {k: v for k, v in metadata.get("params", {}).items() if k in accepted}
-        params["horizons"] = tuple(metadata["horizons"])
-        params["features"] = {k: v for k, v in metadata["feature_spec"].items() if k != "horizons"}
-        model = cls(**params)
-        model._set_spec(FeatureSpec.from_dict(metadata["feature_spec"]))
-        model.params_ = metadata.get("booster_params", {})
-        model.rounds_ = metadata.get("rounds", {})
-        model.fit_seconds_ = float(metadata.get("fit_seconds", 0.0))  # 0.0: saved before it was recorded
-        model.boosters_ = {}
-        for name, file in metadata["booster_files"].items():
-            path = directory / file
-            if not path.exists():
-                raise FileNotFoundError(f"{directory}: model file {file} named in metadata is missing")
-            model.boosters_[name] = model._load_booster(path)
-        return model
-
-
-def _nanoseconds(ts: pd.Series) -> np.ndarray:
-    return pd.to_datetime(ts, utc=True).dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").view("int64")

@@ -4,8 +4,14 @@ Every entity is laid out on its regular 5-minute grid (``features.regularize``) 
 entities are stacked into one ``[rows, channels]`` array. A window of ``w`` steps ending at
 row ``t`` is then rows ``t - w + 1 .. t``, so the set of all windows is a strided view of
 that array (``as_strided``) and a batch of windows is one indexing operation on it. Which
-windows may be used is decided by vectorised masks: the window must lie inside one entity,
-and for training it must have no missing slot and its targets must be present.
+windows may be used is decided by vectorised masks (``origins``, ``complete``, ``targets``),
+never by a Python loop per sample.
+
+Real traces have holes: a VM first seen an hour ago, a day missing from PlanetLab. A missing
+slot is filled with the last value before it and flagged 0 in the ``observed`` channel, and a
+window reaching back before its entity's first slot is zero there (``observed`` 0 too), so
+a model can forecast from any present slot and learn what the mask means, rather than
+forecasting only where a whole clean window exists.
 
 Values are scaled per entity (``EntityScaler``), fitted on the training window and stored
 with the model, so the same history always gives the same inputs.
@@ -18,7 +24,7 @@ in ``_torch`` import it, and serving a tabular champion never does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -48,7 +54,8 @@ INPUT_CHANNELS: tuple[str, ...] = (
     "day_cos",
     "week_sin",
     "week_cos",
-    "cpu_z_seasonal",  # cpu_z one day earlier, shifted forward by the longest horizon
+    "cpu_z_seasonal",  # cpu_z one day earlier, shifted forward by the longest horizon (0 where unobserved)
+    "seasonal_observed",  # 1 where that day-earlier slot was present: 0 says cpu_z_seasonal is no value
 )
 
 _GLOBAL = "__global__"
@@ -113,6 +120,7 @@ class Panel:
         observed: whether the slot was present in the input.
         position: steps since the entity's first slot.
         size: number of slots of the row's entity.
+        steps_back: ``position`` as a long tensor on the inputs' device (for ``windows``' padding).
     """
 
     frame: pd.DataFrame
@@ -122,6 +130,8 @@ class Panel:
     observed: np.ndarray
     position: np.ndarray
     size: np.ndarray
+    steps_back: torch.Tensor
+    _padded: dict[int, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -156,10 +166,29 @@ class Panel:
         return np.nan_to_num(y), ok
 
     def windows(self, rows: torch.Tensor, window: int) -> torch.Tensor:
-        """``[len(rows), window, channels]`` windows ending at ``rows`` (each at least ``window - 1``)."""
-        n, c = self.inputs.shape
-        view = self.inputs.as_strided((n - window + 1, window, c), (c, c, 1))
-        return view[rows - (window - 1)]
+        """``[len(rows), window, channels]`` windows ending at ``rows``, on the inputs' device.
+
+        Steps before the row's entity begins are all zero (``observed`` 0 among them), so a
+        window never shows another entity's data and a short history is a padded window.
+
+        The windows are a strided view of the inputs with ``window - 1`` zero rows on top (one
+        indexing operation per batch); only rows less than a window into their entity need the
+        mask. On a GPU it is applied to every batch, since asking whether a batch needs it would
+        make the host wait for the device; on the CPU the question is cheap and the multiply is
+        not, and it is rare (one window's worth of rows per entity).
+        """
+        padded = self._padded.get(window)
+        if padded is None:
+            n, c = self.inputs.shape
+            top = torch.zeros(window - 1, c, dtype=self.inputs.dtype, device=self.inputs.device)
+            padded = torch.cat([top, self.inputs]).as_strided((n, window, c), (c, c, 1))
+            self._padded = {window: padded}  # one window size at a time: each copy is the panel's size
+        x = padded[rows]
+        back = self.steps_back[rows]
+        if window > 1 and (x.is_cuda or bool((back < window - 1).any())):
+            steps = torch.arange(1 - window, 1, device=x.device)
+            x = x * (steps >= -back[:, None]).unsqueeze(-1).to(x.dtype)
+        return x
 
 
 def build_panel(
@@ -217,11 +246,13 @@ def build_panel(
     week = (((seconds // _SECONDS_PER_DAY) + _EPOCH_WEEKDAY) % 7 + day) / 7
 
     seasonal = np.zeros(len(grid))
+    seasonal_seen = np.zeros(len(grid), dtype=bool)
     back = seasonal_lag - lead
     if seasonal_lag > 0 and back > 0:
         source = np.arange(len(grid)) - back
         inside = position >= back
-        seasonal[inside] = channels["cpu_util"][source[inside]]
+        seasonal_seen[inside] = observed[source[inside]]
+        seasonal[seasonal_seen] = channels["cpu_util"][source[seasonal_seen]]
 
     series = {
         "cpu_z": channels["cpu_util"],
@@ -235,6 +266,7 @@ def build_panel(
         "week_sin": np.sin(2 * np.pi * week),
         "week_cos": np.cos(2 * np.pi * week),
         "cpu_z_seasonal": seasonal,
+        "seasonal_observed": seasonal_seen.astype(np.float64),
     }
     inputs = torch.from_numpy(np.stack([series[c] for c in INPUT_CHANNELS], axis=1).astype(np.float32))
     panel = Panel(
@@ -245,6 +277,7 @@ def build_panel(
         observed=observed,
         position=position,
         size=size,
+        steps_back=torch.as_tensor(position, dtype=torch.long, device=device),
     )
     return panel, scaler
 

@@ -12,11 +12,14 @@ above it is an OOM kill (a restart). So a memory request has two floors, and the
 The request is rounded up to ``DEFAULT_MEM_GRANULARITY`` (64 MiB, a common step for
 Kubernetes memory requests, and exact in binary floating point).
 
-The backtest's memory replay (``backtest``) counts an **OOM kill** at every scored step whose
-working set exceeds what the policy provisioned. Each kill costs one restart, and the request
-must then be raised: ``oom_floor`` gives the VPA recommender's rule (the larger of 1.2 x the
-request and the request + 100 MiB) but at least the working set that was killed; that floor
-holds for ``DEFAULT_OOM_HOLD`` (24 h, the VPA's memory half-life) on top of the policy's plan.
+The backtest's memory replay (``memory_replay``, played out by ``replay_rules.actuate`` under
+the same rules as every other change) counts an **OOM kill** at every scored step whose
+working set exceeds the request. Each kill costs one restart, and the request must then be
+raised: ``oom_floor`` gives the VPA recommender's rule (the larger of 1.2 x the request and the
+request + 100 MiB) but at least the working set that was killed; that floor holds for
+``DEFAULT_OOM_HOLD`` (24 h, the VPA's memory half-life) on top of the policy's proposal.
+``replay_oom`` is the same kill-and-raise rule with changes free and at every step: the replay
+as it was before changes were charged, kept as a reference.
 """
 
 from __future__ import annotations
@@ -116,7 +119,10 @@ def replay_oom(
     granularity: float = DEFAULT_MEM_GRANULARITY,
     hold_steps: int = DEFAULT_OOM_HOLD // STEP,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Replay OOM kills over the scored steps: the memory actually provisioned, and where kills happened.
+    """Replay OOM kills over the scored steps, changes free: the memory provisioned, and where kills happened.
+
+    The backtest charges changes (``replay_rules.actuate`` with ``oom=True``); this is the free
+    reference it replaced.
 
     At each step from ``start`` on, the provisioned memory is the policy's plan or, for
     ``hold_steps`` after a kill, the raised floor (``oom_floor``, rounded up to ``granularity``)

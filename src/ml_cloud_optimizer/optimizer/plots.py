@@ -21,6 +21,9 @@ _POLICY_COLOURS = {
     "reactive_hpa": "#1f77b4",
     "vpa": "#ff7f0e",
     "forecast": "#2ca02c",
+    "hybrid": "#d62728",
+    "forecast_1h": "#98df8a",
+    "hybrid_1h": "#ff9896",
     "forecast_persistence": "#9467bd",
 }
 _OTHER_COLOURS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22")
@@ -41,9 +44,11 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
 
 
 def backtest_summary_figure(summary: pd.DataFrame) -> Figure:
-    """Core-hours and share of time under-provisioned per policy, side by side."""
-    fig = Figure(figsize=(9, 3.6))
-    cost_ax, under_ax = fig.subplots(1, 2)
+    """Core-hours, share of time under-provisioned and (when the replay charged changes) churn per policy."""
+    churn = "changes_per_workload_day" in summary.columns
+    fig = Figure(figsize=(13.5 if churn else 9, 3.6))
+    axes = fig.subplots(1, 3 if churn else 2)
+    cost_ax, under_ax = axes[0], axes[1]
     policies = summary["policy"].tolist()
     colours = _colours(policies)
     cost_ax.bar(policies, summary["core_hours"], color=colours)
@@ -53,9 +58,13 @@ def backtest_summary_figure(summary: pd.DataFrame) -> Figure:
     cost_ax.legend(loc="upper right", fontsize=8)
     under_ax.bar(policies, 100 * summary["underprovisioned_share"], color=colours)
     under_ax.set_ylabel("% of entity-steps")
-    under_ax.set_title("under-provisioned (demand > capacity)")
-    for ax in (cost_ax, under_ax):
-        ax.tick_params(axis="x", labelrotation=20)
+    under_ax.set_title("under-provisioned (demand > serving)")
+    if churn:
+        axes[2].bar(policies, summary["changes_per_workload_day"], color=colours)
+        axes[2].set_ylabel("changes per workload-day")
+        axes[2].set_title("churn (each change charged)")
+    for ax in axes:
+        ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
     return fig
 

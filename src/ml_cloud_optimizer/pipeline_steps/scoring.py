@@ -1,10 +1,12 @@
-"""Score the forecasters trained by separate tasks on one hold-out, rank them, pick the champion.
+"""Score the forecasters trained by separate tasks, choose the champion on validation, report the hold-out.
 
 ``evaluation.evaluate_holdout`` fits its candidates itself; in the pipeline they arrive fitted
-from the training tasks. ``PrefittedForecaster`` lets evaluation "fit" them without change, so
-the scoring, the common-rows rule, the baselines and the leaderboard are exactly those of
-``mlco train``. The peak classifier is scored on the same hold-out against the rule an operator
-would write (current load above the entity's threshold).
+from the training tasks. ``PrefittedForecaster`` lets evaluation "fit" them without change and
+hands it the validation forecasts each training task made from a fit before that window
+(``pipeline_steps.training``), so the choice on validation, the blend, the p90 margins, the
+common-rows rule, the baselines and the leaderboard are exactly those of ``mlco train``. The
+peak classifier is scored on the same hold-out against the rule an operator would write
+(current load above the entity's threshold).
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_s
 
 from ml_cloud_optimizer.data.schema import Fleet
 from ml_cloud_optimizer.evaluation import evaluate_holdout, leaderboard, to_markdown, write_leaderboard
+from ml_cloud_optimizer.evaluation.calibration import unwrap
 from ml_cloud_optimizer.evaluation.plots import plot_error_by_horizon, plot_forecasts
 from ml_cloud_optimizer.features import peak_labels
 from ml_cloud_optimizer.features.targets import TARGET
 from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
 from ml_cloud_optimizer.models.base import Forecaster
 from ml_cloud_optimizer.models.peak import BasePeakModel
-from ml_cloud_optimizer.pipeline_steps.training import FIT_INFO
+from ml_cloud_optimizer.pipeline_steps.training import FIT_INFO, load_validation
 
 __all__ = [
     "PEAK_CLASSES",
@@ -46,10 +49,19 @@ _log = logging.getLogger(__name__)
 
 
 class PrefittedForecaster(Forecaster):
-    """A fitted forecaster that evaluation may clone and "fit" again: both leave it as it is."""
+    """A fitted forecaster that evaluation may clone and "fit" again: both leave it as it is.
 
-    def __init__(self, model: Forecaster | None = None):
+    Args:
+        model: the fitted forecaster.
+        validation_forecasts: its forecasts of the validation window from a fit before it, or
+            None; without them evaluation leaves it out of the validation window (``prefitted``).
+    """
+
+    prefitted = True
+
+    def __init__(self, model: Forecaster | None = None, validation_forecasts: pd.DataFrame | None = None):
         self.model = model
+        self.validation_forecasts = validation_forecasts
 
     def __sklearn_clone__(self) -> PrefittedForecaster:
         return self
@@ -114,7 +126,7 @@ def score_candidates(
     champion_dir: str,
     report_dir: str,
 ) -> ScoringResult:
-    """Score every saved forecaster (and the baselines) after ``cutoff``; write the champion to ``champion_dir``.
+    """Choose among the saved forecasters (and the baselines) on validation; score after ``cutoff``; save the champion.
 
     Args:
         candidate_dirs: model directories written by the training tasks.
@@ -135,7 +147,7 @@ def score_candidates(
     for directory in candidate_dirs:
         model = Forecaster.load(directory)
         name = model.kind if model.kind not in models else f"{model.kind}_{len(models)}"
-        models[name], dirs[name] = PrefittedForecaster(model), directory
+        models[name], dirs[name] = PrefittedForecaster(model, load_validation(directory)), directory
         info = Path(directory) / FIT_INFO
         fit_seconds[name] = json.loads(info.read_text())["fit_seconds"] if info.exists() else float("nan")
 
@@ -149,10 +161,13 @@ def score_candidates(
     champion = str(board.loc[board["champion"], "model"].iloc[0])
     headline = f"mae_h{HEADLINE_HORIZON}"
     champion_mae = float(board.loc[board["champion"], headline].iloc[0])
+    chosen = unwrap(evaluation.models[champion])
     if champion in dirs:
         shutil.copytree(dirs[champion], champion_dir, dirs_exist_ok=True)
-    else:  # a baseline won: save the one evaluation fitted
-        evaluation.models[champion].save(champion_dir)
+        if getattr(chosen, "p90_margin", None):  # fitted on validation: the saved copy lacks it
+            chosen.save(champion_dir)
+    else:  # a baseline or the blend won: save the one evaluation built
+        chosen.save(champion_dir)
 
     write_leaderboard(board, report_dir)
     plots = Path(report_dir) / PLOTS_DIR
@@ -167,6 +182,7 @@ def score_candidates(
         metrics[f"{row['model']}_vs_persistence_h{HEADLINE_HORIZON}"] = float(
             row[f"vs_persistence_h{HEADLINE_HORIZON}"]
         )
+        metrics[f"{row['model']}_val_{headline}"] = float(row.get(f"val_{headline}", np.nan))
     metrics[f"champion_{headline}"] = champion_mae
     metrics = {k: v for k, v in metrics.items() if np.isfinite(v)}  # KFP metrics are JSON numbers
     result = ScoringResult(board, to_markdown(board), champion, evaluation.models[champion].kind, champion_mae, metrics)
@@ -191,6 +207,7 @@ def compare_on_holdout(
         holdout=holdout_fraction,
         horizons=tuple(int(h) for h in horizons),
         progress=_log.debug,
+        validation=0,  # two given models compared, nothing chosen: the hold-out alone
     )
     scores = evaluation.scores.loc[evaluation.scores["horizon"] == HEADLINE_HORIZON].set_index("model")["mae"]
     return float(scores["candidate"]), float(scores["deployed"])

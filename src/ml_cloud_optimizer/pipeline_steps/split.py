@@ -13,7 +13,7 @@ import logging
 import pandas as pd
 
 from ml_cloud_optimizer.data.schema import Fleet
-from ml_cloud_optimizer.evaluation import holdout_cutoff
+from ml_cloud_optimizer.evaluation import check_evaluable, holdout_cutoff
 
 __all__ = ["split_by_time", "training_part"]
 
@@ -24,7 +24,10 @@ def split_by_time(fleet: Fleet, holdout_fraction: float) -> tuple[Fleet, str]:
     """The training part of ``fleet`` and the cut-off (ISO 8601) where the hold-out starts.
 
     The cut-off sits ``holdout_fraction`` of the time span before the end, on the 5-minute grid.
+    Data that cannot be evaluated so (``evaluation.check_evaluable``) fails here, in one line,
+    before any training task starts.
     """
+    check_evaluable(fleet.metrics, holdout_fraction)
     cutoff = holdout_cutoff(fleet.metrics, holdout_fraction)
     train = training_part(fleet, cutoff.isoformat())
     _log.info(

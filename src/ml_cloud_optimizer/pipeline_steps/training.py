@@ -1,4 +1,12 @@
-"""Fit one forecaster of a given kind on the training window, with the run's budget, and save it."""
+"""Fit one forecaster of a given kind on the training window, with the run's budget, and save it.
+
+The evaluate task chooses the champion on a validation window at the end of the training
+window (``evaluation.holdout``), but receives the models fitted on all of it, which have seen
+that window. So each training task first fits a copy on the rows before the window and
+forecasts the window with it; those forecasts travel beside the model (``VALIDATION_FILE``),
+and the evaluate task judges every candidate on them. Then the model is fitted on the whole
+training window, as before.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +15,27 @@ import logging
 import os
 from pathlib import Path
 
-from ml_cloud_optimizer.data.schema import Fleet
+import pandas as pd
+from sklearn.base import clone
+
+from ml_cloud_optimizer.data.schema import STEP, Fleet
+from ml_cloud_optimizer.evaluation.backtest import VALIDATION, holdout_cutoff
 from ml_cloud_optimizer.horizons import check_horizons
 from ml_cloud_optimizer.logs import quiet_optuna
 from ml_cloud_optimizer.models.base import Forecaster
 from ml_cloud_optimizer.models.registry import build_forecaster, forecaster_entry, kinds
 
-__all__ = ["FIT_INFO", "SEQUENCE_KINDS", "TABULAR_KINDS", "THREADS_ENV", "save_model", "train_forecaster"]
+__all__ = [
+    "FIT_INFO",
+    "SEQUENCE_KINDS",
+    "TABULAR_KINDS",
+    "THREADS_ENV",
+    "VALIDATION_FILE",
+    "load_validation",
+    "save_model",
+    "train_forecaster",
+    "validation_forecasts",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -21,15 +43,24 @@ _log = logging.getLogger(__name__)
 THREADS_ENV = "MLCO_THREADS"
 # Written beside the model's own files: what evaluation's tie rule (the faster fit) needs to know.
 FIT_INFO = "fit.json"
+# Written beside the model's own files: its forecasts of the validation window, from a fit before it.
+VALIDATION_FILE = "validation.parquet"
 
 TABULAR_KINDS = kinds("tabular")
 SEQUENCE_KINDS = kinds("sequence")
 
 
 def train_forecaster(
-    kind: str, train: Fleet, *, horizons, trials: int = 0, epochs: int | None = None, seed: int = 0
+    kind: str,
+    train: Fleet,
+    *,
+    horizons,
+    trials: int = 0,
+    epochs: int | None = None,
+    seed: int = 0,
+    validation: float = VALIDATION,
 ) -> Forecaster:
-    """Fit the forecaster ``kind`` on ``train``.
+    """Fit the forecaster ``kind`` on ``train``, after forecasting its validation window from a fit before it.
 
     The horizons are checked first, so a run set up without the headline horizon (in the
     KFP UI, say) fails at its first training task instead of after every model has trained.
@@ -41,6 +72,11 @@ def train_forecaster(
         trials: Optuna trials for a tabular model (0: library defaults).
         epochs: most epochs for a sequence model (None: its default).
         seed: the model's seed.
+        validation: the validation share of ``train``'s span (0: no validation forecasts).
+
+    Returns:
+        The fitted model; ``validation_forecasts_`` holds its validation forecasts (or None),
+        which ``save_model`` writes.
     """
     forecaster_entry(kind)
     horizons = check_horizons(horizons)
@@ -48,6 +84,7 @@ def train_forecaster(
     model = build_forecaster(kind, horizons=horizons, trials=trials, epochs=epochs, seed=seed, threads=threads or None)
     if trials:
         quiet_optuna()
+    model.validation_forecasts_ = validation_forecasts(model, train.metrics, validation) if validation else None
     model.fit(train.metrics, train.entities)  # sets fit_seconds_
     _log.info("trained %s on %s rows in %.1f s", kind, f"{len(train.metrics):,}", model.fit_seconds_)
     return model
@@ -56,6 +93,9 @@ def train_forecaster(
 def save_model(model: Forecaster, directory: str | Path) -> dict:
     """Save ``model`` (its own format plus metadata.json) and return what the artifact's metadata shows."""
     model.save(directory)
+    forecasts = getattr(model, "validation_forecasts_", None)
+    if forecasts is not None:
+        forecasts.to_parquet(Path(directory) / VALIDATION_FILE, index=False)
     summary = {
         "kind": model.kind,
         "horizons": [int(h) for h in model.horizons],
@@ -64,3 +104,23 @@ def save_model(model: Forecaster, directory: str | Path) -> dict:
     }
     (Path(directory) / FIT_INFO).write_text(json.dumps(summary))
     return summary
+
+
+def validation_forecasts(template: Forecaster, metrics: pd.DataFrame, validation: float = VALIDATION) -> pd.DataFrame:
+    """Forecasts of every origin in the last ``validation`` share of ``metrics``' span, by a clone fitted before it.
+
+    The cut-off is ``evaluation``'s (``holdout_cutoff`` of the training rows), so the evaluate
+    task, which computes it from the same rows, scores exactly this window.
+    """
+    cutoff = holdout_cutoff(metrics, validation)
+    early = clone(template).fit(metrics.loc[metrics["ts"] < cutoff])
+    lookback = int(getattr(early, "full_history", early.min_history)) + max(early.horizons) + 1
+    frame = early.predict(metrics.loc[metrics["ts"] >= cutoff - lookback * STEP])
+    _log.info("forecast the validation window from %s with a fit before it", f"{cutoff:%Y-%m-%d %H:%M}")
+    return frame.loc[frame["ts"] >= cutoff].reset_index(drop=True)
+
+
+def load_validation(directory: str | Path) -> pd.DataFrame | None:
+    """The validation forecasts saved beside a model, or None (a model saved without them)."""
+    path = Path(directory) / VALIDATION_FILE
+    return pd.read_parquet(path) if path.exists() else None

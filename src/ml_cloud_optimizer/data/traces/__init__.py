@@ -53,7 +53,9 @@ def detect_format(path: str | Path) -> str:
     """Tell a trace's format from its file names or first line; one of ``FORMATS``.
 
     File names are trusted before content: the published traces keep their names, and a
-    headerless first line is a weaker hint than ``vm_cpu_readings-file-1-of-195.csv``.
+    headerless first line is a weaker hint than ``vm_cpu_readings-file-1-of-195.csv``. A
+    directory with one data CSV (beside an ``entities.csv`` catalogue, as the shared traces
+    come) is that file's format, whatever the format.
     """
     if prometheus.is_url(path):
         return "prometheus"
@@ -67,7 +69,7 @@ def detect_format(path: str | Path) -> str:
     csvs = data_csvs(path)
     if csvs:
         fmt = _detect_file(csvs[0])
-        if _READERS[fmt].READS_CSV_DIRECTORY:
+        if _READERS[fmt].READS_CSV_DIRECTORY or len(csvs) == 1:
             return fmt
     raise DataValidationError(f"{path}: no trace files of a known format in this directory; pass a format")
 
@@ -98,6 +100,7 @@ def read_trace(path: str | Path, fmt: str | None = None, **options) -> Fleet:
     module = _READERS.get(fmt)
     if module is None:
         raise DataValidationError(f"unknown trace format {fmt!r}; known: {', '.join(FORMATS)}")
+    path = _single_file(path, module)
     accepted = [p for p in inspect.signature(module.read).parameters if p != "path"]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -105,6 +108,15 @@ def read_trace(path: str | Path, fmt: str | None = None, **options) -> Fleet:
             f"format {fmt!r} takes no option {', '.join(unknown)}; it takes {', '.join(accepted)}"
         )
     return module.read(path, **options)
+
+
+def _single_file(path, module: ModuleType):
+    """A directory holding one data CSV (and perhaps ``entities.csv``) is that file, for a one-file format."""
+    if isinstance(path, Path) and path.is_dir() and not module.READS_CSV_DIRECTORY and not module.FILE_PREFIX:
+        csvs = data_csvs(path)
+        if len(csvs) == 1:
+            return csvs[0]
+    return path
 
 
 def _detect_file(path: Path) -> str:

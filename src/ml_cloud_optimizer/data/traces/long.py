@@ -3,7 +3,12 @@
 Traces we have no reader for (PlanetLab, Google, a team's own monitoring export) are usually
 a flat table away from this, so mapping columns is cheaper than a new module. ``columns``
 maps canonical names to the file's (``{"ts": "time", "entity_id": "host", "cpu_util":
-"cpu"}``); unmapped canonical names are looked up as they are.
+"cpu"}``); unmapped canonical names are looked up as they are. Without a mapping, a column the
+file names the common way stands in for a canonical name it lacks (``ALIASES``: ``timestamp``
+or ``time`` for ``ts``, ``vm_id``, ``host`` or ``machine_id`` for ``entity_id``, ``cpu`` for
+``cpu_util``...), when exactly one such column is there: that is how the shared PlanetLab trace
+(``timestamp,entity_id,cpu_util``, unix seconds, integer percent) reads without flags. A
+mapping, once given, is followed to the letter.
 
 Nothing in such a file says its units, so none is guessed where two readings fit:
 
@@ -39,7 +44,15 @@ from ml_cloud_optimizer.data.traces._stream import (
     with_percent,
 )
 
-__all__ = ["read", "sniff", "util_unit"]
+__all__ = ["ALIASES", "read", "sniff", "util_unit"]
+
+# Other names a header gives the canonical columns, asked only when no mapping is given.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "ts": ("timestamp", "time", "datetime"),
+    "entity_id": ("vm_id", "vm", "host", "machine_id", "instance"),
+    "cpu_util": ("cpu", "cpu_usage", "cpu_percent"),
+    "mem_util": ("mem", "memory", "mem_usage", "mem_percent"),
+}
 
 FILE_PREFIX = None
 READS_CSV_DIRECTORY = False  # one file: its header is the schema
@@ -75,6 +88,8 @@ def read(
             f"columns: unknown canonical name {', '.join(unknown)}; known: {', '.join(canonical)}"
         )
     header = [c.strip() for c in first_line(path).split(delimiter)]
+    if columns is None:
+        mapping = _aliased(header)
     for name, source in mapping.items():
         if source not in header:
             raise DataValidationError(
@@ -100,6 +115,16 @@ def read(
     ids = slots["entity_id"].unique()
     entities = entity_frame(ids, "vm", service=service, region=region, vcpus=vcpus, mem_gib=mem_gib)
     return to_fleet(slots, entities, f"long:{path}")
+
+
+def _aliased(header: list[str]) -> dict[str, str]:
+    """Canonical names the header lacks but names one way of ``ALIASES`` (exactly one of them)."""
+    found = {}
+    for name, aliases in ALIASES.items():
+        present = [a for a in aliases if a in header]
+        if name not in header and len(present) == 1:
+            found[name] = present[0]
+    return found
 
 
 def util_unit(slots: pd.DataFrame, cpu_unit: str | None, path: Path) -> str:
