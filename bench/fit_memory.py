@@ -36,6 +36,7 @@ PACKAGE = f"{os.sep}ml_cloud_optimizer{os.sep}"
 PHASES = {  # function name -> phase, the outermost one on the stack wins
     "read_fleet": "read the artifact",
     "build_features": "build_features",
+    "build_feature_rows": "build_features",
     "make_targets": "make_targets",
     "_design": "design matrix (float32)",
     "_anchor": "design matrix (float32)",

@@ -21,9 +21,11 @@ from ml_cloud_optimizer.features.calendar import CALENDAR_COLUMNS, calendar_feat
 from ml_cloud_optimizer.features.grid import to_grid
 from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS
 
-__all__ = ["FeatureSpec", "build_features", "from_hourly"]
+__all__ = ["FeatureSpec", "build_feature_rows", "build_features", "from_hourly"]
 
 _EPS = 1e-3
+# Input rows per block of ``build_feature_rows`` (whole entities, so a block may hold more).
+BLOCK_ROWS = 100_000
 
 
 @dataclass
@@ -139,11 +141,19 @@ def _as_tuple(value) -> tuple:
     return value if isinstance(value, tuple) else (value,)
 
 
-def build_features(metrics: pd.DataFrame, spec: FeatureSpec | None = None) -> pd.DataFrame:
+def build_features(metrics: pd.DataFrame, spec: FeatureSpec | None = None, rows=None) -> pd.DataFrame:
     """Feature rows for ``metrics``: one per input row, same index, ``entity_id``, ``ts`` then ``spec.columns``.
 
     ``metrics`` is the canonical long frame (missing metric columns count as NaN) or the
-    warehouse's hourly view (see ``from_hourly``; use a spec with ``step="1h"``).
+    warehouse's hourly view (see ``from_hourly``; use a spec with ``step="1h"``). ``rows``
+    (positions, as ``iloc`` takes them) returns those input rows only, in that order: the
+    windows still read every row, but only the rows kept are held, which is what a fit that
+    trains on a sample of the rows needs (``build_feature_rows``).
+
+    Each column is written once, as it is computed, into one float64 matrix of the returned
+    rows, which the frame wraps without copying: the matrix is the one copy of the features
+    in memory (a frame assembled from a dict of columns, reordered and then cut to the
+    observed rows held up to four).
     """
     spec = spec or FeatureSpec()
     if "ts" not in metrics.columns and "hour" in metrics.columns:
@@ -155,6 +165,20 @@ def build_features(metrics: pd.DataFrame, spec: FeatureSpec | None = None) -> pd
     grid = to_grid(frame, pd.Timedelta(spec.step))
     g = grid.frame
     n = len(g)
+    observed = np.flatnonzero(grid.row >= 0)
+    order = np.empty(len(observed), dtype=np.int64)  # the grid row of each input row
+    order[grid.row[observed]] = observed
+    index = metrics.index
+    if rows is not None:
+        order, index = order[rows], index[rows]
+    names = spec.columns
+    slots: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        slots.setdefault(name, []).append(i)
+    block = np.empty((len(names), len(order)))
+
+    def put(name: str, values: np.ndarray) -> None:
+        block[slots.pop(name)] = values[order]
 
     def column(name: str) -> np.ndarray:
         if name not in g.columns:
@@ -165,55 +189,91 @@ def build_features(metrics: pd.DataFrame, spec: FeatureSpec | None = None) -> pd
     y_series = pd.Series(y)
     groups = grid.group(y_series)
     t = spec.target
-    out: dict[str, np.ndarray] = {}
     if spec.calendar:
         cal = calendar_features(g["ts"], spec.timezone)
         for c in CALENDAR_COLUMNS:
-            out[c] = cal[c].to_numpy()
-    out[t] = y
+            put(c, cal[c].to_numpy())
+        del cal
+    put(t, y)
     for c in spec.inputs:
-        out[c] = column(c)
+        put(c, column(c))
     for k in spec.lags:
-        out[f"{t}_lag_{k}"] = grid.shift(y, k)
+        put(f"{t}_lag_{k}", grid.shift(y, k))
     for period in spec.seasonal_lags:
         p = spec.steps(period)
         back = grid.shift(y, p)
-        out[f"{t}_lag_{period}"] = back
+        put(f"{t}_lag_{period}", back)
         for h in spec.horizons:
             ahead = grid.shift(y, p - h) if p > h else np.full(n, np.nan)
-            out[f"{t}_lag_{period}_h{h}"] = ahead
-            out[f"{t}_seasonal_delta_{period}_h{h}"] = ahead - back
+            put(f"{t}_lag_{period}_h{h}", ahead)
+            put(f"{t}_seasonal_delta_{period}_h{h}", ahead - back)
     for w in spec.windows:
         roll = groups.rolling(spec.steps(w), min_periods=1)
         mean = roll.mean().to_numpy()
-        out[f"{t}_mean_{w}"] = mean
-        out[f"{t}_std_{w}"] = roll.std().to_numpy()
-        out[f"{t}_min_{w}"] = roll.min().to_numpy()
-        out[f"{t}_max_{w}"] = roll.max().to_numpy()
-        out[f"{t}_dist_{w}"] = y - mean
+        put(f"{t}_mean_{w}", mean)
+        put(f"{t}_std_{w}", roll.std().to_numpy())
+        put(f"{t}_min_{w}", roll.min().to_numpy())
+        put(f"{t}_max_{w}", roll.max().to_numpy())
+        put(f"{t}_dist_{w}", y - mean)
         for c in spec.rolling_inputs:
             values = pd.Series(column(c))
-            out[f"{c}_mean_{w}"] = grid.group(values).rolling(spec.steps(w), min_periods=1).mean().to_numpy()
+            put(f"{c}_mean_{w}", grid.group(values).rolling(spec.steps(w), min_periods=1).mean().to_numpy())
     for w in spec.median_windows:
         median = groups.rolling(spec.steps(w), min_periods=1).median().to_numpy()
-        out[f"{t}_median_{w}"] = median
-        out[f"{t}_dist_median_{w}"] = y - median
+        put(f"{t}_median_{w}", median)
+        put(f"{t}_dist_median_{w}", y - median)
     for hl in spec.ewm_halflives:
-        out[f"{t}_ewm_{hl}"] = groups.ewm(halflife=spec.steps(hl), ignore_na=True).mean().to_numpy()
+        put(f"{t}_ewm_{hl}", groups.ewm(halflife=spec.steps(hl), ignore_na=True).mean().to_numpy())
     if spec.derived:
         scale_roll = groups.rolling(spec.steps(spec.scale_window), min_periods=2)
         scale = scale_roll.std().to_numpy()
-        out[f"{t}_scale"] = scale
-        out[f"{t}_z"] = (y - scale_roll.mean().to_numpy()) / (scale + _EPS)
-        out[f"{t}_delta_1"] = y - grid.shift(y, 1)
-        out[f"{t}_delta_12"] = y - grid.shift(y, 12)
-        out["cpu_mem_ratio"] = column("cpu_util") / (column("mem_util") + _EPS)
-        out["net_in_out_ratio"] = column("net_in_kbps") / (column("net_out_kbps") + 1.0)
+        put(f"{t}_scale", scale)
+        put(f"{t}_z", (y - scale_roll.mean().to_numpy()) / (scale + _EPS))
+        put(f"{t}_delta_1", y - grid.shift(y, 1))
+        put(f"{t}_delta_12", y - grid.shift(y, 12))
+        put("cpu_mem_ratio", column("cpu_util") / (column("mem_util") + _EPS))
+        put("net_in_out_ratio", column("net_in_kbps") / (column("net_out_kbps") + 1.0))
+    if slots:
+        raise AssertionError(f"build_features: no values for {', '.join(slots)}")
+    features = pd.DataFrame(block.T, index=index, columns=names, copy=False)
+    features.insert(0, "ts", g["ts"].array[order])
+    features.insert(0, "entity_id", g["entity_id"].array[order])
+    return features
 
-    features = pd.DataFrame(out, index=g.index)[spec.columns]
-    features.insert(0, "ts", g["ts"])
-    features.insert(0, "entity_id", g["entity_id"])
-    return grid.observed_rows(features, metrics.index)
+
+def build_feature_rows(metrics: pd.DataFrame, spec: FeatureSpec, rows, block_rows: int | None = None) -> pd.DataFrame:
+    """``build_features(metrics, spec).iloc[rows]`` for ascending, distinct ``rows``, built by blocks of whole entities.
+
+    Every feature of a row reads its own entity's rows only, so a block of entities gives its
+    rows the very numbers the whole frame gives them, while only one block's grid and windows
+    (about ``block_rows`` input rows, default ``BLOCK_ROWS``) and the rows kept are in memory:
+    a fit that keeps a bounded sample of rows needs memory bounded by the block, whatever the
+    fleet's size.
+    """
+    block_rows = block_rows or BLOCK_ROWS
+    rows = np.asarray(rows, dtype=np.int64)
+    codes = pd.factorize(metrics["entity_id"], use_na_sentinel=False)[0]
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=1))])
+    if bounds[-1] <= block_rows:
+        return build_features(metrics, spec, rows=rows)
+    by_entity = np.argsort(codes, kind="stable")
+    keep = np.zeros(len(metrics), dtype=bool)
+    keep[rows] = True
+    parts, positions = [], []
+    lo, last = 0, len(bounds) - 1
+    while lo < last:
+        hi = min(max(int(np.searchsorted(bounds, bounds[lo] + block_rows)), lo + 1), last)
+        block = np.sort(by_entity[bounds[lo] : bounds[hi]])
+        mine = np.flatnonzero(keep[block])
+        if len(mine):
+            parts.append(build_features(metrics.iloc[block], spec, rows=mine))
+            positions.append(block[mine])
+        lo = hi
+    if not parts:
+        return build_features(metrics, spec, rows=rows)
+    features = pd.concat(parts) if len(parts) > 1 else parts[0]
+    at = np.concatenate(positions)
+    return features.iloc[np.argsort(at, kind="stable")]
 
 
 # The warehouse's metrics_hourly columns (``warehouse.HOURLY_COLUMNS``) mapped to canonical ones.

@@ -31,11 +31,17 @@ import pandas as pd
 
 from ml_cloud_optimizer.data.schema import STEP
 from ml_cloud_optimizer.features.sets import FEATURE_SETS, spec_for
-from ml_cloud_optimizer.features.tabular import FeatureSpec, build_features
-from ml_cloud_optimizer.features.targets import make_targets, target_column
+from ml_cloud_optimizer.features.tabular import FeatureSpec, build_feature_rows, build_features
 from ml_cloud_optimizer.horizons import DEFAULT_HORIZONS, HEADLINE_HORIZON
 from ml_cloud_optimizer.models.base import Forecaster, clip_forecast, forecast_column
-from ml_cloud_optimizer.models.tabular_choice import AUTO, TARGET_MODES, choose_config, nanoseconds, validation_split
+from ml_cloud_optimizer.models.tabular_choice import (
+    AUTO,
+    TARGET_MODES,
+    choose_config,
+    nanoseconds,
+    training_rows,
+    validation_split,
+)
 from ml_cloud_optimizer.models.tabular_files import TabularFiles
 
 __all__ = ["TARGET_MODES", "TabularForecaster"]
@@ -180,6 +186,7 @@ class TabularForecaster(TabularFiles, Forecaster):
             raise ValueError(f"validation_fraction {self.validation_fraction}: expected a value in (0, 0.5)")
 
     def _design(self, features: pd.DataFrame) -> np.ndarray:
+        """The float32 matrix of ``features``, which ``fit`` gives the training rows only (``training_rows``)."""
         return features[self.feature_spec.columns].to_numpy(dtype="float32", na_value=np.nan)
 
     def _anchor(self, features: pd.DataFrame) -> np.ndarray:
@@ -198,10 +205,15 @@ class TabularForecaster(TabularFiles, Forecaster):
 
     # ----------------------------------------------------------------- fitting
     def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> TabularForecaster:
-        """Fit a p50 (and p90) booster per horizon on every origin of ``metrics`` with a known future."""
+        """Fit a p50 (and p90) booster per horizon on every origin of ``metrics`` with a known future.
+
+        The rows are chosen first (``training_rows``) and features built for them alone, a
+        block of entities at a time, so the fit's memory follows ``max_train_rows``, not the fleet.
+        """
         started = time.perf_counter()
         self._check()
-        choice = choose_config(self, metrics)
+        picked = training_rows(self, metrics, self._spec_from_params())
+        choice = choose_config(self, metrics, picked)
         self.target_mode_, self.feature_set_ = choice.target_mode, choice.feature_set
         self.config_scores_ = choice.scores
         if choice.scores:
@@ -210,25 +222,23 @@ class TabularForecaster(TabularFiles, Forecaster):
         self._set_spec(spec_for(self.feature_set_, self._spec_from_params()))
         features = choice.features
         if features is None or choice.spec != self.spec_:
-            features = build_features(metrics, self.spec_)
-        targets = make_targets(metrics, self.horizons)
+            features = build_feature_rows(metrics, self.spec_, picked.positions)
         X = self._design(features)
         anchor = self._anchor(features)
         ts = features["ts"]
+        del features, choice
         params = self.base_params()
         if self.n_trials or self.timeout:
             from ml_cloud_optimizer.models.tuning import tune_tabular
 
             h = HEADLINE_HORIZON if HEADLINE_HORIZON in self.horizons else max(self.horizons)
-            y = targets[target_column(h)].to_numpy(dtype="float64", na_value=np.nan)
-            rows = self._training_rows(y, anchor, ts)
+            rows, y = picked.rows[h], picked.y[h]
             self.study_ = tune_tabular(self, X[rows], y[rows], anchor[rows], ts.iloc[rows], h)
             params = {**params, **self.study_.best_params}
         self.params_ = params
         self.boosters_, self.rounds_ = {}, {}
         for h in self.horizons:
-            y = targets[target_column(h)].to_numpy(dtype="float64", na_value=np.nan)
-            rows = self._training_rows(y, anchor, ts)
+            rows, y = picked.rows[h], picked.y[h]
             if len(rows) < 100:
                 raise ValueError(f"{self.kind}: only {len(rows)} training rows with a known value {h} steps ahead")
             losses = ("p50", "p90") if self.quantile else ("p50",)

@@ -27,12 +27,22 @@ import pandas as pd
 
 from ml_cloud_optimizer.data.schema import STEP
 from ml_cloud_optimizer.features.sets import FEATURE_SETS, spec_for
-from ml_cloud_optimizer.features.tabular import build_features
+from ml_cloud_optimizer.features.tabular import FeatureSpec, build_feature_rows
 from ml_cloud_optimizer.features.targets import make_targets, target_column
 from ml_cloud_optimizer.horizons import HEADLINE_HORIZON
 from ml_cloud_optimizer.models.base import clip_forecast
 
-__all__ = ["AUTO", "TARGET_MODES", "Choice", "choose_config", "nanoseconds", "options", "validation_split"]
+__all__ = [
+    "AUTO",
+    "TARGET_MODES",
+    "Choice",
+    "TrainingRows",
+    "choose_config",
+    "nanoseconds",
+    "options",
+    "training_rows",
+    "validation_split",
+]
 
 AUTO = "auto"
 TARGET_MODES = ("delta", "level")
@@ -45,8 +55,9 @@ _MIN_FIT, _MIN_VALID = 50, 20
 class Choice:
     """The configuration kept and the validation MAE of every one tried (empty when nothing was tried).
 
-    ``features`` are the feature rows built for the choice under ``spec``, which ``fit`` reuses
-    when the choice falls on that spec (None when nothing was built).
+    ``features`` are the feature rows built for the choice under ``spec`` (the rows of the
+    ``TrainingRows`` given, in their order), which ``fit`` reuses when the choice falls on that
+    spec (None when nothing was built).
     """
 
     target_mode: str
@@ -54,6 +65,45 @@ class Choice:
     scores: dict[str, float] = field(default_factory=dict)
     features: pd.DataFrame | None = field(default=None, repr=False)
     spec: object = field(default=None, repr=False)
+
+
+@dataclass
+class TrainingRows:
+    """The rows a fit trains on, chosen from the targets and the current value before any feature is built.
+
+    Choosing them first lets the features be built for these rows alone (``build_feature_rows``):
+    at most ``max_train_rows`` per horizon, whatever the fleet's size.
+
+    Attributes:
+        positions: ascending positions in ``metrics`` of the rows some horizon trains on.
+        rows: per horizon, the rows ``TabularForecaster._training_rows`` chooses on the whole
+            frame, as positions into ``positions``.
+        y: per horizon, the target at ``positions`` (float64).
+    """
+
+    positions: np.ndarray
+    rows: dict[int, np.ndarray]
+    y: dict[int, np.ndarray]
+
+
+def training_rows(model, metrics: pd.DataFrame, spec: FeatureSpec) -> TrainingRows:
+    """The ``TrainingRows`` of ``model``'s horizons on ``metrics``, built with ``spec``'s target and grid step.
+
+    The current value and the time are read from ``metrics`` as ``build_features`` writes them
+    (the target as float64, the time snapped to the grid), so the rows are the ones a fit on
+    the whole feature frame chooses.
+    """
+    if spec.target not in metrics.columns:
+        raise ValueError(f"build_features: metrics have no {spec.target!r} column")
+    targets = make_targets(metrics, tuple(model.horizons))
+    anchor = metrics[spec.target].to_numpy(dtype="float64", na_value=np.nan)
+    ts = pd.to_datetime(metrics["ts"], utc=True).dt.floor(pd.Timedelta(spec.step))
+    ys = {int(h): targets[target_column(h)].to_numpy(dtype="float64", na_value=np.nan) for h in model.horizons}
+    del targets
+    chosen = {h: model._training_rows(y, anchor, ts) for h, y in ys.items()}
+    positions = np.unique(np.concatenate([np.empty(0, dtype=np.int64), *chosen.values()]))
+    rows = {h: np.searchsorted(positions, r) for h, r in chosen.items()}
+    return TrainingRows(positions, rows, {h: y[positions] for h, y in ys.items()})
 
 
 def nanoseconds(ts: pd.Series) -> np.ndarray:
@@ -83,13 +133,14 @@ def options(target_mode: str, feature_set: str) -> list[tuple[str, str]]:
     return [(m, s) for s in sets for m in modes]
 
 
-def choose_config(model, metrics: pd.DataFrame) -> Choice:
+def choose_config(model, metrics: pd.DataFrame, picked: TrainingRows | None = None) -> Choice:
     """The (target mode, feature set) of ``model`` (a ``TabularForecaster``) that forecasts ``metrics`` best.
 
     Each allowed pair trains one p50 booster at the headline horizon with the model's
     parameters, early-stopped on the validation window, and is scored there by the MAE of
     the level (after ``clip_forecast``). With one pair allowed, or too few rows on either side
-    of the cut-off, the first allowed pair is returned untried.
+    of the cut-off, the first allowed pair is returned untried. ``picked`` are the fit's rows
+    (``training_rows``; chosen here when not given): the features are built for them alone.
     """
     pairs = options(model.target_mode, model.feature_set)
     if len(pairs) == 1:
@@ -97,20 +148,20 @@ def choose_config(model, metrics: pd.DataFrame) -> Choice:
     base = model._spec_from_params()
     sets = {s for _, s in pairs}
     spec = spec_for("rich" if "rich" in sets else "lags", base)
-    features = build_features(metrics, spec)
     h = HEADLINE_HORIZON if HEADLINE_HORIZON in model.horizons else max(model.horizons)
-    y = make_targets(metrics, (h,))[target_column(h)].to_numpy(dtype="float64", na_value=np.nan)
-    anchor = features[spec.target].to_numpy(dtype="float64", na_value=np.nan)
-    rows = model._training_rows(y, anchor, features["ts"])
-    fit, valid = validation_split(nanoseconds(features["ts"].iloc[rows]), model.validation_fraction, h)
+    picked = training_rows(model, metrics, spec) if picked is None else picked
+    features = build_feature_rows(metrics, spec, picked.positions)
+    rows = picked.rows[h]
+    chosen = features.iloc[rows]
+    anchor = chosen[spec.target].to_numpy(dtype="float64", na_value=np.nan)
+    fit, valid = validation_split(nanoseconds(chosen["ts"]), model.validation_fraction, h)
     if fit.sum() < _MIN_FIT or valid.sum() < _MIN_VALID:
         return Choice(*pairs[0], features=features, spec=spec)
-    y, anchor = y[rows], anchor[rows]
+    y = picked.y[h][rows]
     params = model.base_params()
     scores: dict[str, float] = {}
     for mode, name in pairs:
-        columns = spec_for(name, base).columns
-        X = features[columns].to_numpy(dtype="float32", na_value=np.nan)[rows]
+        X = chosen[spec_for(name, base).columns].to_numpy(dtype="float32", na_value=np.nan)
         z = y if mode == "level" else y - anchor
         booster, _ = model.train_booster(params, "p50", X[fit], z[fit], (X[valid], z[valid]), model.n_estimators)
         raw = model._predict_booster(booster, X[valid])

@@ -15,15 +15,19 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
 from ml_cloud_optimizer.data.schema import STEP, Fleet
 from ml_cloud_optimizer.evaluation.backtest import VALIDATION, holdout_cutoff
+from ml_cloud_optimizer.features import tabular
+from ml_cloud_optimizer.features.tabular import build_features
 from ml_cloud_optimizer.horizons import check_horizons
 from ml_cloud_optimizer.logs import quiet_optuna
 from ml_cloud_optimizer.models.base import Forecaster
 from ml_cloud_optimizer.models.registry import build_forecaster, forecaster_entry, kinds
+from ml_cloud_optimizer.models.tabular_base import TabularForecaster
 
 __all__ = [
     "FIT_INFO",
@@ -115,9 +119,38 @@ def validation_forecasts(template: Forecaster, metrics: pd.DataFrame, validation
     cutoff = holdout_cutoff(metrics, validation)
     early = clone(template).fit(metrics.loc[metrics["ts"] < cutoff])
     lookback = int(getattr(early, "full_history", early.min_history)) + max(early.horizons) + 1
-    frame = early.predict(metrics.loc[metrics["ts"] >= cutoff - lookback * STEP])
+    window = metrics.loc[metrics["ts"] >= cutoff - lookback * STEP]
     _log.info("forecast the validation window from %s with a fit before it", f"{cutoff:%Y-%m-%d %H:%M}")
+    if isinstance(early, TabularForecaster):
+        return _tabular_window(early, window, cutoff)
+    frame = early.predict(window)
     return frame.loc[frame["ts"] >= cutoff].reset_index(drop=True)
+
+
+def _tabular_window(model: TabularForecaster, window: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """``model.predict(window)`` from ``cutoff`` on, built and forecast a block of whole entities at a time.
+
+    The lookback before ``cutoff`` only feeds the windows, so its rows are not kept; which
+    origins have ``min_history`` behind them is judged on the whole ``window``, as ``predict``
+    judges it. A forecast reads its own row only, so blocks (about ``tabular.BLOCK_ROWS`` input
+    rows each) give the same numbers while the feature rows held stay bounded by the block.
+    """
+    ts = pd.to_datetime(window["ts"], utc=True).dt.floor(pd.Timedelta(model.spec_.step))
+    codes = pd.factorize(window["entity_id"], use_na_sentinel=False)[0]
+    first = ts.groupby(codes, sort=False).transform("min")
+    wanted = (ts >= cutoff).to_numpy() & (((ts - first) // STEP).to_numpy() >= model.min_history - 1)
+    block_of = (np.cumsum(np.bincount(codes, minlength=1)) - 1) // tabular.BLOCK_ROWS
+    order = np.argsort(block_of[codes], kind="stable")
+    cuts = np.flatnonzero(np.diff(block_of[codes][order])) + 1
+    frames = []
+    for members in np.split(order, cuts):
+        rows = np.flatnonzero(wanted[members])
+        if len(rows):
+            frames.append(model.predict_features(build_features(window.iloc[members], model.spec_, rows=rows)))
+    if not frames:
+        return model.predict_features(build_features(window, model.spec_, rows=np.flatnonzero(wanted)))
+    forecasts = pd.concat(frames) if len(frames) > 1 else frames[0]
+    return forecasts.sort_values(["entity_id", "ts"], kind="stable").reset_index(drop=True)
 
 
 def load_validation(directory: str | Path) -> pd.DataFrame | None:
