@@ -75,3 +75,13 @@ def test_p90_is_blended_with_its_margin_when_every_member_has_one(metrics):
     expected = np.clip(0.7 * a["p90_h12"] + 0.3 * b["p90_h12"] + 0.02, 0, None)
     assert np.allclose(out["p90_h12"], np.fmax(np.minimum(expected, 1.5), out["p50_h12"]))
     assert (out["p90_h12"] >= out["p50_h12"]).all() and both.quantile
+
+
+def test_a_member_without_p90_stands_in_with_its_p50_once_a_margin_is_fitted(blend, metrics):
+    # persistence has no p90: without a margin the blend forecasts none (above); with one, it does
+    calibrated = BlendForecaster.fitted(blend.estimators_, WEIGHTS, blend.horizons, {1: 0.01, 12: 0.03})
+    out = calibrated.predict(metrics).set_index(["entity_id", "ts"])
+    tree, last = (m.predict(metrics).set_index(["entity_id", "ts"]).loc[out.index] for _, m in blend.estimators_)
+    expected = np.clip(0.7 * tree["p90_h12"] + 0.3 * last["p50_h12"] + 0.03, 0, 1.5)
+    assert np.allclose(out["p90_h12"], np.fmax(expected, out["p50_h12"]))
+    assert (out["p90_h12"] >= out["p50_h12"]).all() and calibrated.quantile

@@ -73,10 +73,10 @@ def fit_weights(forecasts: np.ndarray, actual: np.ndarray, step: float = GRID_ST
     return grid[int(np.argmin(errors))]
 
 
-def _weighted(frames: list[pd.DataFrame], column: str, rows: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
-    if not all(column in f for f in frames):
-        return None
-    stacked = np.column_stack([f.loc[rows, column].to_numpy(dtype="float64") for f in frames])
+def _weighted_p90(frames: list[pd.DataFrame], horizon: int, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The members' p90 blended, a member without one standing in with its p50 (``models.blend``)."""
+    p50, p90 = forecast_column(horizon), forecast_column(horizon, "p90")
+    stacked = np.column_stack([f.loc[rows, p90 if p90 in f else p50].to_numpy(dtype="float64") for f in frames])
     return stacked @ weights
 
 
@@ -103,18 +103,15 @@ def choose_blend(window: Window, scores: pd.DataFrame, eligible: set[str], horiz
         ts = frame.loc[rows, "ts"]
         first = (ts < ts.sort_values().iloc[len(ts) // 2]).to_numpy()
         frame[p50], frame[f"scored_h{h}"] = np.nan, rows
-        has_p90 = all(p90 in f for f in frames)
-        if has_p90:
-            frame[p90] = np.nan
+        frame[p90] = np.nan  # fitted a margin on validation (``evaluation.holdout``) whatever the members
         for fit_half, use_half in ((first, ~first), (~first, first)):
             if not fit_half.any() or not use_half.any():
                 continue
             w = fit_weights(stacked[fit_half], actual[fit_half])
             target = index[use_half]
             frame.loc[target, p50] = stacked[use_half] @ w
-            q = _weighted(frames, p90, target, w) if has_p90 else None
-            if q is not None:
-                frame.loc[target, p90] = np.fmax(clip_forecast(q), frame.loc[target, p50].to_numpy())
+            q = _weighted_p90(frames, h, target, w)
+            frame.loc[target, p90] = np.fmax(clip_forecast(q), frame.loc[target, p50].to_numpy())
     y_col, p50 = target_column(head), forecast_column(head)
     rows = frame[f"scored_h{head}"].to_numpy(dtype=bool) & frame[p50].notna().to_numpy()
     blended = float(np.mean(np.abs(frame.loc[rows, p50] - frame.loc[rows, y_col])))

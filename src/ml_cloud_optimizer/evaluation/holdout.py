@@ -151,8 +151,8 @@ def _blend_margin(choice: BlendChoice, horizons) -> dict[int, float]:
 def _blend_frame(blend: BlendForecaster, window: Window, members: list[str]) -> pd.DataFrame:
     """The blend's hold-out frame on the window's rows, from its members' frames (as ``predict`` combines them)."""
     keys = ["entity_id", "ts"]
-    wanted = [c for c in window.forecasts[members[0]].columns if c.startswith(("p50_h", "p90_h"))]
-    frames = [window.forecasts[m][keys + [c for c in wanted if c in window.forecasts[m]]] for m in members]
+    frames = [window.forecasts[m] for m in members]
+    frames = [f[keys + [c for c in f.columns if c.startswith(("p50_h", "p90_h"))]] for f in frames]
     combined = blend.combine(frames)
     frame = window.actual.merge(combined, on=keys, how="left")
     for h in blend.horizons:

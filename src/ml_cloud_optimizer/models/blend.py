@@ -7,8 +7,11 @@ each and combines the frames row by row, per horizon with that horizon's weights
 saved as one directory with each member's own directory inside (``members/<i>-<name>/``), so
 ``Forecaster.load`` and serving's history path treat it like any model.
 
-The p90 forecast is the weighted mean of the members' p90 (where every member has one) plus
-``p90_margin``, a conformal margin fitted on validation, kept at or above the p50 and clipped.
+The p90 forecast is the weighted mean of the members' p90 plus ``p90_margin``, a conformal
+margin fitted on validation, kept at or above the p50 and clipped. A member without a p90 (the
+recurrent models, persistence) stands in with its p50; the margin, fitted on the blended values,
+is then what makes the p90 cover. Without a margin such a blend forecasts no p90, since its
+blended p90 would understate the upper quantile.
 """
 
 from __future__ import annotations
@@ -88,8 +91,10 @@ class BlendForecaster(Forecaster):
 
     @property
     def quantile(self) -> bool:
-        """Whether the blend has a p90: every member must (read by ``ModelBundle.quantiles``)."""
-        return all(m.has_quantiles and getattr(m, "quantile", True) for _, m in self._members())
+        """Whether the blend has a p90 (read by ``ModelBundle.quantiles``): a margin, or a p90 in every member."""
+        return self.p90_margin is not None or all(
+            m.has_quantiles and getattr(m, "quantile", True) for _, m in self._members()
+        )
 
     def fit(self, metrics: pd.DataFrame, entities: pd.DataFrame | None = None) -> BlendForecaster:
         if not self.estimators:
@@ -111,8 +116,9 @@ class BlendForecaster(Forecaster):
             p50 = forecast_column(h)
             out[p50] = sum(w[i] * merged[f"{p50}#{i}"].to_numpy(dtype="float64") for i in range(len(frames)))
             p90 = forecast_column(h, "p90")
-            if all(f"{p90}#{i}" in merged for i in range(len(frames))):
-                blended = sum(w[i] * merged[f"{p90}#{i}"].to_numpy(dtype="float64") for i in range(len(frames)))
+            upper = [f"{p90}#{i}" if f"{p90}#{i}" in merged else f"{p50}#{i}" for i in range(len(frames))]
+            if self.p90_margin is not None or all(c.startswith(p90) for c in upper):
+                blended = sum(w[i] * merged[c].to_numpy(dtype="float64") for i, c in enumerate(upper))
                 out[p90] = np.fmax(clip_forecast(blended + self._margin(h)), out[p50].to_numpy())
         return out
 
@@ -132,7 +138,7 @@ class BlendForecaster(Forecaster):
         return {
             "members": names,
             "blend_weights": {str(h): [float(x) for x in self._weights(h)] for h in self.horizons},
-            "p90_margin": {str(h): self._margin(h) for h in self.horizons},
+            "p90_margin": None if self.p90_margin is None else {str(h): self._margin(h) for h in self.horizons},
         }
 
     @classmethod
