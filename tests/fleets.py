@@ -81,3 +81,17 @@ def server_home() -> Path:
     able to traverse every parent, and pytest keeps resetting its base directory to 0700.
     """
     return Path(tempfile.mkdtemp(prefix="mlco-test-pg-"))
+
+
+def demand_grid(demand: np.ndarray, vcpus: float = 4.0):
+    """A replay grid of hand-made demand (cores, steps x entities) from 2026-01-05, every entity of ``vcpus``."""
+    from ml_cloud_optimizer.optimizer.capacity import DemandGrid
+
+    steps, width = demand.shape
+    return DemandGrid(
+        ts=pd.date_range("2026-01-05T00:00:00Z", periods=steps, freq="5min", name="ts"),
+        entity_ids=pd.Index([f"e{i}" for i in range(width)], name="entity_id"),
+        vcpus=np.full(width, vcpus),
+        price_per_core_hour=np.full(width, 0.04),
+        demand=demand,
+    )

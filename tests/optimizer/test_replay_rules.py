@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fleets import demand_grid
 from ml_cloud_optimizer.optimizer.backtest import score_churn, score_replay
-from ml_cloud_optimizer.optimizer.capacity import DemandGrid
 from ml_cloud_optimizer.optimizer.replay_rules import FREE_RULES, Plan, ReplayRules, actuate
 
 MINUTE = pd.Timedelta(minutes=1)
@@ -21,15 +21,8 @@ def _column(values) -> np.ndarray:
     return np.asarray(values, dtype="float64")[:, None]
 
 
-def _grid(demand: np.ndarray) -> DemandGrid:
-    steps, width = demand.shape
-    return DemandGrid(
-        ts=pd.date_range("2026-01-05T00:00:00Z", periods=steps, freq="5min", name="ts"),
-        entity_ids=pd.Index([f"e{i}" for i in range(width)], name="entity_id"),
-        vcpus=np.full(width, 4.0),
-        price_per_core_hour=np.full(width, 0.04),
-        demand=demand,
-    )
+def _grid(demand: np.ndarray):
+    return demand_grid(demand, vcpus=4.0)
 
 
 def test_the_updater_leaves_a_request_inside_its_bounds_alone_and_acts_outside():

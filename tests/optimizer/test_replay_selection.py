@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fleets import demand_grid
 from ml_cloud_optimizer.optimizer.capacity import DemandGrid
 from ml_cloud_optimizer.optimizer.fleet_replay import split
 from ml_cloud_optimizer.optimizer.policies import ForecastPolicy
@@ -13,15 +14,8 @@ from ml_cloud_optimizer.optimizer.replay_rules import ReplayRules
 from ml_cloud_optimizer.optimizer.selection import Tuned, Verdict, pick, tune
 
 
-def _grid(demand: np.ndarray) -> DemandGrid:
-    steps, width = demand.shape
-    return DemandGrid(
-        ts=pd.date_range("2026-01-05T00:00:00Z", periods=steps, freq="5min", name="ts"),
-        entity_ids=pd.Index([f"e{i}" for i in range(width)], name="entity_id"),
-        vcpus=np.full(width, 8.0),
-        price_per_core_hour=np.full(width, 0.04),
-        demand=demand,
-    )
+def _grid(demand: np.ndarray):
+    return demand_grid(demand, vcpus=8.0)
 
 
 def test_the_cheapest_setting_that_meets_the_bar_wins_else_the_one_that_misses_least():
