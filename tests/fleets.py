@@ -83,10 +83,12 @@ def server_home() -> Path:
     return Path(tempfile.mkdtemp(prefix="mlco-test-pg-"))
 
 
-def demand_grid(demand: np.ndarray, vcpus: float = 4.0):
-    """A replay grid of hand-made demand (cores, steps x entities) from 2026-01-05, every entity of ``vcpus``."""
+def demand_grid(demand, vcpus: float = 4.0):
+    """A replay grid of hand-made demand in cores (steps, or steps x entities), every entity of ``vcpus``."""
     from ml_cloud_optimizer.optimizer.capacity import DemandGrid
 
+    demand = np.asarray(demand, dtype="float64")
+    demand = demand[:, None] if demand.ndim == 1 else demand
     steps, width = demand.shape
     return DemandGrid(
         ts=pd.date_range("2026-01-05T00:00:00Z", periods=steps, freq="5min", name="ts"),

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fleets import demand_grid
 from ml_cloud_optimizer.optimizer.capacity import DemandGrid, round_up
 from ml_cloud_optimizer.optimizer.policies import (
     ForecastPolicy,
@@ -19,17 +20,8 @@ from ml_cloud_optimizer.optimizer.replay_rules import FREE_RULES, Plan, ReplayRu
 G = 0.25
 
 
-def _grid(demand, vcpus=8.0) -> DemandGrid:
-    demand = np.asarray(demand, dtype="float64")
-    demand = demand[:, None] if demand.ndim == 1 else demand
-    steps, width = demand.shape
-    return DemandGrid(
-        ts=pd.date_range("2026-01-05T00:00:00Z", periods=steps, freq="5min", name="ts"),
-        entity_ids=pd.Index([f"e{i}" for i in range(width)], name="entity_id"),
-        vcpus=np.full(width, vcpus),
-        price_per_core_hour=np.full(width, 0.04),
-        demand=demand,
-    )
+def _grid(demand, vcpus=8.0):
+    return demand_grid(demand, vcpus)
 
 
 def _noisy(steps=288 * 3, width=3, seed=0):
