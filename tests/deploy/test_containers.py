@@ -105,7 +105,6 @@ def test_a_second_build_reuses_every_layer(images):
     assert again.returncode == 0, again.stderr[-3000:]
     assert {ref: image_id(ref) for ref in before} == before, "an unchanged tree rebuilt a layer"
     report(f"build: first in this session {images.seconds:.0f} s, again {seconds:.0f} s")
-    assert seconds < 120
 
 
 @pytest.mark.usefixtures("images")

@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -216,11 +215,9 @@ def test_mlco_run_without_the_headline_horizon_fails_before_anything_starts(monk
         raise AssertionError("the pipeline was started")
 
     monkeypatch.setattr(ml_cloud_optimizer.pipelines.runners.local, "run_local", must_not_run)
-    started = time.perf_counter()
     code = cli.main(["run", "--horizons", "1,6"])
-    seconds = time.perf_counter() - started
     err = capsys.readouterr().err
-    assert code == 2 and seconds < 1.0
+    assert code == 2
     assert len(err.strip().splitlines()) == 1 and "must include 12" in err, err
 
 
