@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ml_cloud_optimizer.imbalance import FocalLoss, class_weights, smote_resample
+from ml_cloud_optimizer.imbalance import FocalLoss, cap_majority, class_weights, smote_resample
 
 
 def _imbalanced(n=400, positives=20, seed=0):
@@ -57,6 +57,25 @@ def test_smote_adapts_neighbours_to_a_tiny_minority():
 def test_smote_rejects_bad_input_with_a_clear_message(X, y, message):
     with pytest.raises(ValueError, match=message):
         smote_resample(X, y)
+
+
+def test_cap_majority_keeps_every_minority_row_and_a_seeded_sample_of_the_majority():
+    _, y = _imbalanced(n=1_000, positives=30)
+    keep = cap_majority(y, 200, random_state=1)
+    assert keep[y].all() and keep[~y].sum() == 200
+    np.testing.assert_array_equal(keep, cap_majority(y, 200, random_state=1))
+    assert not np.array_equal(keep, cap_majority(y, 200, random_state=2))
+    kept = np.flatnonzero(~y & keep)
+    assert kept.min() < 300 and kept.max() > 700  # drawn across the rows, not the first 200
+
+
+def test_cap_majority_keeps_all_at_or_below_the_cap_and_refuses_a_cap_below_one():
+    _, y = _imbalanced(n=400, positives=20)
+    for cap in (None, 380, 10_000):
+        assert cap_majority(y, cap).all()
+    assert cap_majority(np.zeros(50, dtype=bool), 10).all()  # one class: nothing to balance against
+    with pytest.raises(ValueError, match="at least 1"):
+        cap_majority(y, 0)
 
 
 def test_class_weights_balance_the_classes():

@@ -73,7 +73,8 @@ def test_smote_step_leaves_validation_rows_alone(train):
     }
 
 
-def test_three_steps_give_lightgbm_the_problem_peak_classifier_would(train, fleet, tmp_path, monkeypatch):
+@pytest.mark.parametrize("majority_cap", [None, 600], ids=["whole", "majority capped"])
+def test_three_steps_give_lightgbm_the_problem_peak_classifier_would(train, fleet, tmp_path, monkeypatch, majority_cap):
     # LightGBM picks row- or column-wise histograms by timing them, so two fits of the same data
     # may differ in the last bits; what the steps control is the problem handed to it: compare that.
     import lightgbm
@@ -88,12 +89,14 @@ def test_three_steps_give_lightgbm_the_problem_peak_classifier_would(train, flee
         return real_fit(self, X, y, **kwargs)
 
     monkeypatch.setattr(lightgbm.LGBMClassifier, "fit", recording_fit)
-    reference = PeakClassifier(use_smote=True, seed=0).fit(train.metrics)
-    rows, state = peak_training.peak_training_rows(train.metrics, seed=0)
+    reference = PeakClassifier(use_smote=True, majority_cap=majority_cap, seed=0).fit(train.metrics)
+    rows, state = peak_training.peak_training_rows(train.metrics, seed=0, majority_cap=majority_cap)
     artifacts.save_rows(rows, tmp_path / "rows", state)  # through the artifacts, as the pipeline does
     rows, state = artifacts.load_rows(tmp_path / "rows")
-    balanced, fill, _ = peak_training.balance_peak_rows(rows, seed=0)
-    artifacts.save_rows(balanced, tmp_path / "balanced", {**state, "fill_values": fill})
+    balanced, fill, counts = peak_training.balance_peak_rows(rows, seed=0, majority_cap=state["params"]["majority_cap"])
+    assert (counts["majority_dropped"] > 0) == (majority_cap is not None)
+    state = {**state, "fill_values": fill, "n_train_rows": counts["fit_rows"]}  # what the smote component keeps
+    artifacts.save_rows(balanced, tmp_path / "balanced", state)
     model = peak_training.fit_peak_classifier(*artifacts.load_rows(tmp_path / "balanced"))
 
     (theirs, ours) = problems
@@ -106,6 +109,8 @@ def test_three_steps_give_lightgbm_the_problem_peak_classifier_would(train, flee
             ours_.sort_index(), theirs_.sort_index(), check_names=False, check_index_type=False
         )
     assert model.split_ts_ == reference.split_ts_
+    assert model.n_train_rows_ == reference.n_train_rows_ == counts["fit_rows"]
+    assert model.n_train_resampled_ == reference.n_train_resampled_
 
     model.save(tmp_path / "model")
     loaded = BasePeakModel.load(tmp_path / "model")

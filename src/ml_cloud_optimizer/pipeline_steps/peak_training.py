@@ -7,7 +7,8 @@ tasks, so the same work is cut in three:
 1. ``peak_training_rows``: the classifier's feature rows of the training window, each with its
    label and its part (``fit`` or ``validation``, the latest share of time, which picks the
    decision threshold), plus the classifier's state so far (per-entity thresholds...).
-2. ``balance_peak_rows``: SMOTE on the ``fit`` rows only; validation rows pass through untouched.
+2. ``balance_peak_rows``: SMOTE on the ``fit`` rows only (their majority capped first, as the
+   classifier's own fit caps it); validation rows pass through untouched.
 3. ``fit_peak_classifier``: LightGBM on the balanced rows with early stopping and the decision
    threshold on the validation rows, returned as a fitted ``PeakClassifier`` that saves, loads
    and predicts like any other.
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ml_cloud_optimizer.horizons import PEAK_HORIZON
-from ml_cloud_optimizer.imbalance import smote_resample
+from ml_cloud_optimizer.imbalance import MAJORITY_CAP, cap_majority, smote_resample
 from ml_cloud_optimizer.models.peak import PeakClassifier
 
 __all__ = [
@@ -55,6 +56,7 @@ def peak_training_rows(
     quantile: float = 0.95,
     validation: float = 0.2,
     seed: int = 0,
+    majority_cap: int | None = MAJORITY_CAP,
 ) -> tuple[pd.DataFrame, dict]:
     """Labelled feature rows of the training window and the classifier's state (JSON-ready).
 
@@ -63,7 +65,9 @@ def peak_training_rows(
         ``part``; ``state`` is ``PeakClassifier.get_state()``: the parameters, per-entity
         thresholds, cut-off and feature spec.
     """
-    model = PeakClassifier(horizon=horizon, quantile=quantile, use_smote=True, validation=validation, seed=seed)
+    model = PeakClassifier(
+        horizon=horizon, quantile=quantile, use_smote=True, majority_cap=majority_cap, validation=validation, seed=seed
+    )
     y, fit, validate = model.label_split(metrics)
     part = np.where(fit, "fit", np.where(validate, "validation", ""))
     rows = model.feature_rows(metrics)
@@ -80,37 +84,47 @@ def peak_training_rows(
     return rows, state
 
 
-def balance_peak_rows(rows: pd.DataFrame, *, seed: int = 0) -> tuple[pd.DataFrame, dict, dict]:
+def balance_peak_rows(
+    rows: pd.DataFrame, *, seed: int = 0, majority_cap: int | None = MAJORITY_CAP
+) -> tuple[pd.DataFrame, dict, dict]:
     """SMOTE the ``fit`` rows (missing features filled with their medians first); validation rows untouched.
 
+    Past ``majority_cap`` ordinary rows, a seeded uniform sample of that many is kept before
+    SMOTE, as ``PeakClassifier(use_smote=True, majority_cap=...).fit`` keeps it; the medians are
+    those of every fit row, the sample's rows are copied, not the whole fit part.
+
     Returns:
-        ``(balanced, fill_values, counts)``: the fit rows, then the synthetic ones (``synthetic``
-        True, no entity or time), then the validation rows; the medians used to fill missing
-        features (prediction fills the same way); counts of rows and peaks before and after.
+        ``(balanced, fill_values, counts)``: the fit rows kept, then the synthetic ones
+        (``synthetic`` True, no entity or time), then the validation rows; the medians used to
+        fill missing features (prediction fills the same way); counts of rows and peaks before
+        and after, and of the ordinary rows the cap left out (``majority_dropped``).
     """
     features = [c for c in rows.columns if c not in (*_KEYS, LABEL, PART)]
     fit = rows[PART].to_numpy() == "fit"
-    fill = rows.loc[fit, features].median().fillna(0.0)
-    X = rows.loc[fit, features].fillna(fill)
-    y = rows.loc[fit, LABEL].to_numpy(dtype=bool)
+    labels = rows[LABEL].to_numpy(dtype=bool)
+    fill = pd.Series({c: rows.loc[fit, c].median() for c in features}, dtype="float64").fillna(0.0)
+    keep = np.flatnonzero(fit)[cap_majority(labels[fit], majority_cap, random_state=seed)]
+    original = rows.iloc[keep].fillna(fill.to_dict())
+    X, y = original[features], labels[keep]
     X_res, y_res = smote_resample(X, y, random_state=seed)
     added = X_res.iloc[len(X) :]
     synthetic = added.assign(**{LABEL: y_res[len(X) :], PART: "fit", SYNTHETIC: True})
-    original = rows.loc[fit].assign(**{c: X[c] for c in features}, **{SYNTHETIC: False})
     validation = rows.loc[~fit].assign(**{SYNTHETIC: False})
-    balanced = pd.concat([original, synthetic, validation], ignore_index=True)
+    balanced = pd.concat([original.assign(**{SYNTHETIC: False}), synthetic, validation], ignore_index=True)
     counts = {
         "fit_rows": int(fit.sum()),
-        "fit_peaks": int(y.sum()),
+        "fit_peaks": int(labels[fit].sum()),
+        "majority_dropped": int(fit.sum()) - len(keep),
         "balanced_rows": len(y_res),
         "balanced_peaks": int(y_res.sum()),
         "synthetic_rows": len(added),
         "validation_rows": int((~fit).sum()),
     }
     _log.info(
-        "SMOTE: %s of %s training rows were peaks; %s synthetic peaks added",
+        "SMOTE: %s of %s training rows were peaks; %s ordinary rows left out by the cap; %s synthetic peaks added",
         f"{counts['fit_peaks']:,}",
         f"{counts['fit_rows']:,}",
+        f"{counts['majority_dropped']:,}",
         f"{counts['synthetic_rows']:,}",
     )
     return balanced, {k: float(v) for k, v in fill.items()}, counts
@@ -119,7 +133,9 @@ def balance_peak_rows(rows: pd.DataFrame, *, seed: int = 0) -> tuple[pd.DataFram
 def fit_peak_classifier(balanced: pd.DataFrame, state: dict) -> PeakClassifier:
     """Boost on the balanced ``fit`` rows, stop and choose the cut-off on the validation rows.
 
-    ``state`` is ``peak_training_rows``'s state plus ``fill_values`` from ``balance_peak_rows``.
+    ``state`` is ``peak_training_rows``'s state plus ``fill_values`` from ``balance_peak_rows``
+    and, where the majority was capped, ``n_train_rows``: the fit rows before it (its
+    ``fit_rows`` count), which ``PeakClassifier.fit`` reports too.
     """
     features = [c for c in balanced.columns if c not in (*_KEYS, LABEL, PART, SYNTHETIC)]
     fit = balanced[PART].to_numpy() == "fit"
@@ -129,7 +145,7 @@ def fit_peak_classifier(balanced: pd.DataFrame, state: dict) -> PeakClassifier:
         balanced.loc[~fit, features],
         balanced.loc[~fit, LABEL],
         fill_values=state["fill_values"],
-        n_train_rows=int((fit & ~balanced[SYNTHETIC].to_numpy(dtype=bool)).sum()),
+        n_train_rows=state.get("n_train_rows", int((fit & ~balanced[SYNTHETIC].to_numpy(dtype=bool)).sum())),
     )
     _log.info("peak classifier: %s rounds, validation PR-AUC %.3f", model.best_iteration_, model.validation_pr_auc_)
     return model

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ml_cloud_optimizer.features import FeatureSpec, build_features
 from ml_cloud_optimizer.horizons import PEAK_HORIZON
-from ml_cloud_optimizer.imbalance import smote_resample
+from ml_cloud_optimizer.imbalance import MAJORITY_CAP, cap_majority, smote_resample
 from ml_cloud_optimizer.models.cores import idle_cores
 from ml_cloud_optimizer.models.peak.base import BasePeakModel, check_metrics
 
@@ -37,6 +37,8 @@ class PeakClassifier(BasePeakModel):
         horizon: steps ahead the peak label looks (12 = the next hour).
         quantile: each entity's threshold is this quantile of its training load.
         use_smote: oversample training peaks with SMOTE instead of weighting classes.
+        majority_cap: with ``use_smote``, the most ordinary (non-peak) training rows kept before
+            SMOTE, a seeded uniform sample (``imbalance.cap_majority``); None keeps all.
         decision: how the probability cut-off is chosen on validation ("f1" or "precision").
         min_precision: the precision ``decision="precision"`` must keep.
         validation: share of the latest time held out to stop boosting and choose the cut-off.
@@ -53,6 +55,7 @@ class PeakClassifier(BasePeakModel):
         horizon: int = PEAK_HORIZON,
         quantile: float = 0.95,
         use_smote: bool = False,
+        majority_cap: int | None = MAJORITY_CAP,
         decision: str = "f1",
         min_precision: float = 0.5,
         validation: float = 0.2,
@@ -68,6 +71,7 @@ class PeakClassifier(BasePeakModel):
         self.horizon = horizon
         self.quantile = quantile
         self.use_smote = use_smote
+        self.majority_cap = majority_cap
         self.decision = decision
         self.min_precision = min_precision
         self.validation = validation
@@ -142,7 +146,8 @@ class PeakClassifier(BasePeakModel):
         self.n_train_rows_ = len(X_train)
         self.n_train_positives_ = int(y_train.sum())
         if self.use_smote:
-            X_train, y_train = smote_resample(X_train, y_train, random_state=self.seed)
+            keep = cap_majority(y_train, self.majority_cap, random_state=self.seed)
+            X_train, y_train = smote_resample(X_train[keep], y_train[keep], random_state=self.seed)
         return self._boost(X_train, y_train, X.loc[val].fillna(self.fill_values_), y[val])
 
     def fit_rows(
