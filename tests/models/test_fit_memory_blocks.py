@@ -140,3 +140,19 @@ def test_validation_forecasts_by_blocks_are_the_window_predict_gives(metrics, mo
         monkeypatch.setattr(tabular, "BLOCK_ROWS", block_rows)
         ours = _tabular_window(model, metrics, cutoff)
         pd.testing.assert_frame_equal(ours, reference, check_exact=True)
+
+
+def test_peak_rows_by_blocks_are_the_whole_frames_and_so_are_the_pipelines(metrics, monkeypatch):
+    from ml_cloud_optimizer.models.peak import PeakClassifier
+    from ml_cloud_optimizer.pipeline_steps.peak_training import peak_training_rows
+
+    model = PeakClassifier(seed=0)
+    model.label_split(metrics)
+    positions = np.sort(np.random.default_rng(2).choice(len(metrics), 5_000, replace=False))
+    reference = model.feature_rows(metrics).iloc[positions]
+    whole_rows, whole_state = peak_training_rows(metrics)
+    monkeypatch.setattr(tabular, "BLOCK_ROWS", 3_000)
+    pd.testing.assert_frame_equal(model.feature_rows_at(metrics, positions), reference, check_exact=True)
+    block_rows, block_state = peak_training_rows(metrics)
+    pd.testing.assert_frame_equal(block_rows, whole_rows, check_exact=True)
+    assert block_state == whole_state

@@ -12,6 +12,7 @@ that serving rebuilds exactly the columns the model was trained on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -241,21 +242,29 @@ def build_features(metrics: pd.DataFrame, spec: FeatureSpec | None = None, rows=
     return features
 
 
-def build_feature_rows(metrics: pd.DataFrame, spec: FeatureSpec, rows, block_rows: int | None = None) -> pd.DataFrame:
+def build_feature_rows(
+    metrics: pd.DataFrame,
+    spec: FeatureSpec,
+    rows,
+    block_rows: int | None = None,
+    then: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> pd.DataFrame:
     """``build_features(metrics, spec).iloc[rows]`` for ascending, distinct ``rows``, built by blocks of whole entities.
 
     Every feature of a row reads its own entity's rows only, so a block of entities gives its
     rows the very numbers the whole frame gives them, while only one block's grid and windows
     (about ``block_rows`` input rows, default ``BLOCK_ROWS``) and the rows kept are in memory:
     a fit that keeps a bounded sample of rows needs memory bounded by the block, whatever the
-    fleet's size.
+    fleet's size. ``then``, if given, turns each block's feature rows into what is kept (the
+    peak classifier's narrower rows), so that only its output is held for every row.
     """
     block_rows = block_rows or BLOCK_ROWS
+    keep_as = then or (lambda frame: frame)
     rows = np.asarray(rows, dtype=np.int64)
     codes = pd.factorize(metrics["entity_id"], use_na_sentinel=False)[0]
     bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=1))])
     if bounds[-1] <= block_rows:
-        return build_features(metrics, spec, rows=rows)
+        return keep_as(build_features(metrics, spec, rows=rows))
     by_entity = np.argsort(codes, kind="stable")
     keep = np.zeros(len(metrics), dtype=bool)
     keep[rows] = True
@@ -266,11 +275,11 @@ def build_feature_rows(metrics: pd.DataFrame, spec: FeatureSpec, rows, block_row
         block = np.sort(by_entity[bounds[lo] : bounds[hi]])
         mine = np.flatnonzero(keep[block])
         if len(mine):
-            parts.append(build_features(metrics.iloc[block], spec, rows=mine))
+            parts.append(keep_as(build_features(metrics.iloc[block], spec, rows=mine)))
             positions.append(block[mine])
         lo = hi
     if not parts:
-        return build_features(metrics, spec, rows=rows)
+        return keep_as(build_features(metrics, spec, rows=rows))
     features = pd.concat(parts) if len(parts) > 1 else parts[0]
     at = np.concatenate(positions)
     return features.iloc[np.argsort(at, kind="stable")]

@@ -69,17 +69,16 @@ def peak_training_rows(
         horizon=horizon, quantile=quantile, use_smote=True, majority_cap=majority_cap, validation=validation, seed=seed
     )
     y, fit, validate = model.label_split(metrics)
-    part = np.where(fit, "fit", np.where(validate, "validation", ""))
-    rows = model.feature_rows(metrics)
-    rows[LABEL] = y
-    rows[PART] = part
-    rows = rows.loc[part != ""].reset_index(drop=True)
+    used = np.flatnonzero(fit | validate)
+    rows = model.feature_rows_at(metrics, used).reset_index(drop=True)
+    rows[LABEL] = y[used]
+    rows[PART] = np.where(fit[used], "fit", "validation")
     state = model.get_state()
     _log.info(
         "peak rows: %s to fit (%s peaks), %s to validate",
-        f"{int((part == 'fit').sum()):,}",
-        f"{int(rows.loc[rows[PART] == 'fit', LABEL].sum()):,}",
-        f"{int((part == 'validation').sum()):,}",
+        f"{int(fit.sum()):,}",
+        f"{int(y[fit].sum()):,}",
+        f"{int(validate.sum()):,}",
     )
     return rows, state
 

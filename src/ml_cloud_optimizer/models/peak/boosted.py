@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ml_cloud_optimizer.features import FeatureSpec, build_features
+from ml_cloud_optimizer.features.tabular import build_feature_rows
 from ml_cloud_optimizer.horizons import PEAK_HORIZON
 from ml_cloud_optimizer.imbalance import MAJORITY_CAP, cap_majority, smote_resample
 from ml_cloud_optimizer.models.cores import idle_cores
@@ -138,9 +139,22 @@ class PeakClassifier(BasePeakModel):
                 out[col] = rows[col]
         return pd.DataFrame(out, index=rows.index)
 
+    def feature_rows_at(self, metrics: pd.DataFrame, positions) -> pd.DataFrame:
+        """``feature_rows(metrics).iloc[positions]``, built by blocks of whole entities.
+
+        Only the narrow rows are kept for every position, never the full feature matrix of the
+        fleet (``build_feature_rows``): what the fit and the pipeline's peak rows hold grows
+        with the rows by the classifier's two dozen columns, not the shared features' eighty.
+        """
+        return build_feature_rows(
+            metrics, self.feature_spec, positions, then=lambda features: self.feature_rows(metrics, features)
+        )
+
     def _fit_scores(self, metrics, y, train, val) -> np.ndarray:
-        rows = self.feature_rows(metrics)
-        X = rows.drop(columns=["entity_id", "ts"])
+        used = np.flatnonzero(train | val)
+        X = self.feature_rows_at(metrics, used).drop(columns=["entity_id", "ts"])
+        train, val = train[used], val[used]
+        y = y[used]
         self.fill_values_ = X.loc[train].median().fillna(0.0)
         X_train, y_train = X.loc[train].fillna(self.fill_values_), y[train]
         self.n_train_rows_ = len(X_train)
@@ -210,7 +224,7 @@ class PeakClassifier(BasePeakModel):
         return np.asarray(self.booster_.predict(values, num_iteration=self.best_iteration_, num_threads=idle_cores()))
 
     def _scores(self, metrics):
-        rows = self.feature_rows(metrics)
+        rows = self.feature_rows_at(metrics, np.arange(len(metrics)))
         return rows, self._predict_rows(rows)
 
     def _save_model(self, directory: Path) -> dict:
