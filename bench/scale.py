@@ -28,8 +28,8 @@ it reaped). On a shared 2-core machine wall time mostly measures the other jobs;
 exponents on wall seconds are ``growth_exponents_wall`` (worst: ``growth_exponent_wall``).
 ``peak_rss_gib`` (target <= 16 at 10M) is the largest peak. A stage whose peak,
 projected from its per-row slope (``_scaling.project``), would pass ``--max-rss-gib`` (or what the
-machine has free, less 2 GiB) is not run at that size: it is reported as skipped with the
-projection. A watchdog kills a stage that passes the limit anyway. ``fleet_86m`` projects every
+machine has free, less 2 GiB) is not run at that size, unless ``--run-all``: it is reported as
+skipped with the projection. A watchdog kills a stage that passes the limit anyway. ``fleet_86m`` projects every
 stage to 10,000 workloads x 30 days (86.4M rows).
 
 Usage:
@@ -197,7 +197,13 @@ def limit_gib(requested: float) -> float:
 
 
 def measure(
-    sizes: list[int], server_url: str, scratch: Path, max_rss: float, baselines: bool, threads: int | None
+    sizes: list[int],
+    server_url: str,
+    scratch: Path,
+    max_rss: float,
+    baselines: bool,
+    threads: int | None,
+    run_all: bool = False,
 ) -> dict:
     from ml_cloud_optimizer.warehouse import drop_database
 
@@ -220,7 +226,7 @@ def measure(
             need = NEEDS.get(stage)
             if need and "seconds" not in report[need]["runs"].get(size, {}):
                 runs[size] = {"skipped": f"its input ({need}) was not produced", "projected_rss_gib": projected}
-            elif projected is not None and projected > cap:
+            elif projected is not None and projected > cap and not run_all:
                 runs[size] = {
                     "skipped": f"projected {projected:.1f} GiB > limit {cap:.1f} GiB",
                     "projected_rss_gib": projected,
@@ -317,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rss-gib", type=float, default=14.0, help="most a stage may hold (default 14)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the plain passes")
     parser.add_argument(
+        "--run-all",
+        action="store_true",
+        help="run a stage even where its projected peak passes the limit (the watchdog still stops it there)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="training threads (MLCO_THREADS; default: the model's own)"
     )
     parser.add_argument("--stage", "--baseline", dest="child", default=None, help=argparse.SUPPRESS)
@@ -331,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted(int(s) for s in args.sizes.split(","))
     from ml_cloud_optimizer.warehouse.server import temporary_server
 
-    options = (args.max_rss_gib, not args.no_baselines, args.threads)
+    options = (args.max_rss_gib, not args.no_baselines, args.threads, args.run_all)
     with tempfile.TemporaryDirectory(prefix="mlco-scale-") as scratch:
         if os.environ.get("DATABASE_URL"):
             report = measure(sizes, os.environ["DATABASE_URL"], Path(scratch), *options)

@@ -54,6 +54,20 @@ def test_fleet_artifacts_round_trip(fleet, tmp_path):
     assert summary["rows"] == len(fleet.metrics) and summary["entities"] == 2
 
 
+def test_rows_written_in_row_groups_read_back_as_they_were(train, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    rows, state = peak_training.peak_training_rows(train.metrics, seed=0)
+    artifacts.save_rows(rows, tmp_path / "whole", state)
+    monkeypatch.setattr(artifacts, "WRITE_ROWS", 1_000)
+    artifacts.save_rows(rows, tmp_path / "groups", state)
+    assert pq.ParquetFile(tmp_path / "groups" / "rows.parquet").metadata.num_row_groups == -(-len(rows) // 1_000) > 1
+    for name in ("whole", "groups"):
+        back, back_state = artifacts.load_rows(tmp_path / name)
+        pd.testing.assert_frame_equal(back, rows, check_exact=True)
+        assert back_state == state
+
+
 def test_smote_step_leaves_validation_rows_alone(train):
     rows, _ = peak_training.peak_training_rows(train.metrics, seed=0)
     balanced, fill, counts = peak_training.balance_peak_rows(rows, seed=0)

@@ -70,7 +70,8 @@ def peak_training_rows(
     )
     y, fit, validate = model.label_split(metrics)
     used = np.flatnonzero(fit | validate)
-    rows = model.feature_rows_at(metrics, used).reset_index(drop=True)
+    rows = model.feature_rows_at(metrics, used)
+    rows.index = pd.RangeIndex(len(rows))  # in place: reset_index would copy every column
     rows[LABEL] = y[used]
     rows[PART] = np.where(fit[used], "fit", "validation")
     state = model.get_state()

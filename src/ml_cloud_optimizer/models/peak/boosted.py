@@ -142,9 +142,9 @@ class PeakClassifier(BasePeakModel):
     def feature_rows_at(self, metrics: pd.DataFrame, positions) -> pd.DataFrame:
         """``feature_rows(metrics).iloc[positions]``, built by blocks of whole entities.
 
-        Only the narrow rows are kept for every position, never the full feature matrix of the
-        fleet (``build_feature_rows``): what the fit and the pipeline's peak rows hold grows
-        with the rows by the classifier's two dozen columns, not the shared features' eighty.
+        Only the classifier's rows are kept for every position, never the shared feature matrix
+        they are computed from (``build_feature_rows``): that is built one block of entities at
+        a time, so the fit and the pipeline's peak rows hold one copy of their own columns.
         """
         return build_feature_rows(
             metrics, self.feature_spec, positions, then=lambda features: self.feature_rows(metrics, features)
