@@ -151,6 +151,12 @@ def read_metrics(conn, start=None, end=None, entity_ids=None) -> Fleet:
     layout = {"code": ">i8", "ts": ">i8", **dict.fromkeys(values, ">f8"), "is_peak": ">i2"}
     columns = _copy_binary(conn, select, [entities["entity_id"].tolist(), *args], layout)
     ids = entities["entity_id"].to_numpy(dtype=object)
+    # The partitions come back in scan order; putting the rows in (entity_id, ts) order here, on
+    # integer keys, spares validate_fleet its sort and duplicate search on strings.
+    by_name = np.empty(len(ids), dtype=np.int64)
+    by_name[np.argsort(ids, kind="stable")] = np.arange(len(ids))
+    order = np.lexsort((columns["ts"], by_name[columns["code"] - 1]))
+    columns = {name: column[order] for name, column in columns.items()}
     peak = columns["is_peak"]
     metrics = pd.DataFrame(
         {
